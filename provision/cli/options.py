@@ -1,0 +1,40 @@
+"""Options shared by several commands, defined once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def inventory(required: bool = True) -> Callable[[F], F]:
+    return click.option(
+        "--inventory",
+        "-i",
+        "inventory",
+        type=click.Path(path_type=Path, dir_okay=False, exists=True),
+        required=required,
+        envvar="PROVISION_INVENTORY",
+        help="Inventory file (YAML). Env: PROVISION_INVENTORY.",
+    )
+
+
+def selection(func: F) -> F:
+    func = click.option(
+        "--limit",
+        "-l",
+        metavar="PATTERN",
+        help="Hosts and groups to act on: names, globs, '!' to exclude, comma-separated "
+        "(e.g. 'sales,ws-hq-*,!ws-hq-03').",
+    )(func)
+    return click.option(
+        "--host",
+        "hosts",
+        multiple=True,
+        metavar="NAME",
+        help="Act on this host only (repeatable).",
+    )(func)

@@ -1,0 +1,104 @@
+"""Value types shared by profiles and inventory: ini-safe text, names, secret references.
+
+Anything that ends up in microsip.ini is checked here before it reaches a template:
+a line break or NUL would let a value write lines of its own into the file.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Annotated
+
+from pydantic import AfterValidator, StringConstraints
+from pydantic_core import PydanticCustomError
+
+_LINE_BREAKS = {"\u2028", "\u2029", "\x85"}
+
+
+def unsafe_character(text: str) -> str | None:
+    """Describe the first character that may not go into an ini value, if any."""
+    for char in text:
+        if char in _LINE_BREAKS or char == "\n" or char == "\r":
+            return "a line break"
+        if char == "\x00":
+            return "a NUL character"
+        if unicodedata.category(char) == "Cc":
+            return f"a control character (U+{ord(char):04X})"
+        if unicodedata.category(char) == "Cs":
+            return "an unpaired surrogate"
+    return None
+
+
+def check_ini_text(text: str) -> str:
+    bad = unsafe_character(text)
+    if bad:
+        raise PydanticCustomError("ini_text", "contains {bad}, which would break the ini file", {"bad": bad})
+    if text != text.strip(" \t"):
+        raise PydanticCustomError(
+            "ini_text", "starts or ends with a space; Windows drops it when MicroSIP reads the file"
+        )
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        raise PydanticCustomError("ini_text", "is wrapped in quotes; Windows strips one pair of quotes when reading")
+    return text
+
+
+#: Text for a [Settings] value: one line, at most 255 characters (MicroSIP's buffer).
+SettingText = Annotated[str, StringConstraints(max_length=255), AfterValidator(check_ini_text)]
+#: Text for an account value; the per-version limit is checked in rules.py.
+AccountText = Annotated[str, StringConstraints(max_length=1040), AfterValidator(check_ini_text)]
+#: Free text that never reaches the ini (descriptions).
+Description = Annotated[str, StringConstraints(max_length=2000)]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_HOST_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,252})$")
+_USER_FORBIDDEN = set('/\\[]:;|=,+*?<>"@%')
+
+
+def check_name(text: str) -> str:
+    if not _NAME_RE.match(text):
+        raise PydanticCustomError(
+            "name",
+            "must be letters, digits, '_' or '-' (at most 64), starting with a letter or digit",
+        )
+    return text
+
+
+def check_host_name(text: str) -> str:
+    if not _HOST_RE.match(text) or ".." in text:
+        raise PydanticCustomError("host_name", "is not a valid host name (letters, digits, '.', '-', '_')")
+    return text
+
+
+def check_user_name(text: str) -> str:
+    """A Windows logon name: it names a profile folder and an output folder, so no separators."""
+    bad = unsafe_character(text)
+    if bad or not text or len(text) > 64 or text != text.strip(" .") or set(text) & _USER_FORBIDDEN:
+        raise PydanticCustomError(
+            "user_name",
+            'is not a valid Windows user name (no \\ / [ ] : ; | = , + * ? < > " @ %, '
+            "no leading or trailing dot or space, at most 64 characters)",
+        )
+    return text
+
+
+Name = Annotated[str, AfterValidator(check_name)]
+HostName = Annotated[str, AfterValidator(check_host_name)]
+UserName = Annotated[str, AfterValidator(check_user_name)]
+
+_SECRET_RE = re.compile(r"^(?:env:[A-Za-z_][A-Za-z0-9_]*|file:.+|keyring:[^/\s]+/.+)$")
+
+
+def check_secret_ref(text: str) -> str:
+    # The value may be a plaintext password typed by mistake: never echo it.
+    if not _SECRET_RE.match(text):
+        raise PydanticCustomError(
+            "secret_ref",
+            "must be a secret reference (env:NAME, file:PATH or keyring:SERVICE/USER); "
+            "plaintext passwords are not allowed in profiles or inventory",
+        )
+    return text
+
+
+#: A reference to a secret, resolved only at render or push time (see provision/secrets.py).
+SecretRef = Annotated[str, AfterValidator(check_secret_ref)]

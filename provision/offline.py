@@ -1,0 +1,123 @@
+"""The jobs that need no workstation: render, diff and validate. One function per command."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from provision.errors import ConfigError, IniError, Problem, ProvisionError, TemplateError
+from provision.output import read_current, render_file, write_tree
+from provision.plan import TargetPlan, plan_target
+from provision.project import Prepared, Project, prepare
+from provision.secrets import Redactor
+from provision.state import State
+
+
+@dataclass
+class RenderResult:
+    rows: list[tuple[str, str, int]]  # host, user, number of accounts
+    warnings: list[Problem]
+    redactor: Redactor = field(repr=False)
+
+
+def render_tree(
+    project: Project,
+    inventory: Path,
+    out: Path,
+    *,
+    limit: str | None = None,
+    hosts: Sequence[str] = (),
+    include_secrets: bool = False,
+) -> RenderResult:
+    prepared = prepare(project, inventory, limit, hosts)
+    files = [render_file(r, prepared.secrets[r.target.id] if include_secrets else None) for r in prepared.rendered]
+    write_tree(out, files, private=include_secrets)
+    rows = [(t.host, t.user, len(t.accounts)) for t in prepared.targets]
+    return RenderResult(rows, prepared.warnings, prepared.redactor)
+
+
+@dataclass
+class DiffResult:
+    plans: list[TargetPlan]
+    failed: list[tuple[str, str]]
+    new: set[str]
+    warnings: list[Problem]
+    redactor: Redactor = field(repr=False)
+
+    @property
+    def changed(self) -> bool:
+        return any(p.changed for p in self.plans)
+
+
+def diff_tree(
+    project: Project,
+    inventory: Path,
+    against: Path,
+    *,
+    limit: str | None = None,
+    hosts: Sequence[str] = (),
+) -> DiffResult:
+    """What a push would change, using DIR/<host>/<user>/microsip.ini as the workstations' current files."""
+    prepared = prepare(project, inventory, limit, hosts)
+    state = State.read_only(project.state_path)
+    try:
+        return _diff(prepared, against, state)
+    finally:
+        state.close()
+
+
+def _diff(prepared: Prepared, against: Path, state: State) -> DiffResult:
+    plans: list[TargetPlan] = []
+    failed: list[tuple[str, str]] = []
+    new: set[str] = set()
+    for rendered in prepared.rendered:
+        target = rendered.target
+        try:
+            current = read_current(against, target.host, target.user)
+            if current is None:
+                new.add(target.id)
+            record = state.last_push(target.host, target.user)
+            plans.append(plan_target(rendered, prepared.secrets[target.id], current, record, state.fingerprint_key))
+        except (IniError, ProvisionError) as exc:
+            failed.append((target.id, exc.message))
+    return DiffResult(plans, failed, new, prepared.warnings, prepared.redactor)
+
+
+@dataclass
+class ValidationResult:
+    counts: dict[str, int]
+    warnings: list[Problem]
+
+
+def validate_all(project: Project, inventory: Path | None) -> ValidationResult:
+    """Check every profile on its own, the templates, and (with an inventory) every target."""
+    problems: list[Problem] = []
+    warnings: dict[Problem, None] = {}
+    store = project.store()
+    names = store.names()
+    for name in names:
+        try:
+            resolved = store.resolve(store.chain([(name, None)]))
+            warnings.update(dict.fromkeys(resolved.warnings))
+        except ConfigError as exc:
+            problems += exc.problems
+    templates_ok = True
+    try:
+        project.templates().template()
+    except TemplateError as exc:
+        problems.append(Problem("templates", None, "", exc.message))
+        templates_ok = False
+    counts = {"profiles": len(names)}
+    if inventory is not None and templates_ok:
+        try:
+            prepared = prepare(project, inventory)
+            warnings.update(dict.fromkeys(prepared.warnings))
+            counts["hosts"] = len({t.host for t in prepared.targets})
+            counts["targets"] = len(prepared.targets)
+            counts["secrets"] = len({a.password.ref for t in prepared.targets for a in t.accounts if a.password})
+        except ConfigError as exc:
+            problems += exc.problems
+    if problems:
+        raise ConfigError(problems)
+    return ValidationResult(counts, list(warnings))

@@ -1,0 +1,252 @@
+"""Rendering a target's microsip.ini from Jinja2 templates, and checking what came out.
+
+Values are validated and spelled for the ini (booleans as 1/0, hook commands and device
+names quoted as MicroSIP writes them) before they reach the template. Secrets never
+reach it: a password is a placeholder token, swapped for the real value only when the
+final file is made (provision/plan.py). The rendered text is then read back with
+MicroSIP's own rules and checked.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets as _random
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+import provision
+from provision.errors import TemplateError, display_path
+from provision.ini import Desired, Key, read_ini
+from provision.model import microsip
+from provision.model.profile import Profile
+from provision.model.rules import hook_command, ini_value
+from provision.model.values import unsafe_character
+from provision.targets import Target
+
+TEMPLATE = "microsip.ini.j2"
+_ACCOUNT_SECTION = re.compile(r"^account([1-9][0-9]*)$")
+
+
+def packaged_templates() -> Path:
+    """The default templates: inside the wheel, or templates/ at the top of a checkout."""
+    here = Path(provision.__file__).resolve().parent
+    inside = here / "templates"
+    return inside if inside.is_dir() else here.parent / "templates"
+
+
+class Templates:
+    """A sandboxed Jinja2 environment over the user's templates, falling back to the defaults."""
+
+    def __init__(self, directory: Path | None = None) -> None:
+        search = [d for d in (directory, packaged_templates()) if d is not None and d.is_dir()]
+        self.directories = search
+        self.env = ImmutableSandboxedEnvironment(
+            loader=jinja2.FileSystemLoader([str(d) for d in search]),
+            undefined=jinja2.StrictUndefined,
+            autoescape=False,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+        )
+        self._template: jinja2.Template | None = None
+
+    def template(self) -> jinja2.Template:
+        if self._template is None:
+            try:
+                self._template = self.env.get_template(TEMPLATE)
+            except jinja2.TemplateSyntaxError as exc:
+                where = f"{display_path(exc.filename or exc.name or TEMPLATE)}:{exc.lineno}"
+                raise TemplateError(f"{where}: template syntax error: {exc.message}") from None
+            except jinja2.TemplateNotFound as exc:
+                dirs = ", ".join(display_path(d) for d in self.directories) or "none"
+                raise TemplateError(f"template {exc.name} not found (searched: {dirs})") from None
+        return self._template
+
+    def render(self, context: dict[str, Any]) -> str:
+        template = self.template()
+        try:
+            return template.render(context)
+        except (
+            jinja2.UndefinedError,
+            SecurityError,
+            jinja2.TemplateError,
+            TypeError,
+            ValueError,
+        ) as exc:
+            raise TemplateError(f"{_template_line(exc, template)}: {_template_message(exc)}") from None
+
+
+def _template_line(exc: BaseException, template: jinja2.Template) -> str:
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if frame.filename and frame.filename.endswith(".j2"):
+            return f"{display_path(frame.filename)}:{frame.lineno}"
+    return display_path(template.filename or TEMPLATE)
+
+
+def _template_message(exc: BaseException) -> str:
+    if isinstance(exc, jinja2.UndefinedError):
+        return f"undefined value: {exc.message}"
+    if isinstance(exc, SecurityError):
+        return f"not allowed in the sandbox: {exc}"
+    return f"template error: {exc}"
+
+
+@dataclass(frozen=True)
+class RenderedIni:
+    """A target's managed ini content; `tokens` maps each password placeholder to its account section."""
+
+    target: Target
+    text: str
+    desired: Desired
+    tokens: dict[str, str]  # token -> account section (lower case)
+
+    def display_text(self) -> str:
+        text = self.text
+        for token in self.tokens:
+            text = text.replace(token, "********")
+        return text
+
+
+class Renderer:
+    def __init__(self, templates: Templates) -> None:
+        self.templates = templates
+        # A fresh nonce per run: a value that happens to contain a token cannot be one.
+        self._nonce = _random.token_hex(6)
+
+    def render(self, target: Target) -> RenderedIni:
+        tokens: dict[str, str] = {}
+        accounts = []
+        for account in target.accounts:
+            keys = account_values(account.values)
+            if account.password is not None:
+                token = f"@@secret-{self._nonce}-{account.section.lower()}@@"
+                tokens[token] = account.section.lower()
+                keys["password"] = token
+            accounts.append({"section": account.section, "name": account.name, "fields": keys})
+        profile = target.resolved.profile
+        context = {
+            "settings": settings_values(profile, target.active_index),
+            "accounts": accounts,
+            "host": {"name": target.host, "address": target.connection.address or target.host},
+            "user": {
+                "name": target.user,
+                "extension": target.user_model.extension or "",
+                "display_name": target.user_model.display_name or "",
+            },
+            "profile": {
+                "chain": list(target.resolved.chain),
+                "description": profile.description or "",
+                "microsip_version": profile.microsip_version,
+            },
+            "provision_version": provision.__version__,
+        }
+        text = self.templates.render(context)
+        desired = check_rendered(text, target, tokens)
+        return RenderedIni(target, text, desired, tokens)
+
+
+def settings_values(profile: Profile, active_index: int) -> dict[str, str]:
+    """[Settings] keys the profile manages, spelled for the ini, accountId first."""
+    values = {"accountId": str(active_index)}
+    for name, value in profile.settings:
+        if value is not None:
+            values[name] = ini_value(value)
+    for role, key in microsip.AUDIO_KEYS.items():
+        device = getattr(profile.audio, role)
+        if device is not None:
+            values[key] = f'"{device}"'  # MicroSIP saves device names in quotes
+    for key in microsip.HOOK_KEYS:
+        hook = getattr(profile.hooks, key)
+        if hook is not None:
+            # MicroSIP writes cmd* values in an extra pair of quotes; reading strips one pair.
+            values[key] = f'"{hook_command(hook)}"'
+    for key, extra in profile.extra_settings.items():
+        values[key] = ini_value(extra)
+    return values
+
+
+def account_values(values: dict[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in values.items():
+        if key == "transport" and value == "udp+tcp":
+            out[key] = ""  # MicroSIP's spelling of "UDP and TCP"
+        else:
+            out[key] = ini_value(value)
+    return out
+
+
+def check_rendered(text: str, target: Target, tokens: dict[str, str]) -> Desired:
+    """Read the rendered text back as MicroSIP would and check it is a good microsip.ini."""
+    doc = read_ini(text)
+    where = f"{TEMPLATE} for {target.id}"
+    errors: list[str] = []
+    for name, line in doc.duplicate_sections:
+        errors.append(f"line {line}: section [{name}] appears twice")
+    for section, key, line in doc.duplicate_keys:
+        errors.append(f"line {line}: [{section}] {key} appears twice (MicroSIP would read the first)")
+    for line in doc.ignored_lines:
+        errors.append(f"line {line}: neither a section, a key=value line nor a ; comment")
+    settings = doc.sections.get("settings")
+    if settings is None:
+        errors.append("no [Settings] section")
+    numbers = []
+    for lower, sec in doc.sections.items():
+        match = _ACCOUNT_SECTION.match(lower)
+        if match:
+            numbers.append(int(match.group(1)))
+            errors += [f"[{sec.name}] has no {k}" for k in ("domain", "server", "username") if not sec.values.get(k)]
+        elif lower in microsip.OWNED_SECTIONS:
+            errors.append(f"[{sec.name}] belongs to MicroSIP and the user; a template may not write it")
+        elif lower != "settings":
+            errors.append(f"[{sec.name}] is not a section MicroSIP reads")
+        for key, value in sec.values.items():
+            bad = unsafe_character(value)
+            if bad:
+                errors.append(f"[{sec.name}] {sec.names[key]} contains {bad}")
+            limit = _value_limit(bool(match), key)
+            if len(value) > limit:
+                errors.append(f"[{sec.name}] {sec.names[key]} is longer than MicroSIP reads ({limit})")
+    if sorted(numbers) != list(range(1, len(numbers) + 1)):
+        errors.append(f"accounts must be numbered 1..N without gaps (found {sorted(numbers)})")
+    if settings is not None:
+        account_id = settings.values.get("accountid")
+        if account_id is None:
+            errors.append("[Settings] has no accountId; without it MicroSIP ignores [Account1]")
+        elif not account_id.isdigit() or not 1 <= int(account_id) <= len(numbers):
+            errors.append(f"[Settings] accountId={account_id} points at no account")
+        wanted = target.resolved.profile.settings.updatesInterval
+        if wanted is not None and settings.values.get("updatesinterval") != wanted:
+            errors.append(f"[Settings] updatesInterval must be {wanted!r} (an update prompt blocks the workstation)")
+        for key in settings.values:
+            if key in microsip.USER_STATE_KEYS:
+                errors.append(f"[Settings] {settings.names[key]} is user state MicroSIP rewrites; do not manage it")
+    errors += _check_tokens(doc.keys(), tokens)
+    if errors:
+        raise TemplateError(f"{where}: the rendered ini is not valid:\n" + "\n".join(f"  {e}" for e in errors))
+    return Desired.from_doc(doc)
+
+
+def _value_limit(account: bool, key: str) -> int:
+    if account:
+        return microsip.ACCOUNT_STRING_MAX
+    if key == "audiocodecs":
+        return microsip.AUDIO_CODECS_MAX
+    return microsip.SETTINGS_STRING_MAX + 2  # two for the quotes MicroSIP puts around some values
+
+
+def _check_tokens(keys: dict[Key, str], tokens: dict[str, str]) -> list[str]:
+    errors = []
+    placed = {value: key for key, value in keys.items() if value in tokens}
+    for token, section in tokens.items():
+        if placed.get(token) != (section, "password"):
+            errors.append(f"[{section}] password must be written exactly as {{{{ account.fields.password }}}}")
+    for key, value in keys.items():
+        if value not in tokens and "@@secret-" in value:
+            errors.append(f"[{key[0]}] {key[1]}: a secret may only be the value of an account's password")
+    return errors

@@ -1,0 +1,135 @@
+"""Everything provision prints: problems, summaries, diffs, resolved profiles.
+
+Output goes through a rich Console: tables and colour on a terminal, plain lines in a
+pipe or a log. Every string that may hold user data passes the Redactor first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from provision.errors import ConfigError, Problem, ProvisionError
+from provision.model.source import Located
+from provision.plan import TargetPlan
+from provision.secrets import MASK
+
+
+def _identity(text: str) -> str:
+    return text
+
+
+@dataclass
+class Reporter:
+    out: Console
+    err: Console
+    redact: Callable[[str], str] = _identity
+
+    # Errors and warnings -----------------------------------------------------------------
+
+    def error(self, exc: ProvisionError) -> None:
+        if isinstance(exc, ConfigError):
+            head, *rest = exc.message.split("\n")
+            self.err.print(f"[bold red]Error:[/] {escape(self.redact(head))}")
+            for line in rest:
+                self.err.print(escape(self.redact(line)))
+        else:
+            self.err.print(f"[bold red]Error:[/] {escape(self.redact(exc.message))}")
+
+    def warnings(self, warnings: Sequence[Problem]) -> None:
+        for warning in warnings:
+            self.err.print(f"[yellow]Warning:[/] {escape(self.redact(str(warning)))}")
+
+    def line(self, text: str) -> None:
+        self.out.print(escape(self.redact(text)))
+
+    # render ------------------------------------------------------------------------------
+
+    def rendered(self, rows: Sequence[tuple[str, str, int]], out_dir: str, redacted: bool) -> None:
+        """rows: (host, user, accounts)."""
+        hosts = len({h for h, _, _ in rows})
+        if self.out.is_terminal and rows:
+            table = Table(title=None, show_edge=False, pad_edge=False)
+            for column in ("host", "user", "accounts"):
+                table.add_column(column)
+            for host, user, accounts in rows:
+                table.add_row(escape(host), escape(user), str(accounts))
+            self.out.print(table)
+        else:
+            for host, user, _ in rows:
+                self.out.print(escape(f"rendered {host}/{user}"))
+        note = " (passwords masked; --include-secrets writes them)" if redacted else ""
+        self.out.print(escape(f"Rendered {len(rows)} ini files for {hosts} hosts into {out_dir}{note}"))
+
+    # diff --------------------------------------------------------------------------------
+
+    def diff(self, plans: Sequence[TargetPlan], failed: Sequence[tuple[str, str]], new: set[str]) -> None:
+        for plan in plans:
+            if not plan.changed:
+                continue
+            what = "new file" if plan.target_id in new else f"{len(plan.changes)} change(s)"
+            self.out.print(f"[bold]{escape(plan.target_id)}[/]: {what}")
+            for change in plan.changes:
+                self.out.print("  " + escape(self.redact(change.describe())))
+            for note in plan.notes:
+                self.out.print("  note: " + escape(self.redact(note)))
+        for target_id, reason in failed:
+            self.out.print(f"[bold red]{escape(target_id)}[/]: failed: {escape(self.redact(reason))}")
+        changed = sum(1 for p in plans if p.changed)
+        summary = f"{changed} of {len(plans) + len(failed)} targets would change, {len(plans) - changed} unchanged"
+        if failed:
+            summary += f", {len(failed)} failed"
+        self.out.print(escape(summary))
+
+    # profiles ----------------------------------------------------------------------------
+
+    def profile_names(self, rows: Sequence[tuple[str, str, str]]) -> None:
+        table = Table(show_edge=False, pad_edge=False, box=None)
+        for column in ("profile", "extends", "description"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*(escape(c) for c in row))
+        self.out.print(table)
+
+    def resolved(self, located: Located, chain: Sequence[str]) -> None:
+        """The merged profile as YAML-like lines, each leaf with the file and line that set it."""
+        self.out.print(escape(f"# layers: {' -> '.join(chain)}"))
+        lines: list[tuple[str, str]] = []
+        _walk(located.data, located, (), 0, lines)
+        width = max((len(text) for text, _ in lines), default=0)
+        for text, origin in lines:
+            self.out.print(escape(f"{text.ljust(width)}  # {origin}" if origin else text))
+
+    def validated(self, counts: dict[str, int]) -> None:
+        parts = ", ".join(f"{n} {name}" for name, n in counts.items())
+        self.out.print(f"[green]OK[/]: {escape(parts)}")
+
+
+def _walk(node: Any, located: Located, path: tuple[str | int, ...], depth: int, out: list[tuple[str, str]]) -> None:
+    indent = "  " * depth
+    if isinstance(node, dict):
+        for key, value in node.items():
+            here = (*path, key)
+            origin = located.origins.get(here)
+            if isinstance(value, dict) and value:
+                out.append((f"{indent}{key}:", ""))
+                _walk(value, located, here, depth + 1, out)
+            else:
+                shown = (
+                    MASK if key == "password" and not str(value).startswith(("env:", "file:", "keyring:")) else value
+                )
+                out.append((f"{indent}{key}: {_scalar(shown)}", str(origin) if origin else ""))
+    else:  # pragma: no cover - profiles are mappings at the top
+        out.append((f"{indent}{_scalar(node)}", ""))
+
+
+def _scalar(value: Any) -> str:
+    """A value spelled as YAML would, on one line."""
+    text = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=1_000_000)
+    return text.removesuffix("\n").removesuffix("\n...").strip()

@@ -1,0 +1,163 @@
+"""Secret references and their values: the one place a secret exists in the clear.
+
+A reference is `env:NAME`, `file:PATH` or `keyring:SERVICE/USER`. Values are resolved
+only when an ini is rendered for a push or a diff, wrapped in `Secret` so that printing,
+logging or formatting one shows `********`, and collected in a `Redactor` that scrubs
+any text leaving the program.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from provision.errors import SecretError
+from provision.model.values import unsafe_character
+
+MASK = "********"
+
+
+class Secret:
+    """A secret value that does not show itself."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({MASK!r})"
+
+    def __str__(self) -> str:
+        return MASK
+
+    def __format__(self, spec: str) -> str:
+        return MASK
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and hmac.compare_digest(self._value, other._value)
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> str:
+        raise TypeError("a Secret cannot be pickled")
+
+
+class SecretResolver:
+    """Resolves references; `environ` and the keyring are passed in, never read globally."""
+
+    def __init__(self, environ: Mapping[str, str], base_dir: Path) -> None:
+        self._environ = environ
+        self._base_dir = base_dir
+        self._cache: dict[str, Secret] = {}
+
+    def resolve(self, ref: str, where: str) -> Secret:
+        cached = self._cache.get(ref)
+        if cached is None:
+            value = self._lookup(ref, where)
+            bad = unsafe_character(value)
+            if bad:
+                raise SecretError(f"secret {ref} (used at {where}) contains {bad}; it would break the ini file")
+            if not value:
+                raise SecretError(f"secret {ref} (used at {where}) is empty")
+            cached = self._cache[ref] = Secret(value)
+        return cached
+
+    def _lookup(self, ref: str, where: str) -> str:
+        scheme, _, name = ref.partition(":")
+        if scheme == "env":
+            if name not in self._environ:
+                raise SecretError(f"secret {ref} (used at {where}): environment variable {name} is not set")
+            return self._environ[name]
+        if scheme == "file":
+            path = Path(name).expanduser()
+            path = path if path.is_absolute() else self._base_dir / path
+            try:
+                return path.read_text(encoding="utf-8").rstrip("\r\n")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not readable as UTF-8"
+                raise SecretError(f"secret {ref} (used at {where}): {reason}") from None
+        if scheme == "keyring":
+            return _keyring_lookup(ref, name, where)
+        raise SecretError(f"secret {ref} (used at {where}): unknown scheme {scheme!r}")
+
+    def secrets(self) -> list[Secret]:
+        return list(self._cache.values())
+
+
+def _keyring_lookup(ref: str, name: str, where: str) -> str:
+    service, _, user = name.partition("/")
+    try:
+        import keyring  # type: ignore[import-not-found,unused-ignore]  # optional extra
+        import keyring.errors  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        raise SecretError(
+            f"secret {ref} (used at {where}): keyring references need the keyring extra "
+            "(pip install 'provision[keyring]')"
+        ) from None
+    try:
+        value = keyring.get_password(service, user)
+    except keyring.errors.KeyringError as exc:
+        raise SecretError(f"secret {ref} (used at {where}): keyring error: {type(exc).__name__}") from None
+    if value is None:
+        raise SecretError(f"secret {ref} (used at {where}): not found in the keyring")
+    return str(value)
+
+
+def fingerprint(key: bytes, scope: str, secret: Secret) -> str:
+    """A keyed fingerprint: tells whether a secret changed without being reversible offline."""
+    return hmac.new(key, f"{scope}\0{secret.reveal()}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+class Redactor:
+    """Replaces every known secret value in text with the mask (defence in depth)."""
+
+    def __init__(self, secrets: Iterable[Secret] = ()) -> None:
+        self._values: set[str] = set()
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[Secret]) -> None:
+        self._values.update(s.reveal() for s in secrets)
+
+    def __call__(self, text: str) -> str:
+        for value in sorted(self._values, key=len, reverse=True):
+            if value in text:
+                text = text.replace(value, MASK)
+        return text
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines (with optional `export ` and quotes; # comments), as for docker --env-file."""
+    from provision.errors import ConfigError, Problem, display_path
+
+    values: dict[str, str] = {}
+    problems = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8"
+        raise ConfigError([Problem(display_path(path), None, "", f"cannot read: {reason}")]) from None
+    for number, line in enumerate(lines, start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        stripped = stripped.removeprefix("export ").strip()
+        name, sep, value = stripped.partition("=")
+        name = name.strip()
+        if not sep or not name.replace("_", "").isalnum() or name[0].isdigit():
+            # Do not quote the line: it may hold a secret.
+            problems.append(Problem(display_path(path), number, "", "expected NAME=VALUE"))
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        values[name] = value
+    if problems:
+        raise ConfigError(problems)
+    return values

@@ -1,0 +1,264 @@
+"""From an inventory and profiles to targets: one (host, Windows user) pair each, fully resolved.
+
+A target carries everything the renderer needs and nothing it must look up again:
+the layered profile, the SIP accounts with the user's identity filled in, and where
+each secret reference was written (for error messages).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from provision.errors import ConfigError, Problem
+from provision.model.inventory import Connection, Host, Inventory, User
+from provision.model.layering import Layer
+from provision.model.source import FieldPath, Located, load_yaml
+from provision.model.store import ProfileStore, Reference, ResolvedProfile
+from provision.model.users_csv import load_users_csv
+from provision.model.validation import validate
+
+# Account keys that identify the user rather than the service.
+_IDENTITY = {
+    "username": "username",
+    "auth_id": "authID",
+    "display_name": "displayName",
+    "label": "label",
+}
+
+
+@dataclass(frozen=True)
+class SecretUse:
+    """A secret reference and where it was written."""
+
+    ref: str
+    where: str
+
+
+@dataclass(frozen=True)
+class ResolvedAccount:
+    name: str
+    section: str
+    values: dict[str, Any]
+    password: SecretUse | None
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str
+    user: str
+    connection: Connection
+    resolved: ResolvedProfile
+    accounts: tuple[ResolvedAccount, ...]
+    active_index: int
+    user_model: User = field(repr=False)
+
+    @property
+    def id(self) -> str:
+        return f"{self.host}/{self.user}"
+
+
+@dataclass
+class LoadedInventory:
+    path: Path
+    located: Located
+    model: Inventory
+    # Where each host's users were written: (Located, path of the user mapping).
+    user_sources: dict[str, list[tuple[Located, FieldPath]]]
+
+
+def load_inventory(path: Path) -> LoadedInventory:
+    located = load_yaml(path)
+    if located.data is None:
+        located.data = {}
+    if not isinstance(located.data, dict):
+        raise ConfigError([located.problem((), "an inventory must be a mapping of keys")])
+    model, problems = validate(Inventory, located)
+    if model is None:
+        raise ConfigError(problems)
+    sources: dict[str, list[tuple[Located, FieldPath]]] = {
+        name: [(located, ("hosts", name, "users", i)) for i in range(len(host.users))]
+        for name, host in model.hosts.items()
+    }
+    hosts = dict(model.hosts)
+    for index, csv_name in enumerate(model.users_csv):
+        csv_path = path.parent / csv_name
+        if not csv_path.is_file():
+            problems.append(located.problem(("users_csv", index), f"{csv_name}: file not found"))
+            continue
+        for host_name, row in load_users_csv(csv_path):
+            host = hosts.get(host_name)
+            if host is None:
+                problems.append(row.problem((), f"host {host_name!r} is not in the inventory"))
+                continue
+            user, invalid = validate(User, row)
+            problems += invalid
+            if user is None:
+                continue
+            if any(u.name.casefold() == user.name.casefold() for u in host.users):
+                problems.append(row.problem(("name",), f"user {user.name!r} is already listed for {host_name}"))
+                continue
+            hosts[host_name] = host.model_copy(update={"users": [*host.users, user]})
+            sources[host_name].append((row, ()))
+    if problems:
+        raise ConfigError(problems)
+    model = model.model_copy(update={"hosts": hosts})
+    return LoadedInventory(path, located, model, sources)
+
+
+def select_hosts(inventory: Inventory, limit: str | None = None, hosts: Sequence[str] = ()) -> list[str]:
+    """Hosts chosen by --host names and a --limit pattern ('sales,ws-hq-*,!ws-hq-03')."""
+    names = list(inventory.hosts)
+    unknown = [h for h in hosts if h not in inventory.hosts]
+    if unknown:
+        raise ConfigError([Problem("--host", None, "", f"{h!r} is not in the inventory") for h in unknown])
+    chosen = [h for h in names if h in hosts] if hosts else names
+    if not limit:
+        return chosen
+    include: set[str] = set()
+    exclude: set[str] = set()
+    problems: list[Problem] = []
+    positive = False
+    for term in (t.strip() for t in limit.replace(":", ",").split(",")):
+        if not term:
+            continue
+        negate = term.startswith("!")
+        term = term.removeprefix("!")
+        matched = _match_term(inventory, term)
+        if not matched:
+            problems.append(Problem("--limit", None, "", f"{term!r} matches no host or group"))
+        (exclude if negate else include).update(matched)
+        positive |= not negate
+    if problems:
+        raise ConfigError(problems)
+    return [h for h in chosen if (h in include or not positive) and h not in exclude]
+
+
+def _match_term(inventory: Inventory, term: str) -> set[str]:
+    if term in inventory.groups:
+        return {name for name, host in inventory.hosts.items() if term in host.groups}
+    folded = term.casefold()
+    return {name for name in inventory.hosts if fnmatch.fnmatchcase(name.casefold(), folded)}
+
+
+def resolve_targets(store: ProfileStore, inventory: LoadedInventory, hosts: Iterable[str]) -> list[Target]:
+    """Every (host, user) target of the chosen hosts; all problems at once as a ConfigError."""
+    targets: list[Target] = []
+    problems: list[Problem] = []
+    for host_name in hosts:
+        try:
+            targets += _host_targets(store, inventory, host_name)
+        except ConfigError as exc:
+            problems += exc.problems
+    if problems:
+        raise ConfigError(problems)
+    return targets
+
+
+def _host_targets(store: ProfileStore, inv: LoadedInventory, host_name: str) -> list[Target]:
+    model, located = inv.model, inv.located
+    host = model.hosts[host_name]
+    host_path: FieldPath = ("hosts", host_name)
+    refs: list[tuple[str, Reference | None]] = [
+        (n, Reference(located, ("defaults", "profiles", i))) for i, n in enumerate(model.defaults.profiles)
+    ]
+    fragments = [Layer(located, ("defaults", "overrides"))] if model.defaults.overrides else []
+    connection = model.defaults.connection
+    for i, group_name in enumerate(host.groups):
+        group = model.groups.get(group_name)
+        if group is None:
+            known = ", ".join(model.groups) or "none"
+            raise ConfigError(
+                [located.problem((*host_path, "groups", i), f"no group {group_name!r} (groups: {known})")]
+            )
+        group_path: FieldPath = ("groups", group_name)
+        refs += [(n, Reference(located, (*group_path, "profiles", j))) for j, n in enumerate(group.profiles)]
+        if group.overrides:
+            fragments.append(Layer(located, (*group_path, "overrides")))
+        connection = connection.merged(group.connection)
+    refs += [(n, Reference(located, (*host_path, "profiles", i))) for i, n in enumerate(host.profiles)]
+    if host.overrides:
+        fragments.append(Layer(located, (*host_path, "overrides")))
+    connection = connection.merged(host.connection)
+    if not refs:
+        raise ConfigError(
+            [located.problem(host_path, "has no profile (set profiles on the host, a group or defaults)")]
+        )
+    chain = store.chain(refs)
+    targets = []
+    problems: list[Problem] = []
+    for user, (user_located, user_path) in zip(host.users, inv.user_sources[host_name], strict=True):
+        user_fragments = list(fragments)
+        if user.overrides:
+            user_fragments.append(Layer(user_located, (*user_path, "overrides")))
+        try:
+            resolved = store.resolve(chain, user_fragments)
+            targets.append(_target(host_name, host, user, resolved, connection, user_located, user_path))
+        except ConfigError as exc:
+            problems += exc.problems
+    if problems:
+        raise ConfigError(problems)
+    return targets
+
+
+def _target(
+    host_name: str,
+    host: Host,
+    user: User,
+    resolved: ResolvedProfile,
+    connection: Connection,
+    user_located: Located,
+    user_path: FieldPath,
+) -> Target:
+    profile, merged = resolved.profile, resolved.located
+    problems: list[Problem] = []
+
+    def where(path: FieldPath) -> str:
+        origin = user_located.origin((*user_path, *path))
+        return f"{origin}" if origin else user_located.file
+
+    if not profile.accounts:
+        problems.append(merged.problem(("accounts",), f"{host_name}/{user.name}: the profile defines no SIP account"))
+    for name in user.accounts:
+        if name not in profile.accounts:
+            problems.append(user_located.problem((*user_path, "accounts", name), "names no account of the profile"))
+    accounts = []
+    for index, (name, account) in enumerate(profile.accounts.items()):
+        values = account.model_dump(exclude_none=True)
+        ref = account.password
+        ref_where = str(merged.origin(("accounts", name, "password")) or merged.file)
+        if index == 0:
+            own = {
+                "username": user.username or user.extension,
+                "auth_id": user.auth_id,
+                "display_name": user.display_name,
+            }
+            values.update({_IDENTITY[k]: v for k, v in own.items() if v})
+            if user.password:
+                ref, ref_where = user.password, where(("password",))
+        extra = user.accounts.get(name)
+        if extra is not None:
+            values.update({_IDENTITY[k]: v for k, v in extra.model_dump(exclude_none=True).items() if k in _IDENTITY})
+            if extra.password:
+                ref, ref_where = extra.password, where(("accounts", name, "password"))
+        values.pop("password", None)
+        for required in ("server", "domain"):
+            if not values.get(required):
+                problems.append(merged.problem(("accounts", name), f"has no {required} once all layers are applied"))
+        if not values.get("username"):
+            problems.append(
+                user_located.problem(
+                    user_path,
+                    f"account {name!r} has no username (give the user an extension or username); "
+                    "MicroSIP would pop up its account dialog",
+                )
+            )
+        password = SecretUse(ref, ref_where) if ref else None
+        accounts.append(ResolvedAccount(name, f"Account{index + 1}", values, password))
+    if problems:
+        raise ConfigError(problems)
+    active = list(profile.accounts).index(profile.active_account) + 1 if profile.active_account else 1
+    return Target(host_name, user.name, connection, resolved, tuple(accounts), active, user)
