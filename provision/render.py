@@ -241,12 +241,12 @@ def _value_limit(account: bool, key: str) -> int:
 
 
 def _check_tokens(keys: dict[Key, str], tokens: dict[str, str]) -> list[str]:
+    """Each password placeholder must be exactly the password of its own account, and nowhere else."""
     errors = []
-    placed = {value: key for key, value in keys.items() if value in tokens}
+    for (section, key), value in keys.items():
+        if "@@secret-" in value and (tokens.get(value) != section or key != "password"):
+            errors.append(f"[{section}] {key}: a secret may only be the value of an account's password")
     for token, section in tokens.items():
-        if placed.get(token) != (section, "password"):
+        if keys.get((section, "password")) != token:
             errors.append(f"[{section}] password must be written exactly as {{{{ account.fields.password }}}}")
-    for key, value in keys.items():
-        if value not in tokens and "@@secret-" in value:
-            errors.append(f"[{key[0]}] {key[1]}: a secret may only be the value of an account's password")
     return errors

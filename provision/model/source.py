@@ -7,6 +7,7 @@ recording the line of every mapping key and list item on the way.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +104,7 @@ def parse_yaml(text: str, name: str) -> Located:
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_PLAIN_NUMBER = re.compile(r"^[-+]?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?$")
 
 
 class _Converter:
@@ -121,7 +123,12 @@ class _Converter:
                 self.origins[(*path, index)] = Origin(self.name, item.start_mark.line + 1)
                 items.append(self.convert(item, (*path, index)))
             return items
-        return self._constructor.construct_object(node, deep=True)
+        value = self._constructor.construct_object(node, deep=True)
+        if isinstance(value, int | float) and not isinstance(value, bool) and not _PLAIN_NUMBER.match(node.value):
+            # YAML 1.1 reads 0123 as octal 83 and 1:30 as 90: an extension or a time would
+            # change silently. Anything but a plain decimal number stays text.
+            return node.value
+        return value
 
     def _mapping(self, node: yaml.MappingNode, path: FieldPath) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -1,0 +1,222 @@
+"""The command line as an admin meets it: exit codes, one-screen errors, nothing half-written."""
+
+from __future__ import annotations
+
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from conftest import BASE, EXAMPLES, INVENTORY, ROOT, write
+
+from provision.cli.main import cli
+from provision.errors import ExitStatus
+from provision.ini import decode_ini
+from provision.secrets import read_env_file
+
+DEMO_ENV = EXAMPLES / "inventory" / "demo.env"
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A config directory with one profile, one host and one user, as the working directory."""
+    write(tmp_path / "profiles" / "base.yaml", BASE)
+    write(tmp_path / "inventory.yaml", INVENTORY)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PW_JDOE", "s3cret-jdoe!")
+    return tmp_path
+
+
+@pytest.fixture
+def examples_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the shipped examples as a config directory."""
+    shutil.copytree(EXAMPLES, tmp_path / "profiles")
+    shutil.copytree(ROOT / "templates", tmp_path / "templates")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_render_writes_one_ini_per_user_with_masked_passwords(project: Path) -> None:
+    result = run("render", "-i", "inventory.yaml", "--out", "out")
+    assert result.exit_code == 0, result.output
+    assert "Rendered 1 ini files for 1 hosts into out" in result.output
+    text = decode_ini((project / "out" / "ws-01" / "jdoe" / "microsip.ini").read_bytes())
+    assert "password=********" in text and "s3cret" not in text
+
+
+def test_include_secrets_writes_private_files_and_prints_no_secret(project: Path) -> None:
+    result = run("render", "-i", "inventory.yaml", "--out", "out", "--include-secrets")
+    path = project / "out" / "ws-01" / "jdoe" / "microsip.ini"
+    assert "password=s3cret-jdoe!" in decode_ini(path.read_bytes())
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert "s3cret" not in result.output
+
+
+def test_a_bad_profile_exits_2_with_file_line_field_and_writes_nothing(project: Path) -> None:
+    write(project / "profiles" / "base.yaml", BASE.replace("transport: tls", "transport: carrier-pigeon"))
+    result = run("render", "-i", "inventory.yaml", "--out", "out")
+    assert result.exit_code == ExitStatus.USAGE
+    assert "profiles/base.yaml:7: accounts.office.transport: must be 'udp', 'tcp', 'tls' or 'udp+tcp'" in result.output
+    assert "Traceback" not in result.output
+    assert not (project / "out").exists()
+
+
+def test_every_problem_is_listed_at_once(project: Path) -> None:
+    write(
+        project / "profiles" / "base.yaml",
+        """
+        settings:
+          autoAnswer: 1
+          updateInterval: never
+        accounts:
+          office: {server: s, domain: d, password: hunter2}
+    """,
+    )
+    result = run("validate", "-i", "inventory.yaml")
+    assert result.exit_code == ExitStatus.USAGE
+    lines = result.output.splitlines()
+    assert lines[0] == "Error: 3 problems found"
+    assert any("base.yaml:2: settings.autoAnswer" in line for line in lines)
+    assert any("base.yaml:3: settings.updateInterval: unknown key" in line for line in lines)
+    assert any("base.yaml:5: accounts.office.password: must be a secret reference" in line for line in lines)
+    assert "hunter2" not in result.output
+    assert len(lines) < 25
+
+
+def test_a_missing_secret_fails_before_anything_is_written(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PW_JDOE")
+    result = run("render", "-i", "inventory.yaml", "--out", "out")
+    assert result.exit_code == ExitStatus.USAGE
+    assert "environment variable PW_JDOE is not set" in result.output and "inventory.yaml:6" in result.output
+    assert not (project / "out").exists()
+
+
+def test_a_failing_render_leaves_an_earlier_output_untouched(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert run("render", "-i", "inventory.yaml", "--out", "out").exit_code == 0
+    before = (project / "out" / "ws-01" / "jdoe" / "microsip.ini").read_bytes()
+    monkeypatch.delenv("PW_JDOE")
+    assert run("render", "-i", "inventory.yaml", "--out", "out").exit_code == ExitStatus.USAGE
+    assert (project / "out" / "ws-01" / "jdoe" / "microsip.ini").read_bytes() == before
+    assert [p.name for p in (project / "out").iterdir()] == ["ws-01"]
+
+
+def test_env_file_supplies_secrets(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PW_JDOE")
+    (project / "secrets.env").write_text("PW_JDOE=from-the-file\n")
+    result = run("--env-file", "secrets.env", "render", "-i", "inventory.yaml", "--out", "out", "--include-secrets")
+    assert result.exit_code == 0
+    assert "password=from-the-file" in decode_ini((project / "out/ws-01/jdoe/microsip.ini").read_bytes())
+
+
+def test_diff_shows_per_key_changes_and_exit_codes(project: Path) -> None:
+    assert run("render", "-i", "inventory.yaml", "--out", "current", "--include-secrets").exit_code == 0
+    result = run("diff", "-i", "inventory.yaml", "--against", "current", "--exit-code")
+    assert result.exit_code == 0, result.output
+    assert "0 of 1 targets would change, 1 unchanged" in result.output
+    base = (project / "profiles" / "base.yaml").read_text().replace("transport: tls", "transport: tcp")
+    (project / "profiles" / "base.yaml").write_text(base)
+    result = run("diff", "-i", "inventory.yaml", "--against", "current")
+    assert result.exit_code == 0
+    assert "ws-01/jdoe: 1 change(s)" in result.output
+    assert "[Account1] transport: 'tls' -> 'tcp'" in result.output
+    assert run("diff", "-i", "inventory.yaml", "--against", "current", "--exit-code").exit_code == ExitStatus.CHANGES
+
+
+def test_diff_reports_a_broken_current_ini_as_that_target_failing(project: Path) -> None:
+    write(
+        project / "inventory.yaml",
+        INVENTORY
+        + """
+          ws-02:
+            users:
+              - {name: ann, extension: "2102", password: env:PW_JDOE}
+    """.replace("\n    ", "\n"),
+    )
+    (project / "current" / "ws-02" / "ann").mkdir(parents=True)
+    (project / "current" / "ws-02" / "ann" / "microsip.ini").write_text("[Settings]\na=1\n[Settings]\nb=2\n")
+    result = run("diff", "-i", "inventory.yaml", "--against", "current")
+    assert result.exit_code == ExitStatus.FAILED, result.output
+    assert "ws-02/ann: failed: the existing ini has section [Settings] twice" in result.output
+    assert "ws-01/jdoe: new file" in result.output
+    assert "1 of 2 targets would change, 0 unchanged, 1 failed" in result.output
+
+
+def test_profiles_show_resolved_tells_where_each_value_came_from(examples_dir: Path) -> None:
+    result = run("profiles", "show", "sales", "--resolved")
+    assert result.exit_code == 0, result.output
+    assert "# layers: base -> sales" in result.output
+    lines = {
+        line.split("#")[0].strip(): line.split("#")[-1].strip() for line in result.output.splitlines() if "#" in line
+    }
+    assert lines["autoAnswer: button"] == "profiles/sales.yaml:6"
+    assert lines["denyIncoming: button"] == "profiles/base.yaml:10"
+    assert lines["voicemailNumber: '*97'"] == "profiles/base.yaml:29"
+
+
+def test_profiles_show_for_a_user_includes_inventory_layers(examples_dir: Path) -> None:
+    result = run("profiles", "show", "--for", "ws-support-03/lnguyen", "-i", "profiles/inventory/example.yaml")
+    assert result.exit_code == 0, result.output
+    assert "Support queue" not in result.output  # removed by the user's override
+    result = run("profiles", "show", "--for", "ws-sales-04", "-i", "profiles/inventory/example.yaml")
+    (ring,) = [line for line in result.output.splitlines() if "ring: Speakers" in line]
+    assert ring.endswith("# profiles/inventory/example.yaml:40")
+
+
+def test_profiles_list_and_unknown_profile(examples_dir: Path) -> None:
+    result = run("profiles", "list")
+    assert [line.split()[0] for line in result.output.splitlines()[1:]] == ["base", "sales", "site-lyon", "support"]
+    result = run("profiles", "show", "nope")
+    assert result.exit_code == ExitStatus.USAGE and "no profile 'nope'" in result.output
+
+
+def test_no_demo_secret_appears_in_any_output(examples_dir: Path) -> None:
+    secrets = list(read_env_file(DEMO_ENV).values())
+    env = ["--env-file", "profiles/inventory/demo.env"]
+    inv = ["-i", "profiles/inventory/example.yaml"]
+    outputs = [
+        run(*env, "validate", *inv),
+        run(*env, "render", *inv, "--out", "current", "--include-secrets"),
+        run(*env, "render", *inv, "--out", "masked"),
+        run(*env, "diff", *inv, "--against", "masked"),
+        run(*env, "diff", *inv, "--against", "current"),
+        run("profiles", "show", "support", "--resolved"),
+        run(*env, "profiles", "show", "--for", "ws-lyon-01/mpetit", *inv),
+    ]
+    for result in outputs:
+        assert result.exit_code == 0, result.output
+        for secret in secrets:
+            assert secret not in result.output
+    assert "password: '********' -> '********'" in outputs[3].output
+
+
+def test_validate_counts_what_it_checked(examples_dir: Path) -> None:
+    result = run("--env-file", "profiles/inventory/demo.env", "validate", "-i", "profiles/inventory/example.yaml")
+    assert result.output.strip().splitlines()[-1] == "OK: 4 profiles, 10 hosts, 14 targets, 15 secrets"
+
+
+def test_warnings_are_shown_but_do_not_fail(project: Path) -> None:
+    write(project / "profiles" / "base.yaml", BASE + "    hooks:\n      cmdCallEnd: C:\\scripts\\log.bat\n")
+    result = run("render", "-i", "inventory.yaml", "--out", "out")
+    assert result.exit_code == 0, result.output
+    assert "Warning: " in result.output and "a .bat/.cmd hook" in result.output
+
+
+def test_an_unexpected_error_is_a_bug_with_a_traceback(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*_: object, **__: object) -> None:
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr("provision.cli.offline.validate_all", boom)
+    result = CliRunner().invoke(cli, ["validate"])
+    assert result.exit_code == ExitStatus.INTERNAL
+    assert "RuntimeError: kaboom" in result.output and "This is a bug in provision" in result.output
+
+
+def test_usage_errors_exit_2(project: Path) -> None:
+    assert run("render", "--out", "x").exit_code == 2
+    assert run("render", "-i", "missing.yaml", "--out", "x").exit_code == 2
+    assert run("render", "-i", "inventory.yaml", "--out", "x", "--limit", "nope").exit_code == 2

@@ -1,0 +1,140 @@
+"""Rendering: goldens of the shipped examples, template errors, the sandbox, the read-back checks.
+
+Goldens live in tests/golden/render/<host>/<user>.ini as UTF-8 text (readable in review);
+refresh them after an intended change with:  PROVISION_REFRESH_GOLDEN=1 pytest tests/unit/test_render.py
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from conftest import EXAMPLE_INVENTORY, MakeProject
+
+from provision.errors import ConfigError
+from provision.ini import decode_ini, read_ini
+from provision.output import render_file
+from provision.project import Project, prepare
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "render"
+REFRESH = os.environ.get("PROVISION_REFRESH_GOLDEN") == "1"
+
+
+def rendered_examples(examples: Project) -> dict[str, str]:
+    prepared = prepare(examples, EXAMPLE_INVENTORY)
+    out = {}
+    for rendered in prepared.rendered:
+        content = render_file(rendered, prepared.secrets[rendered.target.id]).content
+        out[rendered.target.id] = decode_ini(content)
+    return out
+
+
+def test_examples_match_the_goldens(examples: Project) -> None:
+    texts = rendered_examples(examples)
+    assert len(texts) == 14
+    if REFRESH:
+        for target_id, text in texts.items():
+            path = GOLDEN / f"{target_id}.ini"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8", newline="\n")
+    stored = {str(p.relative_to(GOLDEN).with_suffix("")): p.read_text(encoding="utf-8") for p in GOLDEN.rglob("*.ini")}
+    assert stored.keys() == texts.keys()
+    for target_id, text in texts.items():
+        assert text == stored[target_id], f"{target_id} differs from its golden file"
+
+
+def test_rendered_examples_are_what_microsip_needs(examples: Project) -> None:
+    for target_id, text in rendered_examples(examples).items():
+        doc = read_ini(text)
+        accounts = [s for s in doc.sections if s.startswith("account")]
+        assert doc.get("settings", "accountid") == "1", target_id
+        assert doc.get("settings", "updatesinterval") == "never"
+        for section in accounts:
+            assert doc.get(section, "domain") and doc.get(section, "server") and doc.get(section, "username")
+            assert doc.get(
+                section,
+                "password",
+            ).startswith("demo-")
+    sales = read_ini(rendered_examples(examples)["ws-sales-01/jdoe"])
+    # cmd* values are wrapped in one extra pair of quotes, as MicroSIP writes them.
+    assert sales.get("settings", "cmdcallring") == (
+        '""C:\\Program Files\\Contoso CRM\\crm-popup.exe" --source microsip --event ring"'
+    )
+
+
+def test_the_real_file_is_utf16le_with_bom_and_crlf(examples: Project) -> None:
+    prepared = prepare(examples, EXAMPLE_INVENTORY, hosts=["ws-sales-02"])
+    (rendered,) = prepared.rendered
+    content = render_file(rendered, prepared.secrets[rendered.target.id]).content
+    assert content[:2] == b"\xff\xfe"
+    text = content[2:].decode("utf-16-le")
+    assert "displayName=Zoë Müller\r\n" in text and "\n" not in text.replace("\r\n", "")
+
+
+def test_passwords_never_enter_the_template(make_project: MakeProject, tmp_path: Path) -> None:
+    leak = (
+        "[Settings]\naccountId=1\nupdatesInterval=never\n{% for a in accounts %}[{{ a.section }}]\n"
+        "{% for k, v in a.fields.items() %}{{ k }}={{ v }}\n{% endfor %}note={{ a.fields.password }}\n{% endfor %}"
+    )
+    project = make_project(templates={"microsip.ini.j2": leak})
+    with pytest.raises(ConfigError) as info:
+        prepare(project, tmp_path / "inventory.yaml")
+    assert "a secret may only be the value of an account's password" in str(info.value)
+    assert "s3cret-jdoe!" not in str(info.value)
+
+
+def test_masked_output_when_secrets_are_not_asked_for(make_project: MakeProject, tmp_path: Path) -> None:
+    prepared = prepare(make_project(), tmp_path / "inventory.yaml")
+    text = decode_ini(render_file(prepared.rendered[0], None).content)
+    assert "password=********" in text and "s3cret" not in text
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("[Settings]\n{{ nope }}\n", "microsip.ini.j2:2: undefined value: 'nope' is undefined"),
+        ("[Settings]\n{% for x in %}\n", "microsip.ini.j2:2: template syntax error"),
+        ("{{ ''.__class__.__mro__ }}", "not allowed in the sandbox"),
+        ("{{ settings.clear() }}", "not allowed in the sandbox"),
+        ("[Settings]\naccountId=1\n", "updatesInterval must be 'never'"),
+        ("[Settings]\nupdatesInterval=never\n[Account1]\ndomain=d\n", "[Settings] has no accountId"),
+        (
+            "[Settings]\naccountId=2\nupdatesInterval=never\n[Account1]\ndomain=d\nserver=s\nusername=u\n",
+            "accountId=2 points at no account",
+        ),
+        (
+            "[Settings]\naccountId=1\nupdatesInterval=never\n[Account2]\ndomain=d\nserver=s\nusername=u\n",
+            "numbered 1..N without gaps",
+        ),
+        ("[Settings]\naccountId=1\naccountId=1\n", "accountId appears twice"),
+        ("[Settings]\nupdatesInterval=never\n[Calls]\n0=x\n", "[Calls] belongs to MicroSIP"),
+        ("[Settings]\nmainX=1\n", "mainX is user state"),
+        ("[Settings]\nnot a line\n", "neither a section"),
+    ],
+)
+def test_bad_templates_are_reported_with_file_and_line(
+    make_project: MakeProject, tmp_path: Path, template: str, message: str
+) -> None:
+    project = make_project(templates={"microsip.ini.j2": template})
+    with pytest.raises(ConfigError) as info:
+        prepare(project, tmp_path / "inventory.yaml")
+    assert message in str(info.value)
+
+
+def test_user_templates_fall_back_to_the_built_in_ones(make_project: MakeProject, tmp_path: Path) -> None:
+    own = (
+        "; our header\n[Settings]\n{% for k, v in settings.items() %}{{ k }}={{ v }}\n{% endfor %}"
+        "{% for account in accounts %}\n[{{ account.section }}]\n{% include 'account.ini.j2' %}{% endfor %}"
+    )
+    prepared = prepare(make_project(templates={"microsip.ini.j2": own}), tmp_path / "inventory.yaml")
+    text = prepared.rendered[0].display_text()
+    assert text.startswith("; our header\n[Settings]\naccountId=1\n") and "username=2101" in text
+
+
+def test_missing_secrets_fail_the_whole_run_with_every_location(make_project: MakeProject, tmp_path: Path) -> None:
+    project = make_project(environ={})
+    with pytest.raises(ConfigError) as info:
+        prepare(project, tmp_path / "inventory.yaml")
+    assert "ws-01/jdoe: secret env:PW_JDOE (used at" in str(info.value)
+    assert "environment variable PW_JDOE is not set" in str(info.value)

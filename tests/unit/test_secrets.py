@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from provision.errors import ConfigError, SecretError
+from provision.secrets import MASK, Redactor, Secret, SecretResolver, fingerprint, read_env_file
+
+
+def test_a_secret_never_shows_itself() -> None:
+    secret = Secret("hunter2")
+    assert "hunter2" not in f"{secret} {secret!r} {secret:>20} {[secret]} {dict(a=secret)}"
+    assert str(secret) == MASK
+    assert secret.reveal() == "hunter2"
+    with pytest.raises(TypeError):
+        import pickle
+
+        pickle.dumps(secret)
+
+
+def test_a_secret_logged_by_mistake_is_masked(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("test").info("password is %s", Secret("hunter2"))
+    assert "hunter2" not in caplog.text and MASK in caplog.text
+
+
+def test_env_file_and_keyring_references_resolve(tmp_path: Path) -> None:
+    (tmp_path / "pw.txt").write_text("from-file\n", encoding="utf-8")
+    resolver = SecretResolver({"PW": "from-env"}, tmp_path)
+    assert resolver.resolve("env:PW", "x").reveal() == "from-env"
+    assert resolver.resolve("file:pw.txt", "x").reveal() == "from-file"
+    assert resolver.resolve(f"file:{tmp_path / 'pw.txt'}", "x").reveal() == "from-file"
+
+
+@pytest.mark.parametrize(
+    ("ref", "message"),
+    [
+        ("env:MISSING", "environment variable MISSING is not set"),
+        ("file:nope.txt", "No such file or directory"),
+        ("env:EMPTY", "is empty"),
+        ("env:NEWLINE", "contains a line break; it would break the ini file"),
+    ],
+)
+def test_missing_or_unsafe_secrets_are_clear_errors_without_the_value(tmp_path: Path, ref: str, message: str) -> None:
+    resolver = SecretResolver({"EMPTY": "", "NEWLINE": "pw\n[Settings]\nx=1"}, tmp_path)
+    with pytest.raises(SecretError) as info:
+        resolver.resolve(ref, "inventory.yaml:12")
+    assert message in info.value.message and "inventory.yaml:12" in info.value.message
+    assert "[Settings]" not in info.value.message
+
+
+def test_keyring_without_the_extra_says_how_to_get_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_keyring(name: str, *args: object, **kw: object) -> object:
+        if name.startswith("keyring"):
+            raise ImportError(name)
+        return real_import(name, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(builtins, "__import__", no_keyring)
+    with pytest.raises(SecretError, match=r"pip install 'provision\[keyring\]'"):
+        SecretResolver({}, tmp_path).resolve("keyring:microsip/2101", "x")
+
+
+def test_redactor_scrubs_every_known_secret() -> None:
+    redact = Redactor([Secret("hunter2"), Secret("hunter22")])
+    assert redact("a hunter22 b hunter2 c") == f"a {MASK} b {MASK} c"
+
+
+def test_fingerprints_depend_on_key_scope_and_secret() -> None:
+    key = b"k" * 32
+    base = fingerprint(key, "ws/jdoe/account1", Secret("pw"))
+    assert base == fingerprint(key, "ws/jdoe/account1", Secret("pw"))
+    assert base != fingerprint(b"x" * 32, "ws/jdoe/account1", Secret("pw"))
+    assert base != fingerprint(key, "ws/ann/account1", Secret("pw"))
+    assert base != fingerprint(key, "ws/jdoe/account1", Secret("pw2"))
+    assert "pw" not in base
+
+
+def test_env_files(tmp_path: Path) -> None:
+    path = tmp_path / "demo.env"
+    path.write_text("# comment\nexport A=1\nB='two words'\nC=\"x=y\"\n\n", encoding="utf-8")
+    assert read_env_file(path) == {"A": "1", "B": "two words", "C": "x=y"}
+    path.write_text("GOOD=1\nthis line leaks-a-secret\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        read_env_file(path)
+    assert "demo.env:2: expected NAME=VALUE" in str(info.value) and "leaks" not in str(info.value)
