@@ -118,6 +118,16 @@ class Renderer:
         self.templates = templates
         # A fresh nonce per run: a value that happens to contain a token cannot be one.
         self._nonce = _random.token_hex(6)
+        # Many targets share one resolved profile: spell its [Settings] once.
+        self._settings: dict[tuple[int, int], tuple[object, dict[str, str]]] = {}
+
+    def _settings_for(self, target: Target) -> dict[str, str]:
+        key = (id(target.resolved), target.active_index)
+        cached = self._settings.get(key)
+        if cached is None or cached[0] is not target.resolved:
+            cached = (target.resolved, settings_values(target.resolved.profile, target.active_index))
+            self._settings[key] = cached
+        return dict(cached[1])
 
     def render(self, target: Target) -> RenderedIni:
         tokens: dict[str, str] = {}
@@ -131,7 +141,7 @@ class Renderer:
             accounts.append({"section": account.section, "name": account.name, "fields": keys})
         profile = target.resolved.profile
         context = {
-            "settings": settings_values(profile, target.active_index),
+            "settings": self._settings_for(target),
             "accounts": accounts,
             "host": {"name": target.host, "address": target.connection.address or target.host},
             "user": {

@@ -16,7 +16,7 @@ from typing import Any
 from provision.errors import ConfigError, Problem
 from provision.model.inventory import Connection, Host, Inventory, User
 from provision.model.layering import Layer
-from provision.model.source import FieldPath, Located, load_yaml
+from provision.model.source import FieldPath, Located, load_yaml, paused_gc
 from provision.model.store import ProfileStore, Reference, ResolvedProfile
 from provision.model.users_csv import load_users_csv
 from provision.model.validation import validate
@@ -76,7 +76,8 @@ def load_inventory(path: Path) -> LoadedInventory:
         located.data = {}
     if not isinstance(located.data, dict):
         raise ConfigError([located.problem((), "an inventory must be a mapping of keys")])
-    model, problems = validate(Inventory, located)
+    with paused_gc():
+        model, problems = validate(Inventory, located)
     if model is None:
         raise ConfigError(problems)
     sources: dict[str, list[tuple[Located, FieldPath]]] = {

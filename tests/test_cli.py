@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import BASE, EXAMPLES, INVENTORY, ROOT, write
 
 from provision.cli.main import cli
 from provision.errors import ExitStatus
 from provision.ini import decode_ini
 from provision.secrets import read_env_file
+
+from conftest import BASE, EXAMPLES, INVENTORY, ROOT, write
 
 DEMO_ENV = EXAMPLES / "inventory" / "demo.env"
 

@@ -6,31 +6,17 @@ import os
 import sys
 import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 
 import provision
+from provision.cli import offline, profiles
+from provision.cli.app import App, make_reporter
 from provision.errors import ExitStatus, ProvisionError
 from provision.project import Project
-from provision.report import Reporter
 from provision.secrets import read_env_file
-
-
-@dataclass
-class App:
-    project: Project
-    reporter: Reporter
-
-
-def make_reporter() -> Reporter:
-    return Reporter(
-        out=Console(highlight=False, soft_wrap=True),
-        err=Console(stderr=True, highlight=False, soft_wrap=True),
-    )
 
 
 class ProvisionGroup(click.Group):
@@ -111,16 +97,10 @@ def cli(
     ctx.obj = App(Project(profiles_dir, templates_dir, state_path, environ, Path.cwd()), make_reporter())
 
 
-def _register() -> None:
-    from provision.cli import offline, profiles
-
-    cli.add_command(offline.render)
-    cli.add_command(offline.diff)
-    cli.add_command(offline.validate)
-    cli.add_command(profiles.profiles)
-
-
-_register()
+cli.add_command(offline.render)
+cli.add_command(offline.diff)
+cli.add_command(offline.validate)
+cli.add_command(profiles.profiles)
 
 
 def main() -> None:

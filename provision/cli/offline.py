@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from provision.cli import options
-from provision.cli.main import App
+from provision.cli.app import App
 from provision.errors import ExitStatus, display_path
 from provision.offline import diff_tree, render_tree, validate_all
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from provision.cli.main import App
+from provision.cli.app import App
 from provision.errors import ProvisionError
 from provision.model.profile import Profile
 from provision.model.reference import reference_markdown

@@ -28,11 +28,21 @@ class Layer:
         return node
 
     def relative_origins(self) -> dict[FieldPath, Origin]:
+        """Origins of the paths inside the fragment, relative to it (walks the fragment, not the file)."""
         if self._relative is None:
-            n = len(self.prefix)
-            self._relative = {
-                path[n:]: origin for path, origin in self.located.origins.items() if path[:n] == self.prefix
-            }
+            origins = self.located.origins
+            out: dict[FieldPath, Origin] = {}
+            stack: list[tuple[FieldPath, Any]] = [((), self.data)]
+            while stack:
+                rel, node = stack.pop()
+                found = origins.get((*self.prefix, *rel))
+                if found is not None:
+                    out[rel] = found
+                if isinstance(node, dict):
+                    stack.extend(((*rel, k), v) for k, v in node.items())
+                elif isinstance(node, list):
+                    stack.extend(((*rel, i), v) for i, v in enumerate(node))
+            self._relative = out
         return self._relative
 
 

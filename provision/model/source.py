@@ -7,8 +7,10 @@ recording the line of every mapping key and list item on the way.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,7 +82,29 @@ def load_yaml(path: Path) -> Located:
     return parse_yaml(text, name)
 
 
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building a large tree of fresh objects.
+
+    Loading creates no reference cycles worth collecting mid-way, but the collector keeps
+    re-walking the growing heap: on a 10,000-user inventory it made loading super-linear
+    (1.8 s instead of 0.7 s, bench/render.py).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def parse_yaml(text: str, name: str) -> Located:
+    with paused_gc():
+        return _parse_yaml(text, name)
+
+
+def _parse_yaml(text: str, name: str) -> Located:
     try:
         node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:

@@ -7,27 +7,28 @@ a line break or NUL would let a value write lines of its own into the file.
 from __future__ import annotations
 
 import re
-import unicodedata
 from typing import Annotated
 
 from pydantic import AfterValidator, StringConstraints
 from pydantic_core import PydanticCustomError
 
-_LINE_BREAKS = {"\u2028", "\u2029", "\x85"}
+# C0 and C1 control characters (Unicode category Cc), Unicode line breaks, lone surrogates.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
 def unsafe_character(text: str) -> str | None:
     """Describe the first character that may not go into an ini value, if any."""
-    for char in text:
-        if char in _LINE_BREAKS or char == "\n" or char == "\r":
-            return "a line break"
-        if char == "\x00":
-            return "a NUL character"
-        if unicodedata.category(char) == "Cc":
-            return f"a control character (U+{ord(char):04X})"
-        if unicodedata.category(char) == "Cs":
-            return "an unpaired surrogate"
-    return None
+    match = _UNSAFE.search(text)
+    if match is None:
+        return None
+    char = match.group()
+    if char in "\r\n\x85\u2028\u2029":
+        return "a line break"
+    if char == "\x00":
+        return "a NUL character"
+    if "\ud800" <= char <= "\udfff":
+        return "an unpaired surrogate"
+    return f"a control character (U+{ord(char):04X})"
 
 
 def check_ini_text(text: str) -> str:

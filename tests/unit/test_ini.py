@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from conftest import FIXTURES
 
 from provision.errors import IniError
 from provision.ini import BOM, Desired, decode_ini, encode_ini, merge_ini, read_ini, win32_value
+
+from conftest import FIXTURES
 
 AFTER_RUN = (FIXTURES / "microsip-after-run.ini").read_text(encoding="utf-8")
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLE_INVENTORY, MakeProject, write
 
 from provision.errors import ConfigError
 from provision.project import Project, select_targets
 from provision.targets import load_inventory, select_hosts
+
+from conftest import EXAMPLE_INVENTORY, MakeProject, write
 
 PROFILES = {
     "base": """

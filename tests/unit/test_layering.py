@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import write
 
 from provision.errors import ConfigError
 from provision.model.layering import Layer, merge_layers
 from provision.model.source import parse_yaml
 from provision.model.store import ProfileStore
+
+from conftest import write
 
 
 def layer(text: str, name: str) -> Layer:

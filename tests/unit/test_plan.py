@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import FIXTURES, MakeProject
-
 from provision.ini import Desired, decode_ini, encode_ini, merge_ini, read_ini
 from provision.plan import TargetPlan, plan_target
 from provision.project import Prepared, prepare
 from provision.state import State
+
+from conftest import FIXTURES, MakeProject
 
 AFTER_RUN = (FIXTURES / "microsip-after-run.ini").read_text(encoding="utf-8")
 

@@ -10,12 +10,13 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLE_INVENTORY, MakeProject
 
 from provision.errors import ConfigError
 from provision.ini import decode_ini, read_ini
 from provision.output import render_file
 from provision.project import Project, prepare
+
+from conftest import EXAMPLE_INVENTORY, MakeProject
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "render"
 REFRESH = os.environ.get("PROVISION_REFRESH_GOLDEN") == "1"
