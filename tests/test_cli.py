@@ -221,3 +221,15 @@ def test_usage_errors_exit_2(project: Path) -> None:
     assert run("render", "--out", "x").exit_code == 2
     assert run("render", "-i", "missing.yaml", "--out", "x").exit_code == 2
     assert run("render", "-i", "inventory.yaml", "--out", "x", "--limit", "nope").exit_code == 2
+
+
+def test_works_outside_a_checkout_with_the_built_in_templates(examples_dir: Path) -> None:
+    from provision.render import packaged_templates
+
+    assert (packaged_templates() / "microsip.ini.j2").is_file()
+    shutil.rmtree(examples_dir / "templates")
+    result = run(
+        "--env-file", "profiles/inventory/demo.env", "render", "-i", "profiles/inventory/example.yaml", "--out", "out"
+    )
+    assert result.exit_code == 0, result.output
+    assert len(list((examples_dir / "out").glob("*/*/microsip.ini"))) == 14
