@@ -1,0 +1,26 @@
+"""Faults the lab can inject, per host. All off by default."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Faults:
+    latency_ms: float = 0.0  # added to every HTTP request
+    refuse: bool = False  # no listener: connection refused
+    reset_on: str | None = None  # reset the TCP connection on this action (e.g. "Command")
+    reject_auth: bool = False  # 401 for every request
+    soap_fault: dict[str, str] = field(default_factory=dict)  # action -> "busy" | "quota" | "shell-not-found"
+    fault_times: int = 1_000_000  # how many times soap_fault fires before it stops (transient faults)
+    hang: bool = False  # the command never answers
+    disk_full: bool = False  # writing the ini fails
+    microsip_wont_exit: bool = False  # ignores /exit (a modal dialog); can still be stopped
+    microsip_unkillable: bool = False  # ignores /exit and cannot be stopped
+
+    def take_soap_fault(self, action: str) -> str | None:
+        kind = self.soap_fault.get(action)
+        if kind is None or self.fault_times <= 0:
+            return None
+        self.fault_times -= 1
+        return kind

@@ -1,0 +1,144 @@
+"""A fleet of simulated workstations on 127.B.x.y, with the files to push to them.
+
+fleet = Fleet(folder, hosts=3); fleet.start()   # HTTP 5985 and HTTPS 5986 on each address
+fleet.host("lab-001").faults.latency_ms = 30
+fleet.inventory, fleet.env_file, fleet.ca                 # what provision needs
+fleet.stop()
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import secrets
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from provision.lab.certs import make_certificates
+from provision.lab.host import SimulatedHost, SimUser
+from provision.lab.server import HTTPS_PORT, Endpoint, LabServer
+from provision.lab.wsman import WSManService
+
+_NTLM_LOCK = threading.Lock()
+
+FIRST_NAMES = ["Jane Doe", "Zoë Müller", "Дмитрий Иванов", "王芳", "Ana García", "Linh Nguyễn", "Siobhán O'Keefe"]
+GROUPS = ["sales", "support"]
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str
+
+
+def _free_block() -> int:
+    """A second octet B for 127.B.0.0/16 whose first address is free on the HTTPS port."""
+    for _ in range(50):
+        block = random.randint(20, 250)  # noqa: S311 - picking an address block, not a secret
+        with socket.socket() as probe:
+            try:
+                probe.bind((f"127.{block}.0.1", HTTPS_PORT))
+            except OSError:
+                continue
+        return block
+    raise RuntimeError("no free loopback block for the lab")
+
+
+def _register_ntlm_user(folder: Path, credentials: Credentials) -> None:
+    """pyspnego's NTLM acceptor reads accounts from the file named by NTLM_USER_FILE."""
+    with _NTLM_LOCK:
+        path = os.environ.get("NTLM_USER_FILE")
+        store = Path(path) if path else folder / "ntlm-users"
+        with open(store, "a", encoding="utf-8") as handle:
+            handle.write(f":{credentials.username}:{credentials.password}\n")
+        os.environ["NTLM_USER_FILE"] = str(store)
+
+
+class Fleet:
+    def __init__(self, folder: Path, hosts: int, *, users_per_host: int = 1, block: int | None = None) -> None:
+        self.folder = folder
+        self.block = block or _free_block()
+        self.credentials = Credentials(f"lab-{secrets.token_hex(3)}", secrets.token_urlsafe(12))
+        self.sip_password = "lab-" + secrets.token_urlsafe(9)
+        self.hosts: dict[str, SimulatedHost] = {}
+        self.addresses: dict[str, str] = {}
+        for index in range(hosts):
+            name = f"lab-{index + 1:03d}"
+            users = [SimUser(f"user{index + 1:03d}{chr(97 + u)}") for u in range(users_per_host)]
+            self.hosts[name] = SimulatedHost(name, folder / "hosts" / name, users)
+            self.addresses[name] = f"127.{self.block}.{index // 250}.{index % 250 + 1}"
+        self.ca, cert, key, der = make_certificates(folder / "tls", list(self.addresses.values()))
+        _register_ntlm_user(folder, self.credentials)
+        endpoints = [Endpoint(self.addresses[n], h, WSManService(h)) for n, h in self.hosts.items()]
+        self.server = LabServer(
+            endpoints,
+            username=self.credentials.username,
+            password=self.credentials.password,
+            cert=cert,
+            key=key,
+            cert_der=der,
+        )
+        self.inventory = folder / "inventory.yaml"
+        self.env_file = folder / "lab.env"
+        self._write_files()
+
+    def host(self, name: str) -> SimulatedHost:
+        return self.hosts[name]
+
+    def address(self, name: str) -> str:
+        return self.addresses[name]
+
+    def start(self) -> None:
+        self.server.start_in_thread()
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def refuse(self, name: str, refuse: bool = True) -> None:
+        self.hosts[name].faults.refuse = refuse
+        self.server.set_listening(self.addresses[name], not refuse)
+
+    def requests(self) -> dict[str, int]:
+        return {name: host.stats["requests"] for name, host in self.hosts.items()}
+
+    def _write_files(self) -> None:
+        hosts = {}
+        for index, (name, host) in enumerate(self.hosts.items()):
+            users = []
+            for offset, user in enumerate(host.users.values()):
+                number = 5000 + index * 10 + offset
+                users.append(
+                    {
+                        "name": user.name,
+                        "extension": str(number),
+                        "display_name": FIRST_NAMES[(index + offset) % len(FIRST_NAMES)],
+                        "password": "env:PROVISION_LAB_SIP_PASSWORD",
+                    }
+                )
+            hosts[name] = {
+                "groups": [GROUPS[index % len(GROUPS)]],
+                "connection": {"address": self.addresses[name]},
+                "users": users,
+            }
+        inventory = {
+            "defaults": {
+                "profiles": ["base"],
+                "connection": {"scheme": "https", "auth": "ntlm", "ca_bundle": str(self.ca)},
+            },
+            "groups": {g: {"profiles": [g]} for g in GROUPS},
+            "hosts": hosts,
+        }
+        header = f"# The provision lab: {len(hosts)} simulated workstations on 127.{self.block}.0.0/16.\n"
+        self.inventory.write_text(header + yaml.safe_dump(inventory, sort_keys=False, allow_unicode=True), "utf-8")
+        self.env_file.write_text(
+            "# Credentials of the provision lab (throwaway, loopback only).\n"
+            f"PROVISION_WINRM_USER={self.credentials.username}\n"
+            f"PROVISION_WINRM_PASSWORD={self.credentials.password}\n"
+            f"PROVISION_LAB_SIP_PASSWORD={self.sip_password}\n",
+            "utf-8",
+        )
+        os.chmod(self.env_file, 0o600)

@@ -1,0 +1,313 @@
+"""The lab's HTTP(S) side: WS-Management endpoints on loopback addresses, one event loop for all.
+
+HTTP/1.1 with keep-alive; TLS with the lab CA; Basic (over HTTPS only, as Windows' default
+AllowUnencrypted=false demands) and NTLM through pyspnego, with WinRM message encryption
+over HTTP and channel binding checked over HTTPS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import socket
+import ssl
+import struct
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import spnego
+from spnego.channel_bindings import GssChannelBindings
+
+from provision.lab.host import SimulatedHost
+from provision.lab.wsman import WSManService
+
+BOUNDARY = b"--Encrypted Boundary"
+ENCRYPTED_TYPE = b"application/HTTP-SPNEGO-session-encrypted"
+HTTP_PORT, HTTPS_PORT = 5985, 5986
+
+
+@dataclass
+class Endpoint:
+    address: str
+    host: SimulatedHost
+    service: WSManService
+
+
+@dataclass
+class _Connection:
+    tls: bool
+    context: Any = None  # pyspnego acceptor, once NTLM started
+    authenticated: bool = False
+    encrypted: bool = False
+
+
+@dataclass
+class Request:
+    method: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class LabServer:
+    """Serves every endpoint on HTTP (5985) and HTTPS (5986) of its own address."""
+
+    def __init__(
+        self,
+        endpoints: list[Endpoint],
+        *,
+        username: str,
+        password: str,
+        cert: Path,
+        key: Path,
+        cert_der: bytes,
+        http_port: int = HTTP_PORT,
+        https_port: int = HTTPS_PORT,
+    ) -> None:
+        self.endpoints = {e.address: e for e in endpoints}
+        self.username, self.password = username, password
+        self.http_port, self.https_port = http_port, https_port
+        self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._tls.load_cert_chain(cert, key)
+        self._bindings = GssChannelBindings(
+            application_data=b"tls-server-end-point:" + hashlib.sha256(cert_der).digest()
+        )
+        self._servers: dict[str, list[asyncio.base_events.Server]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    # Running ------------------------------------------------------------------------------
+
+    def start_in_thread(self) -> None:
+        """Run the event loop in a daemon thread (tests, and the lab daemon)."""
+        ready = threading.Event()
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            try:
+                loop.run_until_complete(self._start_all())
+            except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
+                errors.append(exc)
+                ready.set()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self._close_all())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="provision-lab", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if errors:
+            raise errors[0]
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+
+    def set_listening(self, address: str, listening: bool) -> None:
+        """Close or reopen one host's listeners (a refused connection)."""
+        assert self._loop is not None
+        action = self._listen(address) if listening else self._unlisten(address)
+        asyncio.run_coroutine_threadsafe(action, self._loop).result(timeout=10)
+
+    async def _start_all(self) -> None:
+        for address in self.endpoints:
+            if not self.endpoints[address].host.faults.refuse:
+                await self._listen(address)
+
+    async def _close_all(self) -> None:
+        for address in list(self._servers):
+            await self._unlisten(address)
+
+    async def _listen(self, address: str) -> None:
+        if address in self._servers:
+            return
+        servers = []
+        for port, tls in ((self.http_port, False), (self.https_port, True)):
+            servers.append(
+                await asyncio.start_server(
+                    self._handler(address, tls),
+                    address,
+                    port,
+                    ssl=self._tls if tls else None,
+                    reuse_address=True,
+                    backlog=256,
+                )
+            )
+        self._servers[address] = servers
+
+    def _handler(
+        self, address: str, tls: bool
+    ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await self._serve(reader, writer, address, tls)
+
+        return serve
+
+    async def _unlisten(self, address: str) -> None:
+        for server in self._servers.pop(address, []):
+            server.close()
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+
+    # HTTP ---------------------------------------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str, tls: bool) -> None:
+        endpoint = self.endpoints[address]
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        connection = _Connection(tls=tls)
+        try:
+            while True:
+                request = await _read_request(reader)
+                if request is None:
+                    break
+                endpoint.host.stats["requests"] += 1
+                faults = endpoint.host.faults
+                if faults.latency_ms:
+                    await asyncio.sleep(faults.latency_ms / 1000)
+                status, headers, body = await self._respond(endpoint, connection, request)
+                if status == -1:  # reset the connection mid-request
+                    if sock is not None:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    writer.transport.abort()
+                    return
+                writer.write(_response(status, headers, body))
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, ValueError):
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    async def _respond(
+        self, endpoint: Endpoint, connection: _Connection, request: Request
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        faults = endpoint.host.faults
+        challenge = [("WWW-Authenticate", "Negotiate")]
+        if connection.tls:
+            challenge.append(("WWW-Authenticate", 'Basic realm="WSMAN"'))
+        if request.method != "POST":
+            return 405, [], b""
+        if faults.reject_auth:
+            return 401, challenge, b""
+        auth = request.headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        body = request.body
+        if scheme.lower() == "basic":
+            if not connection.tls:
+                return 401, challenge, b""  # AllowUnencrypted=false: no Basic over HTTP
+            user, _, password = base64.b64decode(token).decode("utf-8", "replace").partition(":")
+            if (user, password) != (self.username, self.password):
+                return 401, challenge, b""
+        elif scheme.lower() in ("negotiate", "ntlm"):
+            if connection.context is None or connection.authenticated:
+                connection.context = spnego.server(
+                    protocol="ntlm", channel_bindings=self._bindings if connection.tls else None
+                )
+                connection.authenticated = False
+            try:
+                out = connection.context.step(base64.b64decode(token))
+            except Exception:  # noqa: BLE001 - any failure of the handshake is a rejected login
+                connection.context = None
+                return 401, challenge, b""
+            if not connection.context.complete:
+                return 401, [("WWW-Authenticate", f"{scheme} {base64.b64encode(out or b'').decode()}")], b""
+            connection.authenticated = True
+            connection.encrypted = not connection.tls
+            if not body:
+                return 200, [], b""
+        elif connection.authenticated:
+            if connection.encrypted:
+                try:
+                    body = _decrypt(connection.context, request)
+                except (ValueError, KeyError, IndexError, struct.error):
+                    return 400, [], b""
+        else:
+            return 401, challenge, b""
+        action = _action_of(body)
+        if faults.reset_on and action == faults.reset_on:
+            return -1, [], b""
+        status, reply = await endpoint.service.handle(body)
+        if connection.authenticated and connection.encrypted:
+            return status, *_encrypt(connection.context, reply)
+        return status, [("Content-Type", "application/soap+xml;charset=UTF-8")], reply
+
+
+def _action_of(body: bytes) -> str:
+    start = body.find(b"Action")
+    window = body[start : start + 300] if start >= 0 else b""
+    for name in ("Create", "Delete", "Command", "Send", "Receive", "Signal"):
+        if f"/{name}<".encode() in window:
+            return name
+    return ""
+
+
+async def _read_request(reader: asyncio.StreamReader) -> Request | None:
+    line = await reader.readline()
+    if not line:
+        return None
+    method = line.decode("latin-1").split(" ", 1)[0]
+    headers: dict[str, str] = {}
+    while True:
+        raw = await reader.readline()
+        if raw in (b"\r\n", b"\n", b""):
+            break
+        name, _, value = raw.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", "0") or 0)
+    body = await reader.readexactly(length) if length else b""
+    return Request(method, headers, body)
+
+
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 405: "Method Not Allowed", 500: "Internal Server Error"}
+
+
+def _response(status: int, headers: list[tuple[str, str]], body: bytes) -> bytes:
+    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}", "Server: Microsoft-HTTPAPI/2.0"]
+    lines += [f"{k}: {v}" for k, v in headers]
+    lines += [f"Content-Length: {len(body)}", "", ""]
+    return "\r\n".join(lines).encode("latin-1") + body
+
+
+def _decrypt(context: Any, request: Request) -> bytes:
+    """multipart/encrypted as pywinrm writes it: a length, the NTLM signature, the sealed message."""
+    parts = [p for p in request.body.split(BOUNDARY + b"\r\n") if p]
+    header, payload = parts[0], parts[1]
+    expected = int(header.split(b"Length=")[1].strip())
+    payload = payload.removesuffix(BOUNDARY + b"--\r\n")
+    data = payload.replace(b"\tContent-Type: application/octet-stream\r\n", b"", 1)
+    size = struct.unpack("<i", data[:4])[0]
+    message = context.unwrap_winrm(data[4 : 4 + size], data[4 + size :])
+    if len(message) != expected:
+        raise ValueError("length mismatch")
+    return bytes(message)
+
+
+def _encrypt(context: Any, message: bytes) -> tuple[list[tuple[str, str]], bytes]:
+    wrapped = context.wrap_winrm(message)
+    stream = struct.pack("<i", len(wrapped.header)) + wrapped.header + wrapped.data
+    body = (
+        BOUNDARY + b"\r\n\tContent-Type: " + ENCRYPTED_TYPE + b"\r\n"
+        b"\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length="
+        + str(len(message)).encode()
+        + b"\r\n"
+        + BOUNDARY
+        + b"\r\n\tContent-Type: application/octet-stream\r\n"
+        + stream
+        + BOUNDARY
+        + b"--\r\n"
+    )
+    content_type = (
+        'multipart/encrypted;protocol="application/HTTP-SPNEGO-session-encrypted";boundary="Encrypted Boundary"'
+    )
+    return [("Content-Type", content_type)], body

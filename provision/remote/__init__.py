@@ -1,0 +1,63 @@
+"""The PowerShell the tool runs on workstations, and the thin Python side that talks to it.
+
+The scripts live in remote/scripts/*.ps1 (Windows PowerShell 5.1). One powershell.exe per
+host is started with the small bootstrap as -EncodedCommand; the agent (the other files,
+joined) arrives as the first line of standard input, then one JSON request per line.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from functools import cache
+from pathlib import Path
+
+from provision.errors import ProvisionError
+
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+AGENT_PARTS = ("common.ps1", "discover.ps1", "apply.ps1", "rollback.ps1", "loop.ps1")
+POWERSHELL = "powershell.exe"
+POWERSHELL_FLAGS = ("-NoLogo", "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass")
+
+# Windows limits on the command line a WinRM command may have: through cmd.exe (WinRM's
+# default) 8191 characters; straight to CreateProcess 32767 including the final NUL.
+CMD_LIMIT = 8191
+CREATE_PROCESS_LIMIT = 32766
+
+
+@cache
+def script(name: str) -> str:
+    return (SCRIPTS / name).read_text(encoding="utf-8")
+
+
+@cache
+def agent_text() -> str:
+    return "\n".join(script(name) for name in AGENT_PARTS)
+
+
+def agent_sha256() -> str:
+    return hashlib.sha256(agent_text().encode()).hexdigest()
+
+
+def encode_command(text: str) -> str:
+    """PowerShell's -EncodedCommand: base64 of the UTF-16LE text."""
+    return base64.b64encode(text.encode("utf-16-le")).decode("ascii")
+
+
+@cache
+def bootstrap_command() -> tuple[str, tuple[str, ...]]:
+    arguments = (*POWERSHELL_FLAGS, "-EncodedCommand", encode_command(script("bootstrap.ps1")))
+    check_command_line(POWERSHELL, arguments)
+    return POWERSHELL, arguments
+
+
+class CommandLineTooLongError(ProvisionError):
+    pass
+
+
+def check_command_line(command: str, arguments: tuple[str, ...] | list[str], *, skip_cmd_shell: bool = False) -> None:
+    """Refuse a command line Windows would refuse, before it is sent."""
+    length = len(command) + sum(1 + len(a) for a in arguments)
+    limit = CREATE_PROCESS_LIMIT if skip_cmd_shell else CMD_LIMIT
+    if length > limit:
+        raise CommandLineTooLongError(f"command line of {length} characters is over Windows' limit of {limit}")

@@ -1,0 +1,13 @@
+# provision-op: bootstrap v1
+# Started by provision as: powershell.exe ... -EncodedCommand <this file>.
+# Reads the agent script as the first line of standard input ({"agent": "..."}) and runs
+# it in this scope. Standard input and output are used as UTF-8 streams whatever the
+# console code page, so non-ASCII user names survive.
+$ErrorActionPreference = 'Stop'
+$utf8 = New-Object System.Text.UTF8Encoding $false
+$stdin = New-Object System.IO.StreamReader([Console]::OpenStandardInput(), $utf8)
+$stdout = New-Object System.IO.StreamWriter([Console]::OpenStandardOutput(), $utf8)
+$stdout.AutoFlush = $true
+$first = $stdin.ReadLine()
+$agent = (ConvertFrom-Json $first).agent
+. ([ScriptBlock]::Create($agent))

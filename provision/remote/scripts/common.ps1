@@ -1,0 +1,131 @@
+# provision-op: common v1
+# Helpers shared by the operations. Every value from the controller arrives as JSON data
+# on standard input and is passed to cmdlets as a parameter, never pasted into code.
+
+function Send-Reply {
+    param($Reply)
+    $stdout.WriteLine(($Reply | ConvertTo-Json -Depth 6 -Compress))
+}
+
+function Get-ProfilePath {
+    # The user's profile folder, or $null if the account has never logged on here.
+    param([string]$Name)
+    try {
+        $account = New-Object System.Security.Principal.NTAccount($Name)
+        $sid = $account.Translate([System.Security.Principal.SecurityIdentifier]).Value
+    } catch {
+        return $null
+    }
+    $key = 'HKLM:\SOFTWARE\Microsoft\Windows NT\CurrentVersion\ProfileList\' + $sid
+    if (-not (Test-Path -LiteralPath $key)) {
+        return $null
+    }
+    return (Get-ItemProperty -LiteralPath $key).ProfileImagePath
+}
+
+function Get-IniPath {
+    # Installed MicroSIP: %APPDATA%\MicroSIP\microsip.ini of the user.
+    # Portable MicroSIP: next to the exe, named after it (%USERPROFILE% expanded per user).
+    param([string]$ProfilePath, $Install)
+    if ($Install.mode -eq 'portable') {
+        $exe = $Install.exe.Replace('%USERPROFILE%', $ProfilePath)
+        return [System.IO.Path]::ChangeExtension($exe, '.ini')
+    }
+    return Join-Path $ProfilePath 'AppData\Roaming\MicroSIP\microsip.ini'
+}
+
+function Get-Sha256 {
+    param([string]$Path)
+    return (Get-FileHash -LiteralPath $Path -Algorithm SHA256).Hash.ToLowerInvariant()
+}
+
+function Get-UserMicroSip {
+    # MicroSIP processes owned by this user only: another user's phone is never touched.
+    param([string]$Name)
+    $found = @()
+    foreach ($process in Get-CimInstance -ClassName Win32_Process -Filter "Name = 'microsip.exe'") {
+        $owner = Invoke-CimMethod -InputObject $process -MethodName GetOwner
+        if ($owner.User -eq $Name) {
+            $found += $process
+        }
+    }
+    return $found
+}
+
+function Start-InUserSession {
+    # Runs Exe with one argument in the user's interactive session, through a scheduled
+    # task: a process started from WinRM runs in session 0 and cannot reach the user's
+    # MicroSIP window, and would die with the WinRM shell.
+    param([string]$Name, [string]$Exe, [string]$Argument, [string]$Verb)
+    $action = New-ScheduledTaskAction -Execute $Exe -Argument $Argument
+    $principal = New-ScheduledTaskPrincipal -UserId $Name -LogonType Interactive
+    $task = 'microsip-' + $Verb + '-' + $Name
+    Register-ScheduledTask -TaskPath '\provision\' -TaskName $task -Action $action -Principal $principal -Force | Out-Null
+    Start-ScheduledTask -TaskPath '\provision\' -TaskName $task
+}
+
+function Close-MicroSip {
+    # /exit in the user's session (MicroSIP saves and closes), a bounded wait, then stop.
+    param([string]$Name, [int]$WaitMs)
+    $running = @(Get-UserMicroSip -Name $Name)
+    if ($running.Count -eq 0) {
+        return @{ ok = $true; was_running = $false; exe = $null }
+    }
+    $exe = $running[0].ExecutablePath
+    Start-InUserSession -Name $Name -Exe $exe -Argument '/exit' -Verb 'exit'
+    $deadline = (Get-Date).AddMilliseconds($WaitMs)
+    while ((Get-Date) -lt $deadline -and @(Get-UserMicroSip -Name $Name).Count -gt 0) {
+        Start-Sleep -Milliseconds 200
+    }
+    foreach ($process in @(Get-UserMicroSip -Name $Name)) {
+        Stop-Process -Id $process.ProcessId -Force -ErrorAction SilentlyContinue
+    }
+    Start-Sleep -Milliseconds 500
+    if (@(Get-UserMicroSip -Name $Name).Count -gt 0) {
+        return @{ ok = $false; was_running = $true; exe = $exe; reason = 'MicroSIP did not close' }
+    }
+    return @{ ok = $true; was_running = $true; exe = $exe }
+}
+
+function Write-IniFile {
+    # Whole file to a temporary name, then an atomic replace; read back and check.
+    param([string]$Path, [byte[]]$Content, [string]$Digest)
+    $folder = Split-Path -Parent $Path
+    if (-not (Test-Path -LiteralPath $folder)) {
+        New-Item -ItemType Directory -Path $folder -Force | Out-Null
+    }
+    $temp = $Path + '.provision-tmp'
+    [System.IO.File]::WriteAllBytes($temp, $Content)
+    if (Test-Path -LiteralPath $Path) {
+        [System.IO.File]::Replace($temp, $Path, [NullString]::Value)
+    } else {
+        [System.IO.File]::Move($temp, $Path)
+    }
+    if ((Get-Sha256 -Path $Path) -ne $Digest) {
+        throw 'the file read back does not match what was written'
+    }
+}
+
+function Save-Backup {
+    # Copy of the current ini as <ini>.provision-<UTC time>.bak; keep the newest $Keep.
+    param([string]$Path, [int]$Keep)
+    if (-not (Test-Path -LiteralPath $Path)) {
+        return $null
+    }
+    $stamp = (Get-Date).ToUniversalTime().ToString('yyyyMMddTHHmmssfffZ')
+    $backup = $Path + '.provision-' + $stamp + '.bak'
+    Copy-Item -LiteralPath $Path -Destination $backup
+    $all = @(Get-Backups -Path $Path)
+    if ($all.Count -gt $Keep) {
+        $all | Select-Object -First ($all.Count - $Keep) | Remove-Item -Force
+    }
+    return $backup
+}
+
+function Get-Backups {
+    # Backups of one ini, oldest first (the names sort by time).
+    param([string]$Path)
+    $folder = Split-Path -Parent $Path
+    $leaf = Split-Path -Leaf $Path
+    return Get-ChildItem -LiteralPath $folder -Filter ($leaf + '.provision-*.bak') | Sort-Object Name
+}

@@ -1,0 +1,28 @@
+# provision-op: loop v1
+# One JSON request per line until standard input ends; one JSON reply line each.
+
+while ($true) {
+    $line = $stdin.ReadLine()
+    if ($null -eq $line) {
+        break
+    }
+    $request = ConvertFrom-Json $line
+    try {
+        switch ($request.op) {
+            'discover' {
+                Invoke-Discover -Request $request
+            }
+            'apply' {
+                Invoke-Apply -Request $request
+            }
+            'rollback' {
+                Invoke-Rollback -Request $request
+            }
+            default {
+                Send-Reply @{ ok = $false; error = 'unknown operation' }
+            }
+        }
+    } catch {
+        Send-Reply @{ ok = $false; error = $_.Exception.Message }
+    }
+}

@@ -1,0 +1,42 @@
+# provision-op: rollback v1
+# For each user: close their MicroSIP, put the newest backup back, start MicroSIP again
+# if it was running.
+
+function Invoke-Rollback {
+    param($Request)
+    $users = @()
+    foreach ($user in $Request.users) {
+        $users += Restore-UserIni -User $user -Request $Request
+    }
+    Send-Reply @{ ok = $true; users = $users }
+}
+
+function Restore-UserIni {
+    param($User, $Request)
+    $result = @{ name = $User.name; status = 'failed' }
+    $backups = @(Get-Backups -Path $User.ini_path)
+    if ($backups.Count -eq 0) {
+        $result.status = 'no-backup'
+        return $result
+    }
+    $closed = Close-MicroSip -Name $User.name -WaitMs $Request.exit_wait_ms
+    if (-not $closed.ok) {
+        $result.status = 'busy'
+        $result.reason = $closed.reason
+        return $result
+    }
+    try {
+        $newest = $backups[-1].FullName
+        $content = [System.IO.File]::ReadAllBytes($newest)
+        Write-IniFile -Path $User.ini_path -Content $content -Digest (Get-Sha256 -Path $newest)
+        $result.status = 'restored'
+        $result.backup = $newest
+    } catch {
+        $result.reason = $_.Exception.Message
+    }
+    if ($closed.was_running) {
+        Start-InUserSession -Name $User.name -Exe $closed.exe -Argument '/minimized' -Verb 'start'
+        $result.restarted = $true
+    }
+    return $result
+}
