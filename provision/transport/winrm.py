@@ -97,8 +97,10 @@ class WinRMTransport:
         check_command_line(command, arguments)
         if self._shell is None:
             self.open()
-        command_id = self._call(lambda p: p.run_command(self._shell, command, arguments, console_mode_stdin=False))
-        return WinRMCommand(self, command_id)
+        shell = self._shell
+        assert shell is not None
+        command_id = self._call(lambda p: p.run_command(shell, command, arguments, console_mode_stdin=False))
+        return WinRMCommand(self, shell, command_id)
 
     def close(self) -> None:
         protocol, shell = self._protocol, self._shell
