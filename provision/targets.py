@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from provision.errors import ConfigError, Problem
-from provision.model.inventory import Connection, Host, Inventory, User
+from provision.model.inventory import Connection, Install, Inventory, User
 from provision.model.layering import Layer
 from provision.model.source import FieldPath, Located, load_yaml, paused_gc
 from provision.model.store import ProfileStore, Reference, ResolvedProfile
@@ -51,6 +51,7 @@ class Target:
     host: str
     user: str
     connection: Connection
+    install: Install
     resolved: ResolvedProfile
     accounts: tuple[ResolvedAccount, ...]
     active_index: int
@@ -168,6 +169,7 @@ def _host_targets(store: ProfileStore, inv: LoadedInventory, host_name: str) -> 
     ]
     fragments = [Layer(located, ("defaults", "overrides"))] if model.defaults.overrides else []
     connection = model.defaults.connection
+    install = model.defaults.microsip
     for i, group_name in enumerate(host.groups):
         group = model.groups.get(group_name)
         if group is None:
@@ -180,10 +182,16 @@ def _host_targets(store: ProfileStore, inv: LoadedInventory, host_name: str) -> 
         if group.overrides:
             fragments.append(Layer(located, (*group_path, "overrides")))
         connection = connection.merged(group.connection)
+        install = install.merged(group.microsip)
     refs += [(n, Reference(located, (*host_path, "profiles", i))) for i, n in enumerate(host.profiles)]
     if host.overrides:
         fragments.append(Layer(located, (*host_path, "overrides")))
     connection = connection.merged(host.connection)
+    install = install.merged(host.microsip)
+    if install.mode == "portable" and not install.exe:
+        raise ConfigError(
+            [located.problem((*host_path, "microsip"), "portable MicroSIP needs microsip.exe (the exe path)")]
+        )
     if not refs:
         raise ConfigError(
             [located.problem(host_path, "has no profile (set profiles on the host, a group or defaults)")]
@@ -197,7 +205,7 @@ def _host_targets(store: ProfileStore, inv: LoadedInventory, host_name: str) -> 
             user_fragments.append(Layer(user_located, (*user_path, "overrides")))
         try:
             resolved = store.resolve(chain, user_fragments)
-            targets.append(_target(host_name, host, user, resolved, connection, user_located, user_path))
+            targets.append(_target(host_name, user, resolved, connection, install, user_located, user_path))
         except ConfigError as exc:
             problems += exc.problems
     if problems:
@@ -207,10 +215,10 @@ def _host_targets(store: ProfileStore, inv: LoadedInventory, host_name: str) -> 
 
 def _target(
     host_name: str,
-    host: Host,
     user: User,
     resolved: ResolvedProfile,
     connection: Connection,
+    install: Install,
     user_located: Located,
     user_path: FieldPath,
 ) -> Target:
@@ -262,4 +270,4 @@ def _target(
     if problems:
         raise ConfigError(problems)
     active = list(profile.accounts).index(profile.active_account) + 1 if profile.active_account else 1
-    return Target(host_name, user.name, connection, resolved, tuple(accounts), active, user)
+    return Target(host_name, user.name, connection, install, resolved, tuple(accounts), active, user)

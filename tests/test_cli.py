@@ -165,7 +165,9 @@ def test_profiles_show_for_a_user_includes_inventory_layers(examples_dir: Path) 
     assert "Support queue" not in result.output  # removed by the user's override
     result = run("profiles", "show", "--for", "ws-sales-04", "-i", "profiles/inventory/example.yaml")
     (ring,) = [line for line in result.output.splitlines() if "ring: Speakers" in line]
-    assert ring.endswith("# profiles/inventory/example.yaml:40")
+    inventory = (examples_dir / "profiles/inventory/example.yaml").read_text().splitlines()
+    lineno = next(n for n, text in enumerate(inventory, 1) if "ring: Speakers" in text)
+    assert ring.endswith(f"# profiles/inventory/example.yaml:{lineno}")
 
 
 def test_profiles_list_and_unknown_profile(examples_dir: Path) -> None:

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from provision.model.profile import StrictModel, key
-from provision.model.values import AccountText, HostName, Name, SecretRef, UserName
+from provision.model.values import AccountText, HostName, Name, SecretRef, UserName, unsafe_character
 
 
 class Connection(StrictModel):
@@ -21,10 +21,10 @@ class Connection(StrictModel):
     scheme: Literal["https", "http"] | None = key("https (default) or http.")
     port: int | None = Field(default=None, ge=1, le=65535, description="Default: 5986 for https, 5985 for http.")
     auth: Literal["ntlm", "kerberos", "basic"] | None = key("ntlm (default), kerberos or basic (https only).")
-    cert_validation: Literal["validate", "ignore"] | None = key(
-        "Check the workstation's TLS certificate (default: validate). 'ignore' prints a warning on every run."
+    ca_bundle: str | None = key(
+        "PEM file with the CA that signed the WinRM certificates, relative to the inventory file. "
+        "Certificates are always checked; only push --no-verify-tls turns that off."
     )
-    ca_bundle: str | None = key("PEM file with the CA that signed the WinRM certificates.")
 
     def merged(self, other: Connection) -> Connection:
         return self.model_copy(update=other.model_dump(exclude_none=True))
@@ -33,6 +33,25 @@ class Connection(StrictModel):
     def _basic_needs_https(self) -> Connection:
         if self.auth == "basic" and self.scheme == "http":
             raise ValueError("basic auth sends the password in clear text; it is allowed only with scheme: https")
+        return self
+
+
+class Install(StrictModel):
+    """Where MicroSIP is on the workstation. Layers like connection settings."""
+
+    mode: Literal["installed", "portable"] | None = key(
+        "installed (default): the ini is %APPDATA%\\MicroSIP\\microsip.ini of each user; "
+        "portable: the ini is next to the exe, named after it."
+    )
+    exe: str | None = key("Portable mode: path of microsip.exe; %USERPROFILE% stands for each user's profile folder.")
+
+    def merged(self, other: Install) -> Install:
+        return self.model_copy(update=other.model_dump(exclude_none=True))
+
+    @model_validator(mode="after")
+    def _exe_is_an_exe(self) -> Install:
+        if self.exe is not None and (not self.exe.lower().endswith(".exe") or unsafe_character(self.exe)):
+            raise ValueError("exe must be the path of an .exe file")
         return self
 
 
@@ -68,6 +87,7 @@ class Group(StrictModel):
     description: str | None = key("What the group is.")
     profiles: list[Name] = Field(default_factory=list, description="Profiles applied to members, in order.")
     connection: Connection = Field(default_factory=Connection, description="Connection settings for members.")
+    microsip: Install = Field(default_factory=Install, description="Where MicroSIP is on members.")
     overrides: dict[str, Any] = Field(default_factory=dict, description="Profile keys for members.")
 
 
@@ -77,6 +97,7 @@ class Host(StrictModel):
     groups: list[Name] = Field(default_factory=list, description="Groups, applied in order.")
     profiles: list[Name] = Field(default_factory=list, description="Profiles applied after the groups' ones.")
     connection: Connection = Field(default_factory=Connection, description="Connection settings for this host.")
+    microsip: Install = Field(default_factory=Install, description="Where MicroSIP is on this host.")
     overrides: dict[str, Any] = Field(default_factory=dict, description="Profile keys for this host.")
     users: list[User] = Field(default_factory=list, description="Windows users who get MicroSIP on this host.")
 
@@ -96,6 +117,7 @@ class Defaults(StrictModel):
 
     profiles: list[Name] = Field(default_factory=list, description="Profiles every host starts from.")
     connection: Connection = Field(default_factory=Connection, description="Connection settings for every host.")
+    microsip: Install = Field(default_factory=Install, description="Where MicroSIP is on every host.")
     overrides: dict[str, Any] = Field(default_factory=dict, description="Profile keys for every host.")
 
 
