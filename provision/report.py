@@ -6,19 +6,36 @@ pipe or a log. Every string that may hold user data passes the Redactor first.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from provision.errors import ConfigError, Problem, ProvisionError
 from provision.model.source import Located
 from provision.plan import TargetPlan
 from provision.secrets import MASK
+
+if TYPE_CHECKING:
+    from provision.push import HostResult
+    from provision.rollout import RunResult
+
+_STYLE = {
+    "changed": "green",
+    "restored": "green",
+    "would change": "yellow",
+    "unchanged": "dim",
+    "no profile": "yellow",
+    "no backup": "yellow",
+    "busy": "bold yellow",
+    "failed": "bold red",
+}
 
 
 def _identity(text: str) -> str:
@@ -87,6 +104,78 @@ class Reporter:
             summary += f", {len(failed)} failed"
         self.out.print(escape(summary))
 
+    # push and rollback -------------------------------------------------------------------
+
+    @contextmanager
+    def hosts_progress(self, verb: str) -> Iterator[tuple[Callable[[int], None], Callable[[HostResult], None]]]:
+        """(on_start, on_done) callbacks: a progress bar on a terminal, a line per host otherwise."""
+        if self.err.is_terminal:
+            progress = Progress(
+                TextColumn(f"{verb}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[last]}"),
+                TimeElapsedColumn(),
+                console=self.err,
+                transient=True,
+            )
+            task = progress.add_task(verb, total=None, last="")
+
+            def start(total: int) -> None:
+                progress.update(task, total=total)
+
+            def done(result: HostResult) -> None:
+                progress.update(task, advance=1, last=escape(f"{result.host}: {result.status}"))
+
+            with progress:
+                yield start, done
+            return
+        count = [0, 0]
+
+        def start_plain(total: int) -> None:
+            count[1] = total
+
+        def done_plain(result: HostResult) -> None:
+            count[0] += 1
+            reason = f": {result.reason}" if result.reason else ""
+            self.err.print(escape(self.redact(f"[{count[0]}/{count[1]}] {result.host} {result.status}{reason}")))
+
+        yield start_plain, done_plain
+
+    def fleet(self, run: RunResult, *, diff: bool) -> None:
+        """Per-user diffs if asked, the per-host table, and the one-line fleet summary."""
+        from provision.push import summary
+
+        if diff:
+            for host in run.hosts:
+                for user in host.users:
+                    if not user.changes:
+                        continue
+                    self.out.print(f"[bold]{escape(user.target_id)}[/]: {escape(user.status)}")
+                    for change in user.changes:
+                        self.out.print("  " + escape(self.redact(change.describe())))
+                    for note in user.notes:
+                        self.out.print("  note: " + escape(self.redact(note)))
+        table = Table(show_edge=False, pad_edge=False, box=None)
+        for column in ("host", "result", "users", "time", "reason"):
+            table.add_column(column, overflow="fold")
+        for host in run.hosts:
+            status = host.status
+            style = _STYLE.get(status, "")
+            table.add_row(
+                escape(host.host),
+                f"[{style}]{escape(status)}[/]" if style else escape(status),
+                escape(_user_counts(host)),
+                f"{host.seconds:.1f}s",
+                escape(self.redact(_host_reason(host))),
+            )
+        if run.hosts:
+            self.out.print(table)
+        counts = summary(run.hosts)
+        parts = ", ".join(f"{n} {status}" for status, n in counts.items()) or "nothing to do"
+        mode = " (check: nothing written)" if run.check else ""
+        self.out.print(escape(f"{len(run.hosts)} hosts: {parts} in {run.seconds:.1f} s{mode}"))
+
     # profiles ----------------------------------------------------------------------------
 
     def profile_names(self, rows: Sequence[tuple[str, str, str]]) -> None:
@@ -133,3 +222,17 @@ def _scalar(value: Any) -> str:
     """A value spelled as YAML would, on one line."""
     text = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=1_000_000)
     return text.removesuffix("\n").removesuffix("\n...").strip()
+
+
+def _user_counts(host: HostResult) -> str:
+    counts: dict[str, int] = {}
+    for user in host.users:
+        counts[user.status] = counts.get(user.status, 0) + 1
+    return ", ".join(f"{n} {status}" for status, n in counts.items())
+
+
+def _host_reason(host: HostResult) -> str:
+    if host.reason:
+        return host.reason
+    reasons = [f"{u.user}: {u.reason}" for u in host.users if u.reason and u.status in ("busy", "failed", "no profile")]
+    return "; ".join(reasons)

@@ -118,3 +118,10 @@ class State:
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
+
+    def forget(self, host: str, user: str) -> None:
+        """Drop the record of a (host, user): after a rollback the file no longer holds what was pushed."""
+        if self._db is None:
+            raise ProvisionError("the state is read-only")
+        with self._db:
+            self._db.execute("DELETE FROM pushes WHERE host = ? AND user = ?", (host, user.casefold()))

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from provision.project import Project
 from provision.secrets import read_env_file
+
+if TYPE_CHECKING:
+    from labkit import Lab
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "profiles"
@@ -85,3 +89,12 @@ def examples() -> Project:
         environ=read_env_file(EXAMPLES / "inventory" / "demo.env"),
         base_dir=ROOT,
     )
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    """Four simulated workstations with two users each, on loopback, for one test."""
+    from labkit import running_lab
+
+    with running_lab(tmp_path, EXAMPLES) as running:
+        yield running

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from provision.ini import encode_ini
 from provision.lab.certs import make_certificates
 from provision.lab.host import SimulatedHost, SimUser
 from provision.lab.server import HTTPS_PORT, Endpoint, LabServer
@@ -27,6 +28,11 @@ _NTLM_LOCK = threading.Lock()
 
 FIRST_NAMES = ["Jane Doe", "Zoë Müller", "Дмитрий Иванов", "王芳", "Ana García", "Linh Nguyễn", "Siobhán O'Keefe"]
 GROUPS = ["sales", "support"]
+# What a user's ini looks like once MicroSIP has run: window, volumes, history, no account yet.
+SEED_INI = (
+    "[Settings]\nmainX=412\nmainY=96\nmainW=260\nmainH=520\nvolumeOutput=80\nvolumeRing=100\n"
+    "lastCallNumber=\ncallsLastKey=0\nupdatesInterval=\n[Calls]\n0=2101;Jane Doe;1;1732440000;42;\n"
+)
 
 
 @dataclass(frozen=True)
@@ -59,7 +65,11 @@ def _register_ntlm_user(folder: Path, credentials: Credentials) -> None:
 
 
 class Fleet:
-    def __init__(self, folder: Path, hosts: int, *, users_per_host: int = 1, block: int | None = None) -> None:
+    def __init__(
+        self, folder: Path, hosts: int, *, users_per_host: int = 1, block: int | None = None, seed: bool = True
+    ) -> None:
+        """seed: give every user an ini MicroSIP has already written, and run the first user's
+        MicroSIP on every other host, as on a fleet in use."""
         self.folder = folder
         self.block = block or _free_block()
         self.credentials = Credentials(f"lab-{secrets.token_hex(3)}", secrets.token_urlsafe(12))
@@ -71,6 +81,12 @@ class Fleet:
             users = [SimUser(f"user{index + 1:03d}{chr(97 + u)}") for u in range(users_per_host)]
             self.hosts[name] = SimulatedHost(name, folder / "hosts" / name, users)
             self.addresses[name] = f"127.{self.block}.{index // 250}.{index % 250 + 1}"
+        if seed:
+            for index, host in enumerate(self.hosts.values()):
+                for offset, user in enumerate(host.users.values()):
+                    host.write_ini(user.name, encode_ini(SEED_INI))
+                    if offset == 0 and index % 2 == 0:
+                        host.start_microsip(user.name)
         self.ca, cert, key, der = make_certificates(folder / "tls", list(self.addresses.values()))
         _register_ntlm_user(folder, self.credentials)
         endpoints = [Endpoint(self.addresses[n], h, WSManService(h)) for n, h in self.hosts.items()]
@@ -127,7 +143,7 @@ class Fleet:
         inventory = {
             "defaults": {
                 "profiles": ["base"],
-                "connection": {"scheme": "https", "auth": "ntlm", "ca_bundle": str(self.ca)},
+                "connection": {"scheme": "https", "auth": "ntlm", "ca_bundle": "tls/ca.pem"},
             },
             "groups": {g: {"profiles": [g]} for g in GROUPS},
             "hosts": hosts,
@@ -138,7 +154,9 @@ class Fleet:
             "# Credentials of the provision lab (throwaway, loopback only).\n"
             f"PROVISION_WINRM_USER={self.credentials.username}\n"
             f"PROVISION_WINRM_PASSWORD={self.credentials.password}\n"
-            f"PROVISION_LAB_SIP_PASSWORD={self.sip_password}\n",
+            f"PROVISION_LAB_SIP_PASSWORD={self.sip_password}\n"
+            "# The example support profile's shared queue account.\n"
+            f"SIP_PW_SUPPORT_QUEUE=lab-{secrets.token_urlsafe(9)}\n",
             "utf-8",
         )
         os.chmod(self.env_file, 0o600)

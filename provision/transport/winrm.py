@@ -175,6 +175,8 @@ def translate(exc: BaseException, settings: WinRMSettings) -> TransportError:
         if "reset" in text.lower() or "aborted" in text.lower():
             return TransportError(UNREACHABLE, f"connection to {where} was reset", transient=True)
         return TransportError(UNREACHABLE, f"cannot reach {where}")
+    if isinstance(exc, PermissionError):  # requests_ntlm: the server would not start an NTLM login
+        return TransportError(AUTH, f"credentials rejected by {where} ({settings.auth}: no challenge)")
     if isinstance(exc, WinRMError):
         return TransportError(PROTOCOL, f"WinRM error from {where}: {type(exc).__name__}")
     if isinstance(exc, TransportError):

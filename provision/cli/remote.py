@@ -1,0 +1,192 @@
+"""push and rollback: the commands that change workstations."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from provision.cli import options
+from provision.cli.app import App
+from provision.errors import ExitStatus, SecretError
+from provision.push import PushOptions
+from provision.rollout import Credentials, RunResult, push, rollback, winrm_connect, write_report
+from provision.secrets import Secret
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_PASSWORD_REF = "env:PROVISION_WINRM_PASSWORD"  # noqa: S105 - a reference, not a password
+
+
+def remote_options(func: F) -> F:
+    """Options of every command that talks to workstations."""
+    for decorator in reversed(
+        [
+            options.inventory(),
+            options.selection,
+            click.option(
+                "--forks",
+                "-f",
+                type=click.IntRange(1, 512),
+                default=16,
+                show_default=True,
+                help="Hosts worked on at the same time.",
+            ),
+            click.option(
+                "--timeout",
+                type=click.FloatRange(1, 3600),
+                default=120,
+                show_default=True,
+                help="Seconds one host may take, all steps included.",
+            ),
+            click.option(
+                "--user",
+                "winrm_user",
+                envvar="PROVISION_WINRM_USER",
+                metavar="NAME",
+                help="WinRM account (DOMAIN\\name or name@domain). Env: PROVISION_WINRM_USER.",
+            ),
+            click.option(
+                "--password-ref",
+                default=DEFAULT_PASSWORD_REF,
+                show_default=True,
+                metavar="REF",
+                help="Where the WinRM password is: env:NAME, file:PATH or keyring:SERVICE/NAME. "
+                "Asked for on a terminal if it is not there.",
+            ),
+            click.option(
+                "--no-verify-tls",
+                is_flag=True,
+                help="Do not check the workstations' TLS certificates (prints a warning). "
+                "Prefer the inventory's ca_bundle.",
+            ),
+            click.option(
+                "--report",
+                "report_path",
+                type=click.Path(path_type=Path, dir_okay=False),
+                help="Also write the results as JSON to this file.",
+            ),
+        ]
+    ):
+        func = decorator(func)
+    return func
+
+
+def credentials(app: App, user: str | None, password_ref: str) -> Credentials:
+    user = user or app.project.environ.get("PROVISION_WINRM_USER")  # also from --env-file
+    if not user:
+        if sys.stdin.isatty():
+            user = click.prompt("WinRM user")
+        else:
+            raise SecretError("no WinRM user: use --user or set PROVISION_WINRM_USER")
+    try:
+        password = app.project.secret_resolver().resolve(password_ref, "--password-ref")
+    except SecretError:
+        if password_ref != DEFAULT_PASSWORD_REF or not sys.stdin.isatty():
+            raise
+        password = Secret(click.prompt(f"WinRM password for {user}", hide_input=True))
+    return Credentials(str(user), password)
+
+
+def _finish(ctx: click.Context, app: App, run: RunResult, report_path: Path | None, diff: bool) -> None:
+    app.reporter.redact = run.redactor
+    app.reporter.fleet(run, diff=diff)
+    if report_path is not None:
+        write_report(report_path, run)
+    if not run.ok:
+        ctx.exit(ExitStatus.FAILED)
+
+
+@click.command(name="push")
+@remote_options
+@click.option("--check", is_flag=True, help="Change nothing; say what would change.")
+@click.option("--diff", "show_diff", is_flag=True, help="Print each user's changes key by key (passwords masked).")
+@click.option(
+    "--backups",
+    type=click.IntRange(1, 100),
+    default=5,
+    show_default=True,
+    help="Backups of each ini kept on the workstation.",
+)
+@click.option(
+    "--exit-code", is_flag=True, help=f"With --check: exit {int(ExitStatus.CHANGES)} if anything would change."
+)
+@click.pass_context
+def push_command(
+    ctx: click.Context,
+    inventory: Path,
+    limit: str | None,
+    hosts: Sequence[str],
+    forks: int,
+    timeout: float,
+    winrm_user: str | None,
+    password_ref: str,
+    no_verify_tls: bool,
+    report_path: Path | None,
+    check: bool,
+    show_diff: bool,
+    backups: int,
+    exit_code: bool,
+) -> None:
+    """Put each user's microsip.ini on their workstation, changing only what differs."""
+    app: App = ctx.obj
+    creds = credentials(app, winrm_user, password_ref)
+    if no_verify_tls:
+        app.reporter.err.print("[yellow]Warning:[/] TLS certificates are not checked (--no-verify-tls)")
+    opts = PushOptions(check=check, timeout=timeout, backups=backups)
+    connect = winrm_connect(creds, verify_tls=not no_verify_tls, timeout=timeout)
+    with app.reporter.hosts_progress("check" if check else "push") as (on_start, on_done):
+        run = push(
+            app.project,
+            inventory,
+            connect,
+            opts,
+            forks=forks,
+            limit=limit,
+            hosts=hosts,
+            on_start=on_start,
+            on_done=on_done,
+        )
+    app.reporter.warnings(run.warnings)
+    _finish(ctx, app, run, report_path, show_diff)
+    if check and exit_code and run.pending:
+        ctx.exit(ExitStatus.CHANGES)
+
+
+@click.command(name="rollback")
+@remote_options
+@click.pass_context
+def rollback_command(
+    ctx: click.Context,
+    inventory: Path,
+    limit: str | None,
+    hosts: Sequence[str],
+    forks: int,
+    timeout: float,
+    winrm_user: str | None,
+    password_ref: str,
+    no_verify_tls: bool,
+    report_path: Path | None,
+) -> None:
+    """Put back each user's newest backup of microsip.ini (made by the last push that wrote it)."""
+    app: App = ctx.obj
+    creds = credentials(app, winrm_user, password_ref)
+    if no_verify_tls:
+        app.reporter.err.print("[yellow]Warning:[/] TLS certificates are not checked (--no-verify-tls)")
+    connect = winrm_connect(creds, verify_tls=not no_verify_tls, timeout=timeout)
+    with app.reporter.hosts_progress("rollback") as (on_start, on_done):
+        run = rollback(
+            app.project,
+            inventory,
+            connect,
+            PushOptions(timeout=timeout),
+            forks=forks,
+            limit=limit,
+            hosts=hosts,
+            on_start=on_start,
+            on_done=on_done,
+        )
+    _finish(ctx, app, run, report_path, diff=False)

@@ -1,0 +1,367 @@
+"""The push: per host, one conversation with the agent; hosts in parallel, each on its own.
+
+    discover (read every user's ini, see whose MicroSIP runs)
+      -> plan each user (offline core)
+      -> apply the users that changed (close MicroSIP, back up, write, verify, restart)
+      -> apply again for users whose MicroSIP rewrote the ini while closing
+
+A host's failure is caught here and becomes its result; it never stops the others. The
+transport is made by a `connect` function the caller gives, so this module knows nothing
+of WinRM or credentials. The state file is only touched by the caller's thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any
+
+from provision.errors import IniError, ProvisionError
+from provision.model.inventory import Connection, Install
+from provision.plan import KeyChange, TargetPlan, plan_target
+from provision.remote.agent import Agent
+from provision.render import RenderedIni
+from provision.secrets import Secret
+from provision.state import PushRecord
+from provision.targets import Target
+from provision.transport.base import Transport, TransportError
+
+# Result of one (host, user), as the report shows it.
+CHANGED = "changed"
+UNCHANGED = "unchanged"
+WOULD_CHANGE = "would change"
+BUSY = "busy"
+FAILED = "failed"
+NO_PROFILE = "no profile"
+RESTORED = "restored"
+NO_BACKUP = "no backup"
+
+# A host's result is the worst of its users'.
+_SEVERITY = [UNCHANGED, NO_BACKUP, NO_PROFILE, WOULD_CHANGE, CHANGED, RESTORED, BUSY, FAILED]
+PROBLEMS = frozenset({BUSY, FAILED})
+
+
+@dataclass(frozen=True)
+class PushOptions:
+    check: bool = False
+    timeout: float = 120.0  # the whole conversation with one host
+    retries: int = 2  # extra attempts after a transient fault (busy, quota, shell gone, reset)
+    backoff: float = 0.5  # first wait before a retry; doubles, with jitter
+    backups: int = 5  # backups of each ini kept on the workstation
+    exit_wait_ms: int = 10_000  # how long MicroSIP gets to close after /exit before it is stopped
+
+
+@dataclass(frozen=True)
+class UserJob:
+    target: Target
+    rendered: RenderedIni | None = None  # None for rollback, which writes nothing new
+    secrets: dict[str, Secret] = field(default_factory=dict, repr=False)
+    record: PushRecord | None = None
+
+    @property
+    def user(self) -> str:
+        return self.target.user
+
+
+@dataclass(frozen=True)
+class HostJob:
+    host: str
+    connection: Connection
+    install: Install
+    users: tuple[UserJob, ...]
+
+
+@dataclass
+class UserResult:
+    host: str
+    user: str
+    status: str
+    reason: str = ""
+    changes: tuple[KeyChange, ...] = ()
+    notes: tuple[str, ...] = ()
+    backup: str | None = None
+    restarted: bool = False
+    plan: TargetPlan | None = field(default=None, repr=False)  # what to record, for pushed/unchanged users
+
+    @property
+    def target_id(self) -> str:
+        return f"{self.host}/{self.user}"
+
+
+@dataclass
+class HostResult:
+    host: str
+    users: list[UserResult]
+    reason: str = ""
+    kind: str = ""  # the kind of transport failure, if the whole host failed
+    seconds: float = 0.0
+    attempts: int = 1
+
+    @property
+    def status(self) -> str:
+        if self.kind:
+            return FAILED
+        statuses = [u.status for u in self.users] or [UNCHANGED]
+        return max(statuses, key=_SEVERITY.index)
+
+    @property
+    def ok(self) -> bool:
+        return self.status not in PROBLEMS
+
+
+Connect = Callable[[HostJob], Transport]
+
+
+def run_hosts(
+    jobs: Sequence[HostJob],
+    work: Callable[[HostJob], HostResult],
+    forks: int,
+    on_done: Callable[[HostResult], None] = lambda _: None,
+) -> list[HostResult]:
+    """Run `work` for every host, `forks` at a time; results in the jobs' order."""
+    results: dict[str, HostResult] = {}
+    with ThreadPoolExecutor(max_workers=max(1, min(forks, len(jobs) or 1)), thread_name_prefix="host") as pool:
+        futures = {pool.submit(_isolated, work, job): job for job in jobs}
+        for future in as_completed(futures):
+            result = future.result()
+            results[result.host] = result
+            on_done(result)
+    return [results[job.host] for job in jobs]
+
+
+def _isolated(work: Callable[[HostJob], HostResult], job: HostJob) -> HostResult:
+    """Whatever goes wrong on one host stays that host's result."""
+    started = time.monotonic()
+    try:
+        result = work(job)
+    except ProvisionError as exc:
+        result = HostResult(job.host, [], reason=exc.message, kind="error")
+    except Exception as exc:  # noqa: BLE001 - a bug on one host must not stop the fleet
+        result = HostResult(job.host, [], reason=f"internal error ({type(exc).__name__}); please report it", kind="bug")
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def with_retries(job: HostJob, options: PushOptions, attempt: Callable[[], HostResult]) -> HostResult:
+    """Run one attempt; on a transient fault start over on a new shell, a bounded number of times."""
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            result = attempt()
+            result.attempts = tries
+            return result
+        except TransportError as exc:
+            if not exc.transient or tries > options.retries:
+                return HostResult(job.host, [], reason=str(exc), kind=exc.kind, attempts=tries)
+            delay = options.backoff * 2 ** (tries - 1)
+            time.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter, not a secret
+
+
+# push ------------------------------------------------------------------------------------
+
+
+def push_host(job: HostJob, connect: Connect, options: PushOptions, fingerprint_key: bytes) -> HostResult:
+    return with_retries(job, options, lambda: _push_once(job, connect, options, fingerprint_key))
+
+
+def _push_once(job: HostJob, connect: Connect, options: PushOptions, fingerprint_key: bytes) -> HostResult:
+    transport = connect(job)
+    try:
+        agent = Agent(transport, deadline=time.monotonic() + options.timeout)
+        reply = agent.start(
+            {"op": "discover", "install": _install(job.install), "users": [{"name": u.user} for u in job.users]}
+        )
+        found = _by_user(reply, [u.user for u in job.users])
+        results: dict[str, UserResult] = {}
+        to_apply: list[tuple[UserJob, dict[str, Any], TargetPlan]] = []
+        for user in job.users:
+            entry = found[user.user.casefold()]
+            result, plan = _plan_user(job.host, user, entry, fingerprint_key)
+            results[user.user] = result
+            if plan is not None and plan.changed:
+                if options.check:
+                    result.status = WOULD_CHANGE
+                else:
+                    to_apply.append((user, entry, plan))
+        if to_apply:
+            _apply(agent, job, to_apply, results, options, fingerprint_key)
+        agent.close()
+        return HostResult(job.host, list(results.values()))
+    finally:
+        transport.close()
+
+
+def _install(install: Install) -> dict[str, Any]:
+    return {"mode": install.mode or "installed", "exe": install.exe}
+
+
+def _by_user(reply: dict[str, Any], names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    users = reply.get("users")
+    if isinstance(users, dict):  # ConvertTo-Json writes a one-element array as the element
+        users = [users]
+    if not isinstance(users, list):
+        raise TransportError("protocol", "the workstation's answer has no users")
+    found = {str(u.get("name", "")).casefold(): u for u in users if isinstance(u, dict)}
+    missing = [name for name in names if name.casefold() not in found]
+    if missing:
+        raise TransportError("protocol", f"the workstation did not answer for {', '.join(missing)}")
+    return found
+
+
+def _content(entry: dict[str, Any]) -> bytes | None:
+    data = entry.get("content_b64")
+    if not data:
+        return None
+    try:
+        return base64.b64decode(data, validate=True)
+    except ValueError:
+        raise TransportError("protocol", "the workstation sent an ini that is not base64") from None
+
+
+def _plan_user(
+    host: str, user: UserJob, entry: dict[str, Any], key: bytes, current: bytes | None = None
+) -> tuple[UserResult, TargetPlan | None]:
+    if entry.get("status") == "no-profile":
+        return UserResult(host, user.user, NO_PROFILE, "the user has never logged on to this host"), None
+    if current is None:
+        current = _content(entry)
+    assert user.rendered is not None, "push needs rendered inis"
+    try:
+        plan = plan_target(user.rendered, user.secrets, current, user.record, key)
+    except IniError as exc:
+        return UserResult(host, user.user, FAILED, f"cannot merge the current ini: {exc.message}"), None
+    status = CHANGED if plan.changed else UNCHANGED
+    return UserResult(host, user.user, status, changes=plan.changes, notes=plan.notes, plan=plan), plan
+
+
+def _apply(
+    agent: Agent,
+    job: HostJob,
+    to_apply: list[tuple[UserJob, dict[str, Any], TargetPlan]],
+    results: dict[str, UserResult],
+    options: PushOptions,
+    key: bytes,
+) -> None:
+    request = {
+        "op": "apply",
+        "backups": options.backups,
+        "exit_wait_ms": options.exit_wait_ms,
+        "users": [_apply_user(user, entry, plan, close=bool(entry.get("running"))) for user, entry, plan in to_apply],
+    }
+    reply = _by_user(agent.request(request), [user.user for user, _, _ in to_apply])
+    again: list[dict[str, Any]] = []
+    for user, entry, _ in to_apply:
+        answer = reply[user.user.casefold()]
+        if answer.get("status") == "reread":
+            # MicroSIP saved its settings while closing: merge again on what it wrote.
+            reread = {**entry, "sha256": answer.get("sha256"), "content_b64": answer.get("content_b64")}
+            result, plan = _plan_user(job.host, user, reread, key)
+            results[user.user] = result
+            if plan is not None and (plan.content is not None or answer.get("closed")):
+                # Write what changed, and start MicroSIP again if it was running.
+                item = _apply_user(user, reread, plan, close=False)
+                item.update(restart=bool(answer.get("closed")), exe=answer.get("exe"))
+                again.append(item)
+            continue
+        _take_answer(results[user.user], answer)
+    if again:
+        reply = _by_user(agent.request({**request, "users": again}), [item["name"] for item in again])
+        for item in again:
+            name = item["name"]
+            answer = reply[name.casefold()]
+            result = results[name]
+            if answer.get("status") == "reread":
+                result.status, result.reason = FAILED, "the ini kept changing while MicroSIP was closing"
+                result.plan = None
+            else:
+                _take_answer(result, answer)
+
+
+def _apply_user(user: UserJob, entry: dict[str, Any], plan: TargetPlan, *, close: bool) -> dict[str, Any]:
+    content = plan.content if plan.content is not None else _content(entry) or b""
+    return {
+        "name": user.user,
+        "ini_path": entry["ini_path"],
+        "close": close,
+        "restart": False,
+        "exe": None,
+        "expected_sha256": entry.get("sha256"),
+        "new_sha256": hashlib.sha256(content).hexdigest(),
+        "content_b64": base64.b64encode(content).decode("ascii"),
+    }
+
+
+def _take_answer(result: UserResult, answer: dict[str, Any]) -> None:
+    status = answer.get("status")
+    result.backup = answer.get("backup")
+    result.restarted = bool(answer.get("restarted"))
+    if status == "written":
+        return
+    result.plan = None
+    if status == "busy":
+        result.status, result.reason = BUSY, str(answer.get("reason") or "MicroSIP did not close")
+    else:
+        result.status, result.reason = FAILED, f"write failed: {answer.get('reason') or 'unknown reason'}"
+
+
+# rollback --------------------------------------------------------------------------------
+
+
+def rollback_host(job: HostJob, connect: Connect, options: PushOptions) -> HostResult:
+    return with_retries(job, options, lambda: _rollback_once(job, connect, options))
+
+
+def _rollback_once(job: HostJob, connect: Connect, options: PushOptions) -> HostResult:
+    transport = connect(job)
+    try:
+        agent = Agent(transport, deadline=time.monotonic() + options.timeout)
+        reply = agent.start(
+            {"op": "discover", "install": _install(job.install), "users": [{"name": u.user} for u in job.users]}
+        )
+        found = _by_user(reply, [u.user for u in job.users])
+        results: dict[str, UserResult] = {}
+        users = []
+        for user in job.users:
+            entry = found[user.user.casefold()]
+            if entry.get("status") == "no-profile":
+                results[user.user] = UserResult(job.host, user.user, NO_PROFILE, "never logged on to this host")
+            else:
+                results[user.user] = UserResult(job.host, user.user, FAILED)
+                users.append({"name": user.user, "ini_path": entry["ini_path"]})
+        if users:
+            request = {"op": "rollback", "exit_wait_ms": options.exit_wait_ms, "users": users}
+            answers = _by_user(agent.request(request), [item["name"] for item in users])
+            for item in users:
+                answer = answers[item["name"].casefold()]
+                result = results[item["name"]]
+                status = answer.get("status")
+                result.backup = answer.get("backup")
+                result.restarted = bool(answer.get("restarted"))
+                if status == "restored":
+                    result.status = RESTORED
+                elif status == "no-backup":
+                    result.status, result.reason = NO_BACKUP, "no backup to restore"
+                elif status == "busy":
+                    result.status, result.reason = BUSY, str(answer.get("reason") or "MicroSIP did not close")
+                else:
+                    result.reason = f"restore failed: {answer.get('reason') or 'unknown reason'}"
+        agent.close()
+        return HostResult(job.host, list(results.values()))
+    finally:
+        transport.close()
+
+
+# summaries -------------------------------------------------------------------------------
+
+
+def summary(results: Iterable[HostResult]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for result in results:
+        counts[result.status] = counts.get(result.status, 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: _SEVERITY.index(item[0])))

@@ -1,0 +1,306 @@
+"""provision push and rollback through real pywinrm, NTLM and TLS, against the lab."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from provision.ini import decode_ini, read_ini
+from provision.lab.host import decrypt_password
+from provision.secrets import read_env_file
+
+from labkit import Lab
+
+
+def settings(lab: Lab, host: str, user: str) -> dict[str, str]:
+    doc = read_ini(decode_ini(lab.ini(host, user) or b""))
+    section = doc.sections["settings"]
+    return {section.names[k]: v for k, v in section.values.items()}
+
+
+def value(lab: Lab, host: str, user: str, section: str, key: str) -> str | None:
+    return read_ini(decode_ini(lab.ini(host, user) or b"")).get(section, key)
+
+
+def files(lab: Lab) -> dict[str, bytes]:
+    """Every file under the lab's simulated C: drives."""
+    root = lab.fleet.folder / "hosts"
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def edit_profile(lab: Lab, name: str, old: str, new: str) -> None:
+    path = lab.profiles / f"{name}.yaml"
+    text = path.read_text("utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new), "utf-8")
+
+
+# The push itself ---------------------------------------------------------------------------
+
+
+def test_first_push_merges_into_each_users_ini_and_keeps_their_keys(lab: Lab) -> None:
+    result = lab.push()
+    assert result.exit_code == 0, result.output
+    assert "4 hosts: 4 changed" in result.output
+    user = lab.user("lab-002", 1)
+    got = settings(lab, "lab-002", user)
+    assert got["autoAnswer"] == ""  # support profile
+    assert got["updatesInterval"] == "never"
+    assert got["mainX"] == "412" and got["volumeRing"] == "100"  # the user's own keys, kept
+    raw = lab.ini("lab-002", user) or b""
+    assert raw.startswith(b"\xff\xfe") and "\r\n".encode("utf-16-le") in raw
+    assert value(lab, "lab-002", user, "Calls", "0") == "2101;Jane Doe;1;1732440000;42;"  # MicroSIP's own section
+    sip = read_env_file(lab.fleet.env_file)["PROVISION_LAB_SIP_PASSWORD"]
+    assert value(lab, "lab-002", user, "Account1", "password") == sip  # written as is; MicroSIP encrypts it
+
+
+def test_second_push_changes_nothing_and_costs_six_operations(lab: Lab) -> None:
+    assert lab.push().exit_code == 0
+    for host in lab.fleet.hosts.values():  # MicroSIP starts (encrypting passwords) and exits again
+        for user in host.users.values():
+            if not host.user_microsips(user.name):
+                host.start_microsip(user.name)
+    before = files(lab)
+    lab.reset_counts()
+    result = lab.push()
+    assert result.exit_code == 0, result.output
+    assert "4 hosts: 4 unchanged" in result.output
+    assert files(lab) == before  # nothing written, no backup made
+    assert set(lab.ops().values()) == {6}  # Create, Command, Send, Receive, Signal, Delete
+    encrypted = value(lab, "lab-001", lab.user("lab-001"), "Account1", "password") or ""
+    assert decrypt_password(encrypted) is not None  # the encrypted password is not drift
+
+
+def test_profile_change_touches_only_that_key(lab: Lab) -> None:
+    assert lab.push().exit_code == 0
+    host = lab.host("lab-003")  # a sales host
+    user = lab.user("lab-003", 1)
+    host.start_microsip(user)  # encrypts the password ...
+    host.run_in_session(user, host.exe_for(user), "/exit")  # ... and saves its state on exit
+    before = settings(lab, "lab-003", user)
+    edit_profile(lab, "sales", "autoAnswer: button", "autoAnswer: all")
+    report = lab.report("--diff")
+    assert report["exit_code"] == 0, report["output"]
+    (entry,) = [u for h in report["hosts"] if h["host"] == "lab-003" for u in h["users"] if u["user"] == user]
+    assert entry["status"] == "changed"
+    assert [(c["key"], c["old"], c["new"]) for c in entry["changes"]] == [("autoAnswer", "button", "all")]
+    after = settings(lab, "lab-003", user)
+    assert after == {**before, "autoAnswer": "all"}
+    assert "[Settings] autoAnswer: 'button' -> 'all'" in report["output"]
+    support = [h for h in report["hosts"] if h["host"] in ("lab-002", "lab-004")]
+    assert {h["status"] for h in support} == {"unchanged"}
+
+
+def test_running_microsip_is_closed_written_and_started_again(lab: Lab) -> None:
+    host = lab.host("lab-001")
+    user = lab.user("lab-001")
+    (process,) = host.user_microsips(user)  # the lab runs the first user's MicroSIP on odd hosts
+    other = lab.user("lab-001", 1)
+    host.start_microsip(other)
+    (other_process,) = host.user_microsips(other)
+    lab.reset_counts()
+    report = lab.report()
+    assert report["exit_code"] == 0
+    (new,) = host.user_microsips(user)
+    assert new.pid != process.pid
+    assert host.stats["microsip_exits"] == 2  # closed with /exit, not killed
+    assert host.stats["microsip_kills"] == 0
+    users = {u["user"]: u for u in report["hosts"][0]["users"]}
+    assert users[user]["restarted"] and users[user]["status"] == "changed"
+    # MicroSIP saved its state while closing; the push merged again on top of it.
+    got = settings(lab, "lab-001", user)
+    assert got["lastCallNumber"] == "2204" and got["autoAnswer"] == "button"
+    assert lab.ops()["lab-001"] <= 10
+    assert host.user_microsips(other)[0].pid != other_process.pid
+    # The restarted MicroSIP encrypted the new password at start.
+    assert decrypt_password(value(lab, "lab-001", user, "Account1", "password") or "") is not None
+
+
+def test_a_microsip_that_cannot_be_closed_makes_the_host_busy_and_unwritten(lab: Lab) -> None:
+    host = lab.host("lab-001")
+    host.faults.microsip_unkillable = True
+    user = lab.user("lab-001")
+    before = lab.ini("lab-001", user)
+    report = lab.report()
+    assert report["exit_code"] == 1
+    statuses = {h["host"]: h["status"] for h in report["hosts"]}
+    assert statuses == {"lab-001": "busy", "lab-002": "changed", "lab-003": "changed", "lab-004": "changed"}
+    users = {u["user"]: u for u in report["hosts"][0]["users"]}
+    assert users[user]["status"] == "busy" and "did not close" in users[user]["reason"]
+    assert users[lab.user("lab-001", 1)]["status"] == "changed"  # the other user on the host is done
+    assert lab.ini("lab-001", user) == before
+    assert "lab-001  busy" in report["output"]
+
+
+def test_a_user_who_never_logged_on_is_reported_not_guessed(lab: Lab) -> None:
+    host = lab.host("lab-004")
+    user = lab.user("lab-004", 1)
+    host.users[user.casefold()].has_profile = False
+    report = lab.report()
+    assert report["exit_code"] == 0
+    users = {u["user"]: u for u in report["hosts"][3]["users"]}
+    assert users[user]["status"] == "no profile"
+    assert "never logged on" in users[user]["reason"]
+
+
+# Faults ------------------------------------------------------------------------------------
+
+
+FAULTS = {
+    "refused": ("refused", "connection refused"),
+    "reset": ("failed", "reset"),
+    "401": ("failed", "credentials rejected"),
+    "hang": ("failed", "timed out"),
+    "disk full": ("failed", "not enough space"),
+    "soap busy": ("failed", "WinRM fault"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_a_fault_on_one_host_fails_that_host_only(lab: Lab, fault: str) -> None:
+    name = "lab-002"
+    host = lab.host(name)
+    if fault == "refused":
+        lab.fleet.refuse(name)
+    elif fault == "reset":
+        host.faults.reset_on = "Command"
+    elif fault == "401":
+        host.faults.reject_auth = True
+    elif fault == "hang":
+        host.faults.hang = True
+    elif fault == "disk full":
+        host.faults.disk_full = True
+    elif fault == "soap busy":
+        host.faults.soap_fault = {"Command": "busy"}  # every time: retries run out
+    before = {u: lab.ini(name, u) for u in host.users}
+    timeout = ["--timeout", "4"] if fault == "hang" else []
+    path = lab.root / "report.json"
+    result = lab.run("push", *timeout, "--report", str(path))
+    report = json.loads(path.read_text("utf-8"))
+    assert result.exit_code == 1, result.output
+    hosts = {h["host"]: h for h in report["hosts"]}
+    failed = hosts.pop(name)
+    assert failed["status"] == "failed"
+    text = failed["reason"] + " ".join(u["reason"] for u in failed["users"])
+    assert FAULTS[fault][1] in text, text
+    if fault != "disk full":
+        assert failed["kind"] == {"refused": "refused", "401": "auth", "hang": "timeout"}.get(fault, failed["kind"])
+    assert {h["status"] for h in hosts.values()} == {"changed"}
+    # Nothing half-written: the failed host's inis are what they were, with no temporary file left.
+    assert {u: lab.ini(name, u) for u in host.users} == before
+    assert not [p for p in (lab.fleet.folder / "hosts" / name).rglob("*") if p.name.endswith("provision-tmp")]
+
+
+@pytest.mark.parametrize("kind", ["busy", "quota", "shell-not-found"])
+def test_a_transient_fault_is_retried_on_a_new_shell(lab: Lab, kind: str) -> None:
+    host = lab.host("lab-003")
+    host.faults.soap_fault = {"Send": kind}
+    host.faults.fault_times = 1
+    report = lab.report()
+    assert report["exit_code"] == 0, report["output"]
+    (entry,) = [h for h in report["hosts"] if h["host"] == "lab-003"]
+    assert entry["status"] == "changed" and entry["attempts"] == 2
+    assert host.stats["action_Create"] == 2
+
+
+def test_microsip_that_ignores_exit_is_stopped_and_the_ini_written(lab: Lab) -> None:
+    host = lab.host("lab-001")
+    host.faults.microsip_wont_exit = True
+    report = lab.report()
+    assert report["exit_code"] == 0
+    assert host.stats["microsip_kills"] == 1
+    assert settings(lab, "lab-001", lab.user("lab-001"))["autoAnswer"] == "button"
+
+
+def test_latency_only_slows_the_push(lab: Lab) -> None:
+    for host in lab.fleet.hosts.values():
+        host.faults.latency_ms = 40
+    report = lab.report()
+    assert report["exit_code"] == 0
+    assert min(h["seconds"] for h in report["hosts"]) >= 0.04 * 6
+
+
+# Check, rollback, security -----------------------------------------------------------------
+
+
+def test_check_changes_nothing_and_says_what_would(lab: Lab) -> None:
+    before = files(lab)
+    result = lab.push("--check", "--exit-code")
+    assert result.exit_code == 3, result.output
+    assert "4 hosts: 4 would change" in result.output
+    assert files(lab) == before
+    assert lab.host("lab-001").stats["microsip_exits"] == 0
+    assert not (lab.root / "state.db").exists() or "unchanged" not in result.output
+
+
+def test_rollback_restores_the_previous_ini(lab: Lab) -> None:
+    assert lab.push().exit_code == 0
+    user = lab.user("lab-003")
+    first = lab.ini("lab-003", user)
+    edit_profile(lab, "sales", "autoAnswer: button", "autoAnswer: all")
+    assert lab.push("--limit", "lab-003").exit_code == 0
+    assert settings(lab, "lab-003", user)["autoAnswer"] == "all"
+    result = lab.run("rollback", "--limit", "lab-003")
+    assert result.exit_code == 0, result.output
+    assert "1 hosts: 1 restored" in result.output
+    assert lab.ini("lab-003", user) == first
+    # The record is gone, so the next push writes the password again rather than trusting the file.
+    report = lab.report("--limit", "lab-003")
+    notes = [c["note"] for h in report["hosts"] for u in h["users"] for c in u["changes"] if c["key"] == "password"]
+    assert notes and all("no record" in n for n in notes)
+
+
+def test_rollback_without_a_backup_says_so(lab: Lab) -> None:
+    result = lab.run("rollback", "--host", "lab-002")
+    assert result.exit_code == 0, result.output
+    assert "no backup" in result.output
+
+
+def test_secrets_never_appear_in_output_or_report(lab: Lab) -> None:
+    env = read_env_file(lab.fleet.env_file)
+    secrets = [env["PROVISION_WINRM_PASSWORD"], env["PROVISION_LAB_SIP_PASSWORD"], env["SIP_PW_SUPPORT_QUEUE"]]
+    lab.host("lab-004").faults.disk_full = True
+    first = lab.report("--diff")
+    edit_profile(lab, "base", 'voicemailNumber: "*97"', 'voicemailNumber: "*98"')
+    second = lab.report("--diff")
+    rollback = lab.run("rollback")
+    texts = [json.dumps(first), json.dumps(second), rollback.output]
+    assert "********" in first["output"]
+    for secret in secrets:
+        assert all(secret not in text for text in texts)
+
+
+def test_tls_certificates_are_checked(lab: Lab) -> None:
+    inventory = lab.fleet.inventory
+    inventory.write_text(inventory.read_text("utf-8").replace("ca_bundle: tls/ca.pem", ""), "utf-8")
+    report = lab.report()
+    assert report["exit_code"] == 1
+    assert {h["kind"] for h in report["hosts"]} == {"tls"}
+    assert "certificate not trusted" in report["hosts"][0]["reason"]
+    result = lab.push("--no-verify-tls")
+    assert result.exit_code == 0, result.output
+    assert "TLS certificates are not checked" in result.output
+
+
+def test_a_wrong_password_fails_every_host_as_auth(lab: Lab, tmp_path: Path) -> None:
+    env = lab.fleet.env_file.read_text("utf-8")
+    wrong = tmp_path / "wrong.env"
+    password = read_env_file(lab.fleet.env_file)["PROVISION_WINRM_PASSWORD"]
+    wrong.write_text(env.replace(password, "not-" + password), "utf-8")
+    result = lab.run("push", "--timeout", "20", env_file=wrong)
+    assert result.exit_code == 1
+    assert "4 hosts: 4 failed" in result.output
+    assert "credentials rejected" in result.output
+    assert password not in result.output
+    assert sum(lab.ops().values()) == 0  # nothing got past authentication
+
+
+def test_a_missing_ca_bundle_is_an_inventory_error(lab: Lab) -> None:
+    inventory = lab.fleet.inventory
+    inventory.write_text(inventory.read_text("utf-8").replace("tls/ca.pem", "tls/nope.pem"), "utf-8")
+    result = lab.push()
+    assert result.exit_code == 2
+    assert "inventory.yaml:" in result.output and "CA bundle tls/nope.pem not found" in result.output
+    assert sum(lab.ops().values()) == 0

@@ -1,0 +1,187 @@
+"""The PowerShell the tool sends: syntax, size limits, and a golden of a whole conversation.
+
+The golden (tests/golden/remote/push-conversation.txt) is what a push of one example user
+sends, line by line, with the agent and the ini content shown by digest. Refresh it after an
+intended change with:  PROVISION_REFRESH_GOLDEN=1 pytest tests/unit/test_remote.py
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tree_sitter
+import tree_sitter_powershell
+
+from provision.lab.host import SimulatedHost, SimUser
+from provision.lab.programs import AgentProgram, Program, start_program
+from provision.project import Project, prepare
+from provision.push import HostJob, PushOptions, UserJob, push_host
+from provision.remote import (
+    AGENT_PARTS,
+    CMD_LIMIT,
+    SCRIPTS,
+    CommandLineTooLongError,
+    agent_text,
+    bootstrap_command,
+    check_command_line,
+    script,
+)
+from provision.remote.agent import stderr_message
+from provision.transport.base import Output
+
+from conftest import EXAMPLE_INVENTORY
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "remote" / "push-conversation.txt"
+REFRESH = os.environ.get("PROVISION_REFRESH_GOLDEN") == "1"
+
+
+def syntax_errors(source: bytes) -> list[str]:
+    parser = tree_sitter.Parser(tree_sitter.Language(tree_sitter_powershell.language()))
+    tree = parser.parse(source)
+    errors: list[str] = []
+    stack = [tree.root_node]
+    while stack:
+        node = stack.pop()
+        if node.is_error or node.is_missing:
+            errors.append(f"line {node.start_point[0] + 1}: {node.type} {node.text[:40]!r}")
+        stack.extend(node.children)
+    return errors
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SCRIPTS.glob("*.ps1")))
+def test_every_script_parses_as_powershell(name: str) -> None:
+    assert syntax_errors((SCRIPTS / name).read_bytes()) == []
+
+
+def test_the_syntax_check_catches_a_broken_script() -> None:
+    broken = script("apply.ps1").replace("$result.status = 'written'\n    }", "$result.status = 'written'\n", 1)
+    assert syntax_errors(broken.encode()) != []
+
+
+def test_every_script_is_in_the_agent_and_marked() -> None:
+    assert sorted((*AGENT_PARTS, "bootstrap.ps1")) == sorted(p.name for p in SCRIPTS.glob("*.ps1"))
+    for name in AGENT_PARTS:
+        assert script(name).startswith(f"# provision-op: {name.removesuffix('.ps1')} v1\n")
+    assert syntax_errors(agent_text().encode()) == []
+
+
+def test_the_command_line_is_the_bootstrap_only_and_well_under_cmds_limit() -> None:
+    command, arguments = bootstrap_command()
+    assert command == "powershell.exe"
+    assert arguments[:-1] == (
+        "-NoLogo",
+        "-NoProfile",
+        "-NonInteractive",
+        "-ExecutionPolicy",
+        "Bypass",
+        "-EncodedCommand",
+    )
+    assert base64.b64decode(arguments[-1]).decode("utf-16-le") == script("bootstrap.ps1")
+    length = len(command) + sum(1 + len(a) for a in arguments)
+    assert length < CMD_LIMIT // 4  # the agent and data go on stdin, never on the command line
+
+
+def test_command_lines_over_windows_limits_are_refused_before_sending() -> None:
+    check_command_line("cmd.exe", ["x" * (CMD_LIMIT - 8)])
+    with pytest.raises(CommandLineTooLongError, match="8191"):
+        check_command_line("cmd.exe", ["x" * (CMD_LIMIT - 7)])
+    check_command_line("a.exe", ["x" * 20000], skip_cmd_shell=True)
+    with pytest.raises(CommandLineTooLongError, match="32766"):
+        check_command_line("a.exe", ["x" * 32761], skip_cmd_shell=True)
+
+
+def test_the_lab_refuses_long_command_lines_and_unknown_programs(tmp_path: Path) -> None:
+    host = SimulatedHost("h", tmp_path, [SimUser("u")])
+    long = start_program(host, "cmd.exe", "/c echo " + "x" * CMD_LIMIT, skip_cmd_shell=False)
+    assert long.done and long.exit_code == 1 and b"too long" in long.stderr
+    other = start_program(host, "powershell.exe", "-Command Remove-Item C:\\ -Recurse", skip_cmd_shell=False)
+    assert other.exit_code == 1 and "does not recognise" in stderr_message(bytes(other.stderr))
+    command, arguments = bootstrap_command()
+    tampered = start_program(host, command, " ".join(arguments[:-1]) + " " + arguments[-1][:-4] + "AAAA", False)
+    assert "unrecognised PowerShell script" in stderr_message(bytes(tampered.stderr))
+    agent = start_program(host, command, " ".join(arguments), False)
+    assert isinstance(agent, AgentProgram)
+    agent.feed(json.dumps({"agent": agent_text() + "\nRemove-Item C:\\"}).encode() + b"\n", end=False)
+    assert agent.exit_code == 1 and "unrecognised agent" in stderr_message(bytes(agent.stderr))
+
+
+class DirectTransport:
+    """Runs the lab's program for the command line without HTTP, recording what is sent."""
+
+    def __init__(self, host: SimulatedHost) -> None:
+        self.host = host
+        self.command_lines: list[str] = []
+        self.sent: list[bytes] = []
+
+    def start(self, command: str, arguments: list[str]) -> DirectCommand:
+        line = " ".join(arguments)
+        self.command_lines.append(f"{command} {line}")
+        return DirectCommand(start_program(self.host, command, line, False), self.sent)
+
+    def close(self) -> None:
+        pass
+
+
+class DirectCommand:
+    def __init__(self, program: Program, sent: list[bytes]) -> None:
+        self.program = program
+        self.sent = sent
+
+    def send(self, data: bytes, *, end: bool = False) -> None:
+        self.sent.append(data)
+        self.program.feed(data, end)
+
+    def receive(self) -> Output:
+        p = self.program
+        out = Output(bytes(p.stdout), bytes(p.stderr), p.done, p.exit_code)
+        p.stdout.clear()
+        p.stderr.clear()
+        return out
+
+    def terminate(self) -> None:
+        self.program.finish(0)
+
+
+def shown(message: dict[str, Any]) -> dict[str, Any]:
+    """A request as the golden shows it: the agent and file contents by size and digest."""
+    if "agent" in message:
+        text = message["agent"]
+        return {"agent": f"<{len(text)} characters, sha256 {hashlib.sha256(text.encode()).hexdigest()[:16]}>"}
+    for user in message.get("users", []):
+        if "content_b64" in user:
+            user["content_b64"] = f"<{len(base64.b64decode(user['content_b64']))} bytes>"
+    return message
+
+
+def test_golden_push_conversation(examples: Project, tmp_path: Path) -> None:
+    prepared = prepare(examples, EXAMPLE_INVENTORY, hosts=["ws-sales-02"])
+    (rendered,) = prepared.rendered
+    target = rendered.target
+    host = SimulatedHost("ws-sales-02", tmp_path, [SimUser(target.user)])
+    host.write_ini(target.user, "[Settings]\r\nmainX=10\r\n".encode("utf-16"))
+    host.start_microsip(target.user)
+    transport = DirectTransport(host)
+    job = HostJob(
+        target.host, target.connection, target.install, (UserJob(target, rendered, prepared.secrets[target.id]),)
+    )
+    result = push_host(job, lambda _: transport, PushOptions(), fingerprint_key=b"k" * 32)
+    assert result.status == "changed", result
+    assert result.users[0].restarted
+    lines = [*transport.command_lines]
+    for chunk in transport.sent:
+        for line in chunk.decode().splitlines():
+            lines.append(json.dumps(shown(json.loads(line)), ensure_ascii=False))
+    text = "\n".join(lines) + "\n"
+    password = prepared.secrets[target.id]["account1"].reveal()
+    assert password not in text
+    assert '"op": "discover"' in text and text.count('"op": "apply"') == 2  # once more after MicroSIP saved
+    if REFRESH:
+        GOLDEN.parent.mkdir(parents=True, exist_ok=True)
+        GOLDEN.write_text(text, "utf-8")
+    assert text == GOLDEN.read_text("utf-8")
