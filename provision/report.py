@@ -174,7 +174,8 @@ class Reporter:
         counts = summary(run.hosts)
         parts = ", ".join(f"{n} {status}" for status, n in counts.items()) or "nothing to do"
         mode = " (check: nothing written)" if run.check else ""
-        self.out.print(escape(f"{len(run.hosts)} hosts: {parts} in {run.seconds:.1f} s{mode}"))
+        hosts = f"{len(run.hosts)} host{'' if len(run.hosts) == 1 else 's'}"
+        self.out.print(escape(f"{hosts}: {parts} in {run.seconds:.1f} s{mode}"))
 
     # profiles ----------------------------------------------------------------------------
 

@@ -115,6 +115,8 @@ class WSManService:
     async def _delete(self, root: ET.Element, header: ET.Element) -> str:
         shell = self._shell(header)
         del self.shells[shell.id]
+        for program in shell.commands.values():  # the shell's job object ends its processes
+            program.finish(1)
         return ""
 
     async def _command(self, root: ET.Element, header: ET.Element) -> str:

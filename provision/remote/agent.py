@@ -1,7 +1,8 @@
 """Talking to the agent: JSON requests on stdin, one JSON reply line each on stdout.
 
 A conversation costs one Send and one Receive per request on a shell already open, so a
-host that needs no change costs Create, Command, Send, Receive, Signal and Delete.
+host that needs no change costs Create, Command, Send, Receive and Delete. No Signal is
+sent at the end: deleting the shell ends the processes it started (a Windows job object).
 """
 
 from __future__ import annotations
@@ -38,10 +39,8 @@ class Agent:
         return self._reply()
 
     def close(self) -> None:
-        """Stop the agent without another round trip: the shell's Signal ends it."""
-        if self._command is not None:
-            self._command.terminate()
-            self._command = None
+        """Done talking. The agent ends with the shell (Delete), which costs no extra round trip."""
+        self._command = None
 
     def _reply(self) -> dict[str, Any]:
         assert self._command is not None

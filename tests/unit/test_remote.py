@@ -144,9 +144,6 @@ class DirectCommand:
         p.stderr.clear()
         return out
 
-    def terminate(self) -> None:
-        self.program.finish(0)
-
 
 def shown(message: dict[str, Any]) -> dict[str, Any]:
     """A request as the golden shows it: the agent and file contents by size and digest."""
