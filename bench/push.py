@@ -82,7 +82,7 @@ def main() -> None:
 
     from provision.project import Project
     from provision.push import PushOptions
-    from provision.rollout import Credentials, push, winrm_connect
+    from provision.rollout import Credentials, RunSettings, push, winrm_connect
     from provision.secrets import Secret, read_env_file
 
     work = Path(tempfile.mkdtemp(prefix="provision-bench-push-"))
@@ -112,7 +112,7 @@ def main() -> None:
                 sales.write_text(sales.read_text("utf-8").replace("autoAnswer: button", "autoAnswer: all"), "utf-8")
             before = lab_stats(child, work / "lab")
             clock = time.monotonic()
-            run = push(project, inventory, connect, PushOptions(), forks=args.forks)
+            run = push(project, inventory, connect, PushOptions(), RunSettings(forks=args.forks))
             wall = time.monotonic() - clock
             after = lab_stats(child, work / "lab")
             ops, http, most = per_host(before, after)

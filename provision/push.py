@@ -174,10 +174,7 @@ def _push_once(job: HostJob, connect: Connect, options: PushOptions, fingerprint
     transport = connect(job)
     try:
         agent = Agent(transport, deadline=time.monotonic() + options.timeout)
-        reply = agent.start(
-            {"op": "discover", "install": _install(job.install), "users": [{"name": u.user} for u in job.users]}
-        )
-        found = _by_user(reply, [u.user for u in job.users])
+        found = _discover(agent, job)
         results: dict[str, UserResult] = {}
         to_apply: list[tuple[UserJob, dict[str, Any], TargetPlan]] = []
         for user in job.users:
@@ -197,8 +194,11 @@ def _push_once(job: HostJob, connect: Connect, options: PushOptions, fingerprint
         transport.close()
 
 
-def _install(install: Install) -> dict[str, Any]:
-    return {"mode": install.mode or "installed", "exe": install.exe}
+def _discover(agent: Agent, job: HostJob) -> dict[str, dict[str, Any]]:
+    """Start the agent with a discover request: each user's ini and whether their MicroSIP runs."""
+    install = {"mode": job.install.mode or "installed", "exe": job.install.exe}
+    reply = agent.start({"op": "discover", "install": install, "users": [{"name": u.user} for u in job.users]})
+    return _by_user(reply, [u.user for u in job.users])
 
 
 def _by_user(reply: dict[str, Any], names: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -321,10 +321,7 @@ def _rollback_once(job: HostJob, connect: Connect, options: PushOptions) -> Host
     transport = connect(job)
     try:
         agent = Agent(transport, deadline=time.monotonic() + options.timeout)
-        reply = agent.start(
-            {"op": "discover", "install": _install(job.install), "users": [{"name": u.user} for u in job.users]}
-        )
-        found = _by_user(reply, [u.user for u in job.users])
+        found = _discover(agent, job)
         results: dict[str, UserResult] = {}
         users = []
         for user in job.users:

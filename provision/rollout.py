@@ -10,7 +10,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,6 +65,17 @@ class RunResult:
 
 
 ConnectFactory = Callable[[LoadedInventory], Connect]
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Which hosts, how many at a time, and who hears about progress."""
+
+    forks: int = 16
+    limit: str | None = None
+    hosts: tuple[str, ...] = ()
+    on_start: Callable[[int], None] = lambda _: None
+    on_done: Callable[[HostResult], None] = lambda _: None
 
 
 def winrm_connect(credentials: Credentials, *, verify_tls: bool = True, timeout: float = 120.0) -> ConnectFactory:
@@ -132,22 +143,20 @@ def push(
     inventory: Path,
     connect_factory: ConnectFactory,
     options: PushOptions,
-    *,
-    forks: int = 16,
-    limit: str | None = None,
-    hosts: Sequence[str] = (),
-    on_start: Callable[[int], None] = lambda _: None,
-    on_done: Callable[[HostResult], None] = lambda _: None,
+    settings: RunSettings = RunSettings(),
 ) -> RunResult:
-    prepared = prepare(project, inventory, limit, hosts)
+    prepared = prepare(project, inventory, settings.limit, settings.hosts)
     state = State.open(project.state_path)
     try:
         jobs = _host_jobs(prepared, state)
         connect = connect_factory(prepared.inventory)
         started, clock = _now(), time.monotonic()
-        on_start(len(jobs))
+        settings.on_start(len(jobs))
         results = run_hosts(
-            jobs, lambda job: push_host(job, connect, options, state.fingerprint_key), forks, on_done=on_done
+            jobs,
+            lambda job: push_host(job, connect, options, state.fingerprint_key),
+            settings.forks,
+            on_done=settings.on_done,
         )
         if not options.check:
             _record(state, jobs, results)
@@ -178,15 +187,10 @@ def rollback(
     inventory: Path,
     connect_factory: ConnectFactory,
     options: PushOptions,
-    *,
-    forks: int = 16,
-    limit: str | None = None,
-    hosts: Sequence[str] = (),
-    on_start: Callable[[int], None] = lambda _: None,
-    on_done: Callable[[HostResult], None] = lambda _: None,
+    settings: RunSettings = RunSettings(),
 ) -> RunResult:
     """Put each chosen user's newest backup back. Needs no profile rendering, nor secrets."""
-    loaded, targets = select_targets(project, inventory, limit, hosts)
+    loaded, targets = select_targets(project, inventory, settings.limit, settings.hosts)
     by_host: dict[str, HostJob] = {}
     for target in targets:
         job = by_host.get(target.host) or HostJob(target.host, target.connection, target.install, ())
@@ -194,8 +198,8 @@ def rollback(
     jobs = list(by_host.values())
     connect = connect_factory(loaded)
     started, clock = _now(), time.monotonic()
-    on_start(len(jobs))
-    results = run_hosts(jobs, lambda job: rollback_host(job, connect, options), forks, on_done=on_done)
+    settings.on_start(len(jobs))
+    results = run_hosts(jobs, lambda job: rollback_host(job, connect, options), settings.forks, settings.on_done)
     state = State.open(project.state_path)
     try:
         for host in results:

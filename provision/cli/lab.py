@@ -19,6 +19,16 @@ DEFAULT_DIR = Path(".provision/lab")
 START_TIMEOUT = 120.0
 
 
+lab_dir = click.option(
+    "--dir",
+    "folder",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=DEFAULT_DIR,
+    show_default=True,
+    help="Where the lab keeps its workstations, inventory, credentials and test CA.",
+)
+
+
 @click.group()
 def lab() -> None:
     """A fleet of simulated Windows workstations on loopback, to try provision on."""
@@ -37,14 +47,7 @@ def _running(folder: Path) -> int | None:
 @click.option("--hosts", "-n", type=click.IntRange(1, 5000), default=10, show_default=True, help="Workstations.")
 @click.option("--users", type=click.IntRange(1, 9), default=1, show_default=True, help="Windows users on each.")
 @click.option("--latency", type=click.FloatRange(0, 5000), default=0, help="Milliseconds added to every request.")
-@click.option(
-    "--dir",
-    "folder",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=DEFAULT_DIR,
-    show_default=True,
-    help="Where the lab keeps its workstations, inventory, credentials and test CA.",
-)
+@lab_dir
 @click.pass_obj
 def up(app: App, hosts: int, users: int, latency: float, folder: Path) -> None:
     """Start the lab in the background and write an inventory for it."""
@@ -79,14 +82,7 @@ def up(app: App, hosts: int, users: int, latency: float, folder: Path) -> None:
 
 
 @lab.command()
-@click.option(
-    "--dir",
-    "folder",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=DEFAULT_DIR,
-    show_default=True,
-    help="The lab's folder.",
-)
+@lab_dir
 @click.pass_obj
 def down(app: App, folder: Path) -> None:
     """Stop the lab started by `lab up`."""

@@ -2,77 +2,109 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from provision.cli import options
 from provision.cli.app import App
 from provision.errors import ExitStatus, SecretError
+from provision.project import Project
 from provision.push import PushOptions
-from provision.rollout import Credentials, RunResult, push, rollback, winrm_connect, write_report
+from provision.rollout import (
+    ConnectFactory,
+    Credentials,
+    RunResult,
+    RunSettings,
+    push,
+    rollback,
+    winrm_connect,
+    write_report,
+)
 from provision.secrets import Secret
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_PASSWORD_REF = "env:PROVISION_WINRM_PASSWORD"  # noqa: S105 - a reference, not a password
 
 
-def remote_options(func: F) -> F:
-    """Options of every command that talks to workstations."""
-    for decorator in reversed(
-        [
-            options.inventory(),
-            options.selection,
-            click.option(
-                "--forks",
-                "-f",
-                type=click.IntRange(1, 512),
-                default=16,
-                show_default=True,
-                help="Hosts worked on at the same time.",
-            ),
-            click.option(
-                "--timeout",
-                type=click.FloatRange(1, 3600),
-                default=120,
-                show_default=True,
-                help="Seconds one host may take, all steps included.",
-            ),
-            click.option(
-                "--user",
-                "winrm_user",
-                envvar="PROVISION_WINRM_USER",
-                metavar="NAME",
-                help="WinRM account (DOMAIN\\name or name@domain). Env: PROVISION_WINRM_USER.",
-            ),
-            click.option(
-                "--password-ref",
-                default=DEFAULT_PASSWORD_REF,
-                show_default=True,
-                metavar="REF",
-                help="Where the WinRM password is: env:NAME, file:PATH or keyring:SERVICE/NAME. "
-                "Asked for on a terminal if it is not there.",
-            ),
-            click.option(
-                "--no-verify-tls",
-                is_flag=True,
-                help="Do not check the workstations' TLS certificates (prints a warning). "
-                "Prefer the inventory's ca_bundle.",
-            ),
-            click.option(
-                "--report",
-                "report_path",
-                type=click.Path(path_type=Path, dir_okay=False),
-                help="Also write the results as JSON to this file.",
-            ),
-        ]
-    ):
-        func = decorator(func)
-    return func
+@dataclass(frozen=True)
+class RemoteArgs:
+    """The options every command that talks to workstations takes."""
+
+    inventory: Path
+    limit: str | None
+    hosts: Sequence[str]
+    forks: int
+    timeout: float
+    user: str | None
+    password_ref: str
+    no_verify_tls: bool
+    report_path: Path | None
+
+
+_REMOTE_OPTIONS = [
+    options.inventory(),
+    options.selection,
+    click.option(
+        "--forks",
+        "-f",
+        type=click.IntRange(1, 512),
+        default=16,
+        show_default=True,
+        help="Hosts worked on at the same time.",
+    ),
+    click.option(
+        "--timeout",
+        type=click.FloatRange(1, 3600),
+        default=120,
+        show_default=True,
+        help="Seconds one host may take, all steps included.",
+    ),
+    click.option(
+        "--user",
+        envvar="PROVISION_WINRM_USER",
+        metavar="NAME",
+        help="WinRM account (DOMAIN\\name or name@domain). Env: PROVISION_WINRM_USER.",
+    ),
+    click.option(
+        "--password-ref",
+        default=DEFAULT_PASSWORD_REF,
+        show_default=True,
+        metavar="REF",
+        help="Where the WinRM password is: env:NAME, file:PATH or keyring:SERVICE/NAME. "
+        "Asked for on a terminal if it is not there.",
+    ),
+    click.option(
+        "--no-verify-tls",
+        is_flag=True,
+        help="Do not check the workstations' TLS certificates (prints a warning). Prefer the inventory's ca_bundle.",
+    ),
+    click.option(
+        "--report",
+        "report_path",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="Also write the results as JSON to this file.",
+    ),
+]
+
+
+def remote_options(func: Callable[..., None]) -> Callable[..., None]:
+    """Adds the shared options and hands them to the command as one RemoteArgs, `remote`."""
+    names = [f.name for f in fields(RemoteArgs)]
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        remote = RemoteArgs(**{name: kwargs.pop(name) for name in names})
+        func(*args, remote=remote, **kwargs)
+
+    command: Callable[..., None] = wrapper
+    for decorator in reversed(_REMOTE_OPTIONS):
+        command = decorator(command)
+    return command
 
 
 def credentials(app: App, user: str | None, password_ref: str) -> Credentials:
@@ -91,13 +123,27 @@ def credentials(app: App, user: str | None, password_ref: str) -> Credentials:
     return Credentials(str(user), password)
 
 
-def _finish(ctx: click.Context, app: App, run: RunResult, report_path: Path | None, diff: bool) -> None:
+Action = Callable[[Project, Path, ConnectFactory, RunSettings], RunResult]
+
+
+def _run(ctx: click.Context, remote: RemoteArgs, verb: str, action: Action, *, diff: bool = False) -> RunResult:
+    """Credentials, progress, the run, the table, the report and the exit status."""
+    app: App = ctx.obj
+    creds = credentials(app, remote.user, remote.password_ref)
+    if remote.no_verify_tls:
+        app.reporter.err.print("[yellow]Warning:[/] TLS certificates are not checked (--no-verify-tls)")
+    connect = winrm_connect(creds, verify_tls=not remote.no_verify_tls, timeout=remote.timeout)
+    with app.reporter.hosts_progress(verb) as (on_start, on_done):
+        settings = RunSettings(remote.forks, remote.limit, tuple(remote.hosts), on_start, on_done)
+        run = action(app.project, remote.inventory, connect, settings)
+    app.reporter.warnings(run.warnings)
     app.reporter.redact = run.redactor
     app.reporter.fleet(run, diff=diff)
-    if report_path is not None:
-        write_report(report_path, run)
+    if remote.report_path is not None:
+        write_report(remote.report_path, run)
     if not run.ok:
         ctx.exit(ExitStatus.FAILED)
+    return run
 
 
 @click.command(name="push")
@@ -116,42 +162,15 @@ def _finish(ctx: click.Context, app: App, run: RunResult, report_path: Path | No
 )
 @click.pass_context
 def push_command(
-    ctx: click.Context,
-    inventory: Path,
-    limit: str | None,
-    hosts: Sequence[str],
-    forks: int,
-    timeout: float,
-    winrm_user: str | None,
-    password_ref: str,
-    no_verify_tls: bool,
-    report_path: Path | None,
-    check: bool,
-    show_diff: bool,
-    backups: int,
-    exit_code: bool,
+    ctx: click.Context, remote: RemoteArgs, check: bool, show_diff: bool, backups: int, exit_code: bool
 ) -> None:
     """Put each user's microsip.ini on their workstation, changing only what differs."""
-    app: App = ctx.obj
-    creds = credentials(app, winrm_user, password_ref)
-    if no_verify_tls:
-        app.reporter.err.print("[yellow]Warning:[/] TLS certificates are not checked (--no-verify-tls)")
-    opts = PushOptions(check=check, timeout=timeout, backups=backups)
-    connect = winrm_connect(creds, verify_tls=not no_verify_tls, timeout=timeout)
-    with app.reporter.hosts_progress("check" if check else "push") as (on_start, on_done):
-        run = push(
-            app.project,
-            inventory,
-            connect,
-            opts,
-            forks=forks,
-            limit=limit,
-            hosts=hosts,
-            on_start=on_start,
-            on_done=on_done,
-        )
-    app.reporter.warnings(run.warnings)
-    _finish(ctx, app, run, report_path, show_diff)
+    options = PushOptions(check=check, timeout=remote.timeout, backups=backups)
+
+    def action(project: Project, inventory: Path, connect: ConnectFactory, settings: RunSettings) -> RunResult:
+        return push(project, inventory, connect, options, settings)
+
+    run = _run(ctx, remote, "check" if check else "push", action, diff=show_diff)
     if check and exit_code and run.pending:
         ctx.exit(ExitStatus.CHANGES)
 
@@ -159,34 +178,11 @@ def push_command(
 @click.command(name="rollback")
 @remote_options
 @click.pass_context
-def rollback_command(
-    ctx: click.Context,
-    inventory: Path,
-    limit: str | None,
-    hosts: Sequence[str],
-    forks: int,
-    timeout: float,
-    winrm_user: str | None,
-    password_ref: str,
-    no_verify_tls: bool,
-    report_path: Path | None,
-) -> None:
+def rollback_command(ctx: click.Context, remote: RemoteArgs) -> None:
     """Put back each user's newest backup of microsip.ini (made by the last push that wrote it)."""
-    app: App = ctx.obj
-    creds = credentials(app, winrm_user, password_ref)
-    if no_verify_tls:
-        app.reporter.err.print("[yellow]Warning:[/] TLS certificates are not checked (--no-verify-tls)")
-    connect = winrm_connect(creds, verify_tls=not no_verify_tls, timeout=timeout)
-    with app.reporter.hosts_progress("rollback") as (on_start, on_done):
-        run = rollback(
-            app.project,
-            inventory,
-            connect,
-            PushOptions(timeout=timeout),
-            forks=forks,
-            limit=limit,
-            hosts=hosts,
-            on_start=on_start,
-            on_done=on_done,
-        )
-    _finish(ctx, app, run, report_path, diff=False)
+    options = PushOptions(timeout=remote.timeout)
+
+    def action(project: Project, inventory: Path, connect: ConnectFactory, settings: RunSettings) -> RunResult:
+        return rollback(project, inventory, connect, options, settings)
+
+    _run(ctx, remote, "rollback", action)
