@@ -304,3 +304,44 @@ def test_a_missing_ca_bundle_is_an_inventory_error(lab: Lab) -> None:
     assert result.exit_code == 2
     assert "inventory.yaml:" in result.output and "CA bundle tls/nope.pem not found" in result.output
     assert sum(lab.ops().values()) == 0
+
+
+@pytest.mark.parametrize(("scheme", "auth"), [("http", "ntlm"), ("https", "basic")])
+def test_other_transports_push_the_same(lab: Lab, scheme: str, auth: str) -> None:
+    inventory = lab.fleet.inventory
+    text = (
+        inventory.read_text("utf-8")
+        .replace("scheme: https", f"scheme: {scheme}")
+        .replace("auth: ntlm", f"auth: {auth}")
+    )
+    inventory.write_text(text, "utf-8")
+    result = lab.push()
+    assert result.exit_code == 0, result.output
+    assert "4 hosts: 4 changed" in result.output
+
+
+def test_basic_auth_over_http_is_refused_before_anything_is_sent(lab: Lab) -> None:
+    inventory = lab.fleet.inventory
+    text = inventory.read_text("utf-8").replace("scheme: https", "scheme: http").replace("auth: ntlm", "auth: basic")
+    inventory.write_text(text, "utf-8")
+    result = lab.push()
+    assert result.exit_code == 2
+    assert "basic" in result.output.lower() and "inventory.yaml:" in result.output
+    assert sum(lab.ops().values()) == 0
+
+
+def test_portable_microsip_gets_the_ini_next_to_its_exe(lab: Lab) -> None:
+    host = lab.host("lab-004")
+    host.mode = "portable"
+    inventory = lab.fleet.inventory
+    text = inventory.read_text("utf-8")
+    portable = "  lab-004:\n    microsip: {mode: portable, exe: '%USERPROFILE%\\MicroSIP\\microsip.exe'}\n"
+    inventory.write_text(text.replace("  lab-004:\n", portable), "utf-8")
+    user = lab.user("lab-004")
+    installed = host.path(f"C:\\Users\\{user}\\AppData\\Roaming\\MicroSIP\\microsip.ini")
+    before = installed.read_bytes()
+    assert lab.push().exit_code == 0
+    written = host.path(f"C:\\Users\\{user}\\MicroSIP\\microsip.ini")
+    assert written.is_file()
+    assert settings(lab, "lab-004", user)["autoAnswer"] == ""  # read from the portable path
+    assert installed.read_bytes() == before

@@ -182,3 +182,13 @@ def test_golden_push_conversation(examples: Project, tmp_path: Path) -> None:
         GOLDEN.parent.mkdir(parents=True, exist_ok=True)
         GOLDEN.write_text(text, "utf-8")
     assert text == GOLDEN.read_text("utf-8")
+
+
+def test_the_lab_refuses_envelopes_over_the_size_limit(tmp_path: Path) -> None:
+    import asyncio
+
+    from provision.lab.wsman import MAX_ENVELOPE_BYTES, WSManService
+
+    service = WSManService(SimulatedHost("h", tmp_path, [SimUser("u")]))
+    status, body = asyncio.run(service.handle(b"<x>" + b"a" * MAX_ENVELOPE_BYTES + b"</x>"))
+    assert status == 400 and b"EncodingLimit" in body and b"2150858817" in body

@@ -1,0 +1,72 @@
+"""How push results are shown: progress on a terminal, lines otherwise, the table and summary."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from provision.push import BUSY, CHANGED, FAILED, UNCHANGED, HostResult, UserResult, summary
+from provision.report import Reporter
+from provision.rollout import RunResult
+from provision.secrets import Redactor, Secret
+
+
+def reporter(terminal: bool) -> tuple[Reporter, io.StringIO, io.StringIO]:
+    out, err = io.StringIO(), io.StringIO()
+    return (
+        Reporter(
+            out=Console(file=out, force_terminal=terminal, width=120),
+            err=Console(file=err, force_terminal=terminal, width=120),
+        ),
+        out,
+        err,
+    )
+
+
+def results() -> list[HostResult]:
+    return [
+        HostResult("ws-1", [UserResult("ws-1", "a", CHANGED), UserResult("ws-1", "b", UNCHANGED)]),
+        HostResult("ws-2", [UserResult("ws-2", "a", BUSY, "MicroSIP did not close")]),
+        HostResult("ws-3", [], reason="connection refused by 10.0.0.3:5986 (pw hunter2)", kind="refused"),
+        HostResult("ws-4", [UserResult("ws-4", "a", UNCHANGED)]),
+    ]
+
+
+def test_a_host_is_as_bad_as_its_worst_user() -> None:
+    assert [h.status for h in results()] == [CHANGED, BUSY, FAILED, UNCHANGED]
+    assert summary(results()) == {UNCHANGED: 1, CHANGED: 1, BUSY: 1, FAILED: 1}
+    assert [h.ok for h in results()] == [True, False, False, True]
+
+
+def test_without_a_terminal_each_host_is_a_line_as_it_finishes() -> None:
+    rep, _, err = reporter(terminal=False)
+    rep.redact = Redactor([Secret("hunter2")])
+    with rep.hosts_progress("push") as (start, done):
+        start(4)
+        for result in results():
+            done(result)
+    lines = err.getvalue().splitlines()
+    assert lines[0] == "[1/4] ws-1 changed"
+    assert lines[2] == "[3/4] ws-3 failed: connection refused by 10.0.0.3:5986 (pw ********)"
+
+
+def test_on_a_terminal_a_progress_bar_counts_hosts() -> None:
+    rep, _, err = reporter(terminal=True)
+    with rep.hosts_progress("push") as (start, done):
+        start(4)
+        for result in results():
+            done(result)
+    assert "4/4" in err.getvalue()
+
+
+def test_the_table_and_the_fleet_summary() -> None:
+    rep, out, _ = reporter(terminal=False)
+    rep.redact = Redactor([Secret("hunter2")])
+    run = RunResult("push", False, results(), "2026-11-24T00:00:00+00:00", 1.25, [], rep.redact)
+    rep.fleet(run, diff=False)
+    text = out.getvalue()
+    assert "a: MicroSIP did not close" in text
+    assert "hunter2" not in text
+    assert "1 changed, 1 unchanged" in text
+    assert text.splitlines()[-1] == "4 hosts: 1 unchanged, 1 changed, 1 busy, 1 failed in 1.2 s"
