@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from provision.errors import IniError, ProvisionError
 from provision.model.inventory import Connection, Install
@@ -115,18 +115,39 @@ class HostResult:
 
 
 Connect = Callable[[HostJob], Transport]
+R = TypeVar("R")
+
+
+class HostOutcome(Protocol):
+    """What every per-host result offers: the report and the progress line use only this."""
+
+    host: str
+    seconds: float
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def reason(self) -> str: ...
+
+
+Out = TypeVar("Out", bound=HostOutcome)
 
 
 def run_hosts(
     jobs: Sequence[HostJob],
-    work: Callable[[HostJob], HostResult],
+    work: Callable[[HostJob], Out],
     forks: int,
-    on_done: Callable[[HostResult], None] = lambda _: None,
-) -> list[HostResult]:
-    """Run `work` for every host, `forks` at a time; results in the jobs' order."""
-    results: dict[str, HostResult] = {}
+    on_done: Callable[[Out], None],
+    broken: Callable[[HostJob, str, str], Out],
+) -> list[Out]:
+    """Run `work` for every host, `forks` at a time; results in the jobs' order.
+
+    Whatever goes wrong on one host stays that host's result: `broken(job, reason, kind)`
+    makes it when `work` raises."""
+    results: dict[str, Out] = {}
     with ThreadPoolExecutor(max_workers=max(1, min(forks, len(jobs) or 1)), thread_name_prefix="host") as pool:
-        futures = {pool.submit(_isolated, work, job): job for job in jobs}
+        futures = {pool.submit(_isolated, work, broken, job): job for job in jobs}
         for future in as_completed(futures):
             result = future.result()
             results[result.host] = result
@@ -134,31 +155,37 @@ def run_hosts(
     return [results[job.host] for job in jobs]
 
 
-def _isolated(work: Callable[[HostJob], HostResult], job: HostJob) -> HostResult:
-    """Whatever goes wrong on one host stays that host's result."""
+def _isolated(work: Callable[[HostJob], Out], broken: Callable[[HostJob, str, str], Out], job: HostJob) -> Out:
     started = time.monotonic()
     try:
         result = work(job)
     except ProvisionError as exc:
-        result = HostResult(job.host, [], reason=exc.message, kind="error")
+        result = broken(job, exc.message, "error")
     except Exception as exc:  # noqa: BLE001 - a bug on one host must not stop the fleet
-        result = HostResult(job.host, [], reason=f"internal error ({type(exc).__name__}); please report it", kind="bug")
+        result = broken(job, f"internal error ({type(exc).__name__}); please report it", "bug")
     result.seconds = time.monotonic() - started
     return result
 
 
-def with_retries(job: HostJob, options: PushOptions, attempt: Callable[[], HostResult]) -> HostResult:
-    """Run one attempt; on a transient fault start over on a new shell, a bounded number of times."""
+def broken_host(job: HostJob, reason: str, kind: str) -> HostResult:
+    return HostResult(job.host, [], reason=reason, kind=kind)
+
+
+def with_retries(
+    options: PushOptions, attempt: Callable[[], R], failed: Callable[[TransportError], R]
+) -> tuple[R, int]:
+    """Run one attempt; on a transient fault start over on a new shell, a bounded number of times.
+
+    Returns the result and how many attempts it took; `failed` makes the result of a host
+    that could not be worked on."""
     tries = 0
     while True:
         tries += 1
         try:
-            result = attempt()
-            result.attempts = tries
-            return result
+            return attempt(), tries
         except TransportError as exc:
             if not exc.transient or tries > options.retries:
-                return HostResult(job.host, [], reason=str(exc), kind=exc.kind, attempts=tries)
+                return failed(exc), tries
             delay = options.backoff * 2 ** (tries - 1)
             time.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter, not a secret
 
@@ -167,7 +194,13 @@ def with_retries(job: HostJob, options: PushOptions, attempt: Callable[[], HostR
 
 
 def push_host(job: HostJob, connect: Connect, options: PushOptions, fingerprint_key: bytes) -> HostResult:
-    return with_retries(job, options, lambda: _push_once(job, connect, options, fingerprint_key))
+    result, tries = _retried(job, options, lambda: _push_once(job, connect, options, fingerprint_key))
+    result.attempts = tries
+    return result
+
+
+def _retried(job: HostJob, options: PushOptions, attempt: Callable[[], HostResult]) -> tuple[HostResult, int]:
+    return with_retries(options, attempt, lambda exc: broken_host(job, str(exc), exc.kind))
 
 
 def _push_once(job: HostJob, connect: Connect, options: PushOptions, fingerprint_key: bytes) -> HostResult:
@@ -198,10 +231,10 @@ def _discover(agent: Agent, job: HostJob) -> dict[str, dict[str, Any]]:
     """Start the agent with a discover request: each user's ini and whether their MicroSIP runs."""
     install = {"mode": job.install.mode or "installed", "exe": job.install.exe}
     reply = agent.start({"op": "discover", "install": install, "users": [{"name": u.user} for u in job.users]})
-    return _by_user(reply, [u.user for u in job.users])
+    return by_user(reply, [u.user for u in job.users])
 
 
-def _by_user(reply: dict[str, Any], names: Iterable[str]) -> dict[str, dict[str, Any]]:
+def by_user(reply: dict[str, Any], names: Iterable[str]) -> dict[str, dict[str, Any]]:
     users = reply.get("users")
     if isinstance(users, dict):  # ConvertTo-Json writes a one-element array as the element
         users = [users]
@@ -254,7 +287,7 @@ def _apply(
         "exit_wait_ms": options.exit_wait_ms,
         "users": [_apply_user(user, entry, plan, close=bool(entry.get("running"))) for user, entry, plan in to_apply],
     }
-    reply = _by_user(agent.request(request), [user.user for user, _, _ in to_apply])
+    reply = by_user(agent.request(request), [user.user for user, _, _ in to_apply])
     again: list[dict[str, Any]] = []
     for user, entry, _ in to_apply:
         answer = reply[user.user.casefold()]
@@ -271,7 +304,7 @@ def _apply(
             continue
         _take_answer(results[user.user], answer)
     if again:
-        reply = _by_user(agent.request({**request, "users": again}), [item["name"] for item in again])
+        reply = by_user(agent.request({**request, "users": again}), [item["name"] for item in again])
         for item in again:
             name = item["name"]
             answer = reply[name.casefold()]
@@ -314,7 +347,9 @@ def _take_answer(result: UserResult, answer: dict[str, Any]) -> None:
 
 
 def rollback_host(job: HostJob, connect: Connect, options: PushOptions) -> HostResult:
-    return with_retries(job, options, lambda: _rollback_once(job, connect, options))
+    result, tries = _retried(job, options, lambda: _rollback_once(job, connect, options))
+    result.attempts = tries
+    return result
 
 
 def _rollback_once(job: HostJob, connect: Connect, options: PushOptions) -> HostResult:
@@ -333,7 +368,7 @@ def _rollback_once(job: HostJob, connect: Connect, options: PushOptions) -> Host
                 users.append({"name": user.user, "ini_path": entry["ini_path"]})
         if users:
             request = {"op": "rollback", "exit_wait_ms": options.exit_wait_ms, "users": users}
-            answers = _by_user(agent.request(request), [item["name"] for item in users])
+            answers = by_user(agent.request(request), [item["name"] for item in users])
             for item in users:
                 answer = answers[item["name"].casefold()]
                 result = results[item["name"]]

@@ -23,9 +23,11 @@ from provision.plan import TargetPlan
 from provision.secrets import MASK
 
 if TYPE_CHECKING:
-    from provision.push import HostResult
+    from provision.inspection import CheckRun
+    from provision.push import HostOutcome, HostResult
     from provision.rollout import RunResult
 
+_CHECK_STYLE = {"ok": "green", "warning": "yellow", "drifted": "bold yellow", "failed": "bold red"}
 _STYLE = {
     "changed": "green",
     "restored": "green",
@@ -107,7 +109,7 @@ class Reporter:
     # push and rollback -------------------------------------------------------------------
 
     @contextmanager
-    def hosts_progress(self, verb: str) -> Iterator[tuple[Callable[[int], None], Callable[[HostResult], None]]]:
+    def hosts_progress(self, verb: str) -> Iterator[tuple[Callable[[int], None], Callable[[HostOutcome], None]]]:
         """(on_start, on_done) callbacks: a progress bar on a terminal, a line per host otherwise."""
         if self.err.is_terminal:
             progress = Progress(
@@ -124,7 +126,7 @@ class Reporter:
             def start(total: int) -> None:
                 progress.update(task, total=total)
 
-            def done(result: HostResult) -> None:
+            def done(result: HostOutcome) -> None:
                 progress.update(task, advance=1, last=escape(f"{result.host}: {result.status}"))
 
             with progress:
@@ -135,7 +137,7 @@ class Reporter:
         def start_plain(total: int) -> None:
             count[1] = total
 
-        def done_plain(result: HostResult) -> None:
+        def done_plain(result: HostOutcome) -> None:
             count[0] += 1
             reason = f": {result.reason}" if result.reason else ""
             self.err.print(escape(self.redact(f"[{count[0]}/{count[1]}] {result.host} {result.status}{reason}")))
@@ -176,6 +178,30 @@ class Reporter:
         mode = " (check: nothing written)" if run.check else ""
         hosts = f"{len(run.hosts)} host{'' if len(run.hosts) == 1 else 's'}"
         self.out.print(escape(f"{hosts}: {parts} in {run.seconds:.1f} s{mode}"))
+
+    # health and smoke --------------------------------------------------------------------
+
+    def checks(self, run: CheckRun) -> None:
+        """A row per host: its result, what failed or warned, and the launch method for smoke."""
+        from provision.inspection import summary
+
+        table = Table(show_edge=False, pad_edge=False, box=None)
+        columns = ["host", "result", "time", "details"]
+        if run.command == "smoke":
+            columns.insert(2, "method")
+        for column in columns:
+            table.add_column(column, overflow="fold")
+        for host in run.hosts:
+            style = _CHECK_STYLE.get(host.status, "")
+            row = [escape(host.host), f"[{style}]{escape(host.status)}[/]", f"{host.seconds:.1f}s"]
+            if run.command == "smoke":
+                row.insert(2, escape(host.method or "-"))
+            row.append(escape(self.redact(host.reason)))
+            table.add_row(*row)
+        if run.hosts:
+            self.out.print(table)
+        count = f"{len(run.hosts)} host{'' if len(run.hosts) == 1 else 's'}"
+        self.out.print(escape(f"{count}: {summary(run)} in {run.seconds:.1f} s"))
 
     # profiles ----------------------------------------------------------------------------
 

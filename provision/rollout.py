@@ -25,9 +25,11 @@ from provision.push import (
     UNCHANGED,
     Connect,
     HostJob,
+    HostOutcome,
     HostResult,
     PushOptions,
     UserJob,
+    broken_host,
     push_host,
     rollback_host,
     run_hosts,
@@ -75,7 +77,10 @@ class RunSettings:
     limit: str | None = None
     hosts: tuple[str, ...] = ()
     on_start: Callable[[int], None] = lambda _: None
-    on_done: Callable[[HostResult], None] = lambda _: None
+    on_done: Callable[[HostOutcome], None] = lambda _: None
+
+
+EVERY_HOST = RunSettings()  # the default: all hosts, 16 at a time, no progress shown
 
 
 def winrm_connect(credentials: Credentials, *, verify_tls: bool = True, timeout: float = 120.0) -> ConnectFactory:
@@ -127,7 +132,7 @@ def _check_ca_bundles(loaded: LoadedInventory) -> None:
         raise ConfigError(problems)
 
 
-def _host_jobs(prepared: Prepared, state: State | None) -> list[HostJob]:
+def host_jobs(prepared: Prepared, state: State | None) -> list[HostJob]:
     by_host: dict[str, list[UserJob]] = {}
     connections: dict[str, tuple[Connection, Any]] = {}
     for rendered in prepared.rendered:
@@ -143,20 +148,21 @@ def push(
     inventory: Path,
     connect_factory: ConnectFactory,
     options: PushOptions,
-    settings: RunSettings = RunSettings(),
+    settings: RunSettings = EVERY_HOST,
 ) -> RunResult:
     prepared = prepare(project, inventory, settings.limit, settings.hosts)
     state = State.open(project.state_path)
     try:
-        jobs = _host_jobs(prepared, state)
+        jobs = host_jobs(prepared, state)
         connect = connect_factory(prepared.inventory)
-        started, clock = _now(), time.monotonic()
+        started, clock = now_iso(), time.monotonic()
         settings.on_start(len(jobs))
         results = run_hosts(
             jobs,
             lambda job: push_host(job, connect, options, state.fingerprint_key),
             settings.forks,
-            on_done=settings.on_done,
+            settings.on_done,
+            broken_host,
         )
         if not options.check:
             _record(state, jobs, results)
@@ -187,7 +193,7 @@ def rollback(
     inventory: Path,
     connect_factory: ConnectFactory,
     options: PushOptions,
-    settings: RunSettings = RunSettings(),
+    settings: RunSettings = EVERY_HOST,
 ) -> RunResult:
     """Put each chosen user's newest backup back. Needs no profile rendering, nor secrets."""
     loaded, targets = select_targets(project, inventory, settings.limit, settings.hosts)
@@ -197,9 +203,11 @@ def rollback(
         by_host[target.host] = HostJob(job.host, job.connection, job.install, (*job.users, UserJob(target)))
     jobs = list(by_host.values())
     connect = connect_factory(loaded)
-    started, clock = _now(), time.monotonic()
+    started, clock = now_iso(), time.monotonic()
     settings.on_start(len(jobs))
-    results = run_hosts(jobs, lambda job: rollback_host(job, connect, options), settings.forks, settings.on_done)
+    results = run_hosts(
+        jobs, lambda job: rollback_host(job, connect, options), settings.forks, settings.on_done, broken_host
+    )
     state = State.open(project.state_path)
     try:
         for host in results:
@@ -212,7 +220,7 @@ def rollback(
     return RunResult("rollback", False, results, started, time.monotonic() - clock, [], Redactor())
 
 
-def _now() -> str:
+def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
@@ -259,7 +267,10 @@ def report_data(run: RunResult) -> dict[str, Any]:
 
 def write_report(path: Path, run: RunResult) -> None:
     """The JSON report, redacted, written whole or not at all."""
-    text = run.redactor(json.dumps(report_data(run), indent=2, ensure_ascii=False)) + "\n"
+    write_text_atomically(path, run.redactor(json.dumps(report_data(run), indent=2, ensure_ascii=False)) + "\n")
+
+
+def write_text_atomically(path: Path, text: str) -> None:
     folder = path.resolve().parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -268,7 +279,7 @@ def write_report(path: Path, run: RunResult) -> None:
             out.write(text)
         os.replace(temp, path)
     except OSError as exc:
-        raise ProvisionError(f"cannot write the report {display_path(path)}: {exc.strerror}") from None
+        raise ProvisionError(f"cannot write {display_path(path)}: {exc.strerror}") from None
 
 
 def require_hosts(run: RunResult) -> None:

@@ -271,3 +271,30 @@ def _target(
         raise ConfigError(problems)
     active = list(profile.accounts).index(profile.active_account) + 1 if profile.active_account else 1
     return Target(host_name, user.name, connection, install, resolved, tuple(accounts), active, user)
+
+
+SMOKE_USER = "provision-smoke"
+
+
+def smoke_target(store: ProfileStore, host: Target, profile_name: str) -> Target:
+    """The test instance's target on a host: the smoke profile alone, with the host's connection.
+
+    The smoke profile must give everything itself (its account's username included), turn
+    logging on (the checks read the log) and set a sourcePort of its own, so the test copy
+    never competes with the user's MicroSIP for a port."""
+    resolved = store.resolve(store.chain([(profile_name, None)]))
+    located = resolved.located
+    settings = resolved.profile.settings
+    problems = []
+    if settings.enableLog is not True:
+        problems.append(located.problem(("settings", "enableLog"), "a smoke profile must set enableLog: true"))
+    if not settings.sourcePort:
+        problems.append(located.problem(("settings", "sourcePort"), "a smoke profile must set a sourcePort of its own"))
+    if settings.updatesInterval not in (None, "never"):
+        problems.append(
+            located.problem(("settings", "updatesInterval"), "a smoke profile must not prompt for updates (never)")
+        )
+    if problems:
+        raise ConfigError(problems)
+    user = User(name=SMOKE_USER)
+    return _target(host.host, user, resolved, host.connection, host.install, located, ())

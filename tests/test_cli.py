@@ -172,7 +172,13 @@ def test_profiles_show_for_a_user_includes_inventory_layers(examples_dir: Path) 
 
 def test_profiles_list_and_unknown_profile(examples_dir: Path) -> None:
     result = run("profiles", "list")
-    assert [line.split()[0] for line in result.output.splitlines()[1:]] == ["base", "sales", "site-lyon", "support"]
+    assert [line.split()[0] for line in result.output.splitlines()[1:]] == [
+        "base",
+        "sales",
+        "site-lyon",
+        "smoke",
+        "support",
+    ]
     result = run("profiles", "show", "nope")
     assert result.exit_code == ExitStatus.USAGE and "no profile 'nope'" in result.output
 
@@ -199,7 +205,7 @@ def test_no_demo_secret_appears_in_any_output(examples_dir: Path) -> None:
 
 def test_validate_counts_what_it_checked(examples_dir: Path) -> None:
     result = run("--env-file", "profiles/inventory/demo.env", "validate", "-i", "profiles/inventory/example.yaml")
-    assert result.output.strip().splitlines()[-1] == "OK: 4 profiles, 10 hosts, 14 targets, 15 secrets"
+    assert result.output.strip().splitlines()[-1] == "OK: 5 profiles, 10 hosts, 14 targets, 15 secrets"
 
 
 def test_warnings_are_shown_but_do_not_fail(project: Path) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 import provision
-from provision.cli import lab, offline, profiles, remote
+from provision.cli import checks, lab, offline, profiles, remote
 from provision.cli.app import App, make_reporter
 from provision.errors import ExitStatus, ProvisionError
 from provision.project import Project
@@ -103,6 +103,8 @@ cli.add_command(offline.validate)
 cli.add_command(profiles.profiles)
 cli.add_command(remote.push_command)
 cli.add_command(remote.rollback_command)
+cli.add_command(checks.health_command)
+cli.add_command(checks.smoke_command)
 cli.add_command(lab.lab)
 
 

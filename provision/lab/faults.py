@@ -17,6 +17,10 @@ class Faults:
     disk_full: bool = False  # writing the ini fails
     microsip_wont_exit: bool = False  # ignores /exit (a modal dialog); can still be stopped
     microsip_unkillable: bool = False  # ignores /exit and cannot be stopped
+    microsip_modal: bool = False  # a test instance hangs on a modal dialog: never registers, drops commands
+    microsip_crash_on: str | None = None  # a test instance dies on this control command (e.g. "/answer")
+    registration_fails: bool = False  # the SIP server answers REGISTER with 401
+    smoke_hang: bool = False  # the smoke operation starts the test instance, then never answers
 
     def take_soap_fault(self, action: str) -> str | None:
         kind = self.soap_fault.get(action)

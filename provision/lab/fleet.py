@@ -83,6 +83,9 @@ class Fleet:
             self.addresses[name] = f"127.{self.block}.{index // 250}.{index % 250 + 1}"
         if seed:
             for index, host in enumerate(self.hosts.values()):
+                crm = host.path("C:\\Program Files\\Contoso CRM\\crm-popup.exe")  # the sales profile's hook
+                crm.parent.mkdir(parents=True, exist_ok=True)
+                crm.write_bytes(b"MZ")
                 for offset, user in enumerate(host.users.values()):
                     host.write_ini(user.name, encode_ini(SEED_INI))
                     if offset == 0 and index % 2 == 0:
@@ -156,7 +159,9 @@ class Fleet:
             f"PROVISION_WINRM_PASSWORD={self.credentials.password}\n"
             f"PROVISION_LAB_SIP_PASSWORD={self.sip_password}\n"
             "# The example support profile's shared queue account.\n"
-            f"SIP_PW_SUPPORT_QUEUE=lab-{secrets.token_urlsafe(9)}\n",
+            f"SIP_PW_SUPPORT_QUEUE=lab-{secrets.token_urlsafe(9)}\n"
+            "# The example smoke profile's test account.\n"
+            f"SIP_PW_SMOKE=lab-{secrets.token_urlsafe(9)}\n",
             "utf-8",
         )
         os.chmod(self.env_file, 0o600)

@@ -11,14 +11,15 @@ from __future__ import annotations
 import itertools
 import re
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from provision.ini import Desired, decode_ini, encode_ini, merge_ini, read_ini
 from provision.lab.faults import Faults
+from provision.remote import INSTALLED_EXE
 
-INSTALLED_EXE = "C:\\Program Files\\MicroSIP\\microsip.exe"
 _KEY = 0x5A
 _MARK = b"microsip-lab:"
 
@@ -45,9 +46,35 @@ class SimUser:
 @dataclass
 class SimProcess:
     pid: int
-    user: str
+    user: str  # '' for a process in the WinRM session (session 0)
     exe: str
     memory: dict[str, str] = field(default_factory=dict)  # [Settings] as loaded at start
+    log: str | None = None  # Windows path of its SIP log, if logging is on
+    ready: bool = False  # registered (or failed to): forwarded commands are handled
+    in_call: bool = False
+
+
+def pe_stub(build_time: int) -> bytes:
+    """The start of a PE file: 'MZ', e_lfanew at 0x3C, 'PE\\0\\0', machine, sections, TimeDateStamp."""
+    header = bytearray(0x80)
+    header[0:2] = b"MZ"
+    header[0x3C:0x40] = (0x40).to_bytes(4, "little")
+    header[0x40:0x44] = b"PE\0\0"
+    header[0x48:0x4C] = build_time.to_bytes(4, "little")
+    return bytes(header)
+
+
+def pe_build_time(data: bytes) -> int | None:
+    if data[:2] != b"MZ" or len(data) < 0x40:
+        return None
+    offset = int.from_bytes(data[0x3C:0x40], "little")
+    if data[offset : offset + 4] != b"PE\0\0":
+        return None
+    return int.from_bytes(data[offset + 8 : offset + 12], "little")
+
+
+REGISTERED = "registration success, status=200 (OK)"
+REGISTRATION_FAILED = "SIP registration failed, status=401 (Unauthorized)"
 
 
 class SimulatedHost:
@@ -66,15 +93,36 @@ class SimulatedHost:
         self.mode = mode
         self.portable_exe = portable_exe
         self.faults = Faults()
+        self.microsip_version = "3.22.3"
+        self.ini_switch = False  # a custom build that takes /i:<ini>
+        self._build_time = int(time.time()) - 200 * 86_400  # built 200 days ago
+        self.audio_devices = [
+            "Speakers (Realtek(R) Audio)",
+            "Microphone Array (Realtek(R) Audio)",
+            "Headset Earphone (Jabra Evolve2 40)",
+            "Headset Microphone (Jabra Evolve2 40)",
+        ]
         self.processes: dict[int, SimProcess] = {}
         self.stats: Counter[str] = Counter()
         self.lock = threading.RLock()
         self._pids = itertools.count(4000, 4)
         (root / "C" / "Program Files" / "MicroSIP").mkdir(parents=True, exist_ok=True)
-        (root / "C" / "Program Files" / "MicroSIP" / "microsip.exe").write_bytes(b"MZ lab")
+        (root / "C" / "Program Files" / "MicroSIP" / "microsip.exe").write_bytes(pe_stub(self.build_time))
         for user in users:
             if user.has_profile:
                 (root / "C" / "Users" / user.name / "AppData" / "Roaming").mkdir(parents=True, exist_ok=True)
+
+    @property
+    def build_time(self) -> int:
+        return self._build_time
+
+    @build_time.setter
+    def build_time(self, value: int) -> None:
+        """A different build: the installed exe's PE header says so."""
+        self._build_time = value
+        exe = self.path(INSTALLED_EXE)
+        if exe.is_file():
+            exe.write_bytes(pe_stub(value))
 
     # Paths -------------------------------------------------------------------------------
 
@@ -168,9 +216,84 @@ class SimulatedHost:
             process.memory = (
                 dict(zip(settings.names.values(), settings.values.values(), strict=True)) if settings else {}
             )
+            if process.memory.get("enableLog") == "1":
+                process.log = self.log_path(user)
+                self._register(process)
             self.processes[process.pid] = process
             self.stats["microsip_starts"] += 1
             return process
+
+    def log_path(self, user: str) -> str:
+        profile = self.profile_path(user) or ""
+        if self.mode == "portable":
+            return self.portable_exe.replace("%USERPROFILE%", profile)[: -len(".exe")] + "_log.txt"
+        return profile + "\\AppData\\Local\\MicroSIP\\microsip_log.txt"
+
+    def _register(self, process: SimProcess) -> None:
+        """The log is wiped at start; then PJSIP's registration line."""
+        assert process.log is not None
+        if self.faults.microsip_modal:
+            return  # stuck on a dialog before the SIP stack is up
+        line = REGISTRATION_FAILED if self.faults.registration_fails else REGISTERED
+        self._write_log(process, f"pjsua_acc.c  {line}", fresh=True)
+        process.ready = True
+
+    def _write_log(self, process: SimProcess, line: str, *, fresh: bool = False) -> None:
+        assert process.log is not None
+        file = self.path(process.log)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        with open(file, "w" if fresh else "a", encoding="utf-8", newline="\r\n") as handle:
+            handle.write(f"12:00:00.000 {line}\n")
+
+    # Test instances (smoke) ----------------------------------------------------------------
+
+    def launch(self, exe: str, argument: str, ini: str, log: str) -> SimProcess | None:
+        """A launch in the WinRM session. The first of an exe path starts MicroSIP; a later one
+        forwards its (whole) argument to it and exits, as MicroSIP's WM_COPYDATA does."""
+        with self.lock:
+            running = [p for p in self.processes.values() if p.exe.casefold() == exe.casefold() and not p.user]
+            if running:
+                self._control(running[0], argument)
+                return None
+            process = SimProcess(next(self._pids), "", exe, log=log)
+            if argument.startswith("/i:") and not self.ini_switch:
+                # A stock build dials "/i:..." and runs with no ini of its own: a first run, no log.
+                self.processes[process.pid] = process
+                return process
+            text = decode_ini(self.path(ini).read_bytes())
+            settings = read_ini(text).sections.get("settings")
+            process.memory = (
+                dict(zip(settings.names.values(), settings.values.values(), strict=True)) if settings else {}
+            )
+            if process.memory.get("enableLog") == "1":
+                self._register(process)
+            self.processes[process.pid] = process
+            self.stats["test_starts"] += 1
+            return process
+
+    def _control(self, process: SimProcess, argument: str) -> None:
+        """What MicroSIP does with a forwarded command line (one switch, compared whole)."""
+        if not process.ready:
+            return  # arrived before the SIP stack was up: dropped
+        if self.faults.microsip_crash_on == argument:
+            del self.processes[process.pid]
+            return
+        if argument == "/exit":
+            if not self.faults.microsip_wont_exit:
+                del self.processes[process.pid]
+        elif argument == "/answer":
+            pass  # nothing is ringing
+        elif argument == "/hangupall":
+            if process.in_call:
+                process.in_call = False
+                if process.log:
+                    self._write_log(process, "sip_endpoint.c  Request msg BYE/cseq=2 (tdta0001) created")
+        elif argument in ("/reset", "/resetnoask"):
+            raise AssertionError("provision must never send /reset or /resetnoask")
+        else:
+            process.in_call = True  # anything else is dialled
+            if process.log:
+                self._write_log(process, f"sip_endpoint.c  Request msg INVITE/cseq=1 (tdta0000) created: {argument}")
 
     def _microsip_exit(self, process: SimProcess) -> None:
         """SettingsSave: every [Settings] key from memory, plus window and call state."""

@@ -11,11 +11,21 @@ import base64
 import binascii
 import hashlib
 import json
+import re
+import shutil
 from datetime import UTC, datetime
 from typing import Any
 
-from provision.lab.host import SimulatedHost
-from provision.remote import CMD_LIMIT, CREATE_PROCESS_LIMIT, POWERSHELL, POWERSHELL_FLAGS, agent_text, script
+from provision.lab.host import SimProcess, SimulatedHost, pe_build_time
+from provision.remote import (
+    CMD_LIMIT,
+    CREATE_PROCESS_LIMIT,
+    INSTALLED_EXE,
+    POWERSHELL,
+    POWERSHELL_FLAGS,
+    agent_text,
+    script,
+)
 
 
 class Program:
@@ -34,6 +44,9 @@ class Program:
     def finish(self, code: int) -> None:
         if not self.done:
             self.done, self.exit_code = True, code
+
+    def terminate(self) -> None:
+        self.finish(1)
 
     def fail(self, message: str) -> None:
         self.stderr += clixml_error(message)
@@ -84,11 +97,13 @@ class AgentProgram(Program):
         self.host = host
         self._pending = b""
         self._trusted = False
+        self.started: list[int] = []
+        self.hung = False  # processes started in the shell: they end with it
 
     def feed(self, data: bytes, end: bool) -> None:
         if self.done:
             return
-        if self.host.faults.hang:
+        if self.host.faults.hang or self.hung:
             return  # a command that never answers
         self._pending += data
         while b"\n" in self._pending and not self.done:
@@ -111,12 +126,27 @@ class AgentProgram(Program):
             self._trusted = True
             return
         with self.host.lock:
-            reply = handle(self.host, message)
+            try:
+                reply = handle(self.host, message, self.started)
+            except _Hang:
+                self.hung = True
+                return
         self.stdout += (json.dumps(reply) + "\n").encode("utf-8")
 
+    def terminate(self) -> None:
+        """The shell is deleted: its job object ends every process started in it."""
+        with self.host.lock:
+            for pid in self.started:
+                self.host.processes.pop(pid, None)
+        self.finish(1)
 
-def handle(host: SimulatedHost, request: dict[str, Any]) -> dict[str, Any]:
-    """The operations of discover.ps1, apply.ps1 and rollback.ps1, on the simulated host."""
+
+def handle(host: SimulatedHost, request: dict[str, Any], started: list[int] | None = None) -> dict[str, Any]:
+    """The operations of the agent's scripts, on the simulated host.
+
+    `started` collects the processes an operation starts in the WinRM session, which end with
+    the shell (a Windows job object)."""
+    started = [] if started is None else started
     op = request.get("op")
     try:
         if op == "discover":
@@ -125,6 +155,12 @@ def handle(host: SimulatedHost, request: dict[str, Any]) -> dict[str, Any]:
             return {"ok": True, "users": [_apply(host, u, request) for u in request["users"]]}
         if op == "rollback":
             return {"ok": True, "users": [_rollback(host, u, request) for u in request["users"]]}
+        if op == "health":
+            return _health(host, request)
+        if op == "smoke":
+            return _smoke(host, request, started)
+        if op == "smoke-cleanup":
+            return {"ok": True, "cleanup": _remove_smoke(host, None, request["folder"])}
     except (KeyError, TypeError) as exc:
         return {"ok": False, "error": f"bad request: {exc}"}
     return {"ok": False, "error": "unknown operation"}
@@ -258,3 +294,133 @@ def _rollback(host: SimulatedHost, user: dict[str, Any], request: dict[str, Any]
         host.run_in_session(name, closed["exe"], "/minimized")
         result["restarted"] = True
     return result
+
+
+# health and smoke --------------------------------------------------------------------------
+
+
+def _exe_info(host: SimulatedHost, path: str) -> dict[str, Any]:
+    file = host.path(path)
+    info: dict[str, Any] = {"path": path, "exists": file.is_file()}
+    if info["exists"]:
+        info["version"] = host.microsip_version
+        info["build_time"] = pe_build_time(file.read_bytes()[:4096])
+    return info
+
+
+def _expand(path: str, profile: str) -> str:
+    return path.replace("%USERPROFILE%", profile)
+
+
+def _log_line(host: SimulatedHost, path: str, patterns: list[str]) -> dict[str, Any]:
+    file = host.path(path)
+    result: dict[str, Any] = {"exists": file.is_file(), "line": None}
+    if result["exists"] and patterns:
+        found = [line for line in file.read_text("utf-8").splitlines() if any(re.search(p, line) for p in patterns)]
+        result["line"] = found[-1] if found else None
+    return result
+
+
+def _health(host: SimulatedHost, request: dict[str, Any]) -> dict[str, Any]:
+    install = request.get("install") or {}
+    users = []
+    for user in request["users"]:
+        entry = _discover(host, user, request)
+        profile = host.profile_path(user["name"])
+        if profile is not None:
+            exe = _expand(install.get("exe") or INSTALLED_EXE, profile)
+            entry["exe"] = _exe_info(host, exe)
+            if install.get("mode") == "portable":
+                log = exe[: -len(".exe")] + "_log.txt"
+            else:
+                log = profile + "\\AppData\\Local\\MicroSIP\\microsip_log.txt"
+            entry["log"] = _log_line(host, log, request.get("log_patterns") or [])
+        users.append(entry)
+    hooks = [{"path": p, "exists": host.path(p).is_file()} for p in request.get("hooks") or []]
+    return {"ok": True, "users": users, "hooks": hooks, "devices": list(host.audio_devices)}
+
+
+def _smoke(host: SimulatedHost, request: dict[str, Any], started: list[int]) -> dict[str, Any]:
+    steps: list[dict[str, Any]] = []
+    exe = _exe_info(host, request["exe"])
+    folder = request["folder"]
+    instance = None
+
+    def step(name: str, status: str, reason: str = "", line: str | None = None, alive: bool | None = None) -> None:
+        steps.append({"name": name, "status": status, "reason": reason, "line": line, "alive": alive, "ms": 0})
+
+    try:
+        if not exe["exists"]:
+            step("locate", "fail", "microsip.exe not found")
+            return _smoke_reply(host, exe, request, steps, instance, folder)
+        step("locate", "pass")
+        host.path(folder).mkdir(parents=True, exist_ok=True)
+        ini = folder + "\\provision-smoke.ini"
+        if request["method"] == "copy":
+            test_exe = folder + "\\provision-smoke.exe"
+            host.path(test_exe).write_bytes(host.path(request["exe"]).read_bytes())
+            launch = "/minimized"
+        else:
+            test_exe, launch = request["exe"], "/i:" + ini
+        log = folder + "\\provision-smoke_log.txt"
+        host.path(ini).write_bytes(base64.b64decode(request["ini_b64"]))
+        step("prepare", "pass")
+        instance = host.launch(test_exe, launch, ini, log)
+        assert instance is not None, "a test instance was already running"
+        started.append(instance.pid)
+        if host.faults.smoke_hang:
+            raise _Hang
+        seen = _log_line(host, log, request["ready_patterns"])["line"] if instance.ready else None
+        step("start", "done", line=seen, alive=instance.pid in host.processes)
+        if seen is None:
+            return _smoke_reply(host, exe, request, steps, instance, folder)
+        offset = len(host.path(log).read_text("utf-8"))
+        for command in request["commands"]:
+            host.launch(test_exe, command["argument"], ini, log)
+            alive = instance.pid in host.processes
+            if command.get("exits"):
+                step(command["name"], "done", alive=alive)
+                continue
+            if command.get("expect") is None:
+                step(command["name"], "done", alive=alive)
+                if not alive:
+                    break
+                continue
+            text = host.path(log).read_text("utf-8")
+            new, offset = text[offset:], len(text)
+            found = [line for line in new.splitlines() if any(re.search(p, line) for p in command["expect"])]
+            step(command["name"], "done", line=found[0] if found else None, alive=alive)
+            if not alive:
+                break
+    except OSError as exc:
+        step("error", "fail", str(exc))
+    return _smoke_reply(host, exe, request, steps, instance, folder)
+
+
+class _Hang(Exception):  # noqa: N818 - not an error: the operation just stops answering
+    pass
+
+
+def _smoke_reply(
+    host: SimulatedHost,
+    exe: dict[str, Any],
+    request: dict[str, Any],
+    steps: list[dict[str, Any]],
+    instance: SimProcess | None,
+    folder: str,
+) -> dict[str, Any]:
+    cleanup = _remove_smoke(host, instance, folder)
+    return {"ok": True, "exe": exe, "method": request["method"], "steps": steps, "cleanup": cleanup}
+
+
+def _remove_smoke(host: SimulatedHost, instance: SimProcess | None, folder: str) -> dict[str, Any]:
+    if instance is not None and instance.pid in host.processes:
+        host.stop_process(instance.pid)
+    prefix = folder.casefold() + "\\"
+    for process in list(host.processes.values()):
+        if not process.user and process.exe.casefold().startswith(prefix):
+            host.stop_process(process.pid)
+    target = host.path(folder)
+    if target.exists():
+        shutil.rmtree(target)
+    return {"ok": True, "reason": None}

@@ -116,7 +116,7 @@ class WSManService:
         shell = self._shell(header)
         del self.shells[shell.id]
         for program in shell.commands.values():  # the shell's job object ends its processes
-            program.finish(1)
+            program.terminate()
         return ""
 
     async def _command(self, root: ET.Element, header: ET.Element) -> str:

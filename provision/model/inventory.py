@@ -43,7 +43,14 @@ class Install(StrictModel):
         "installed (default): the ini is %APPDATA%\\MicroSIP\\microsip.ini of each user; "
         "portable: the ini is next to the exe, named after it."
     )
-    exe: str | None = key("Portable mode: path of microsip.exe; %USERPROFILE% stands for each user's profile folder.")
+    exe: str | None = key(
+        "Path of microsip.exe; %USERPROFILE% stands for each user's profile folder. Required in portable mode; "
+        "installed mode defaults to C:\\Program Files\\MicroSIP\\microsip.exe."
+    )
+    ini_switch: bool | None = key(
+        "The build takes /i:<ini> (custom builds only; stock MicroSIP has no such switch). "
+        "smoke then starts it with /i: instead of running a renamed copy of the exe."
+    )
 
     def merged(self, other: Install) -> Install:
         return self.model_copy(update=other.model_dump(exclude_none=True))

@@ -8,9 +8,10 @@ The profile reference in docs/ is generated from these models.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from provision.model.microsip import AUDIO_CODECS_MAX, KNOWN_CODECS, Version
 from provision.model.values import (
@@ -246,6 +247,27 @@ class Audio(StrictModel):
         return value
 
 
+def check_dial_string(text: str) -> str:
+    if not re.fullmatch(r"[0-9*#+]{1,32}", text):
+        raise ValueError("a number to dial: digits, *, # and + only (MicroSIP dials any other argument as text)")
+    return text
+
+
+DialString = Annotated[str, AfterValidator(check_dial_string)]
+
+
+class Smoke(StrictModel):
+    """How `provision smoke` exercises a test copy of MicroSIP rendered from this profile."""
+
+    number: DialString | None = key("Number the test instance dials, e.g. an echo test (*43). Omit: no call.")
+    ready_seconds: int = Field(
+        default=30, ge=1, le=300, description="How long the test instance may take to register, in seconds."
+    )
+    step_seconds: int = Field(
+        default=10, ge=1, le=120, description="How long each control command may take to show its effect."
+    )
+
+
 class Account(StrictModel):
     """One SIP account ([AccountN]). Per-user identity (username, password, ...) usually comes from the inventory."""
 
@@ -322,6 +344,7 @@ class Profile(StrictModel):
     active_account: Name | None = key("Name of the account MicroSIP uses (accountId); default: the first.")
     hooks: Hooks = Field(default_factory=Hooks, description="Event hook commands (cmd* keys).")
     audio: Audio = Field(default_factory=Audio, description="Audio devices.")
+    smoke: Smoke = Field(default_factory=Smoke, description="For smoke profiles: what `provision smoke` does.")
     extra_settings: dict[str, ExtraValue] = Field(
         default_factory=dict,
         description="Raw [Settings] keys provision has no field for, written as given. "

@@ -11,11 +11,12 @@ from provision.model.inventory import (
     Defaults,
     Group,
     Host,
+    Install,
     Inventory,
     User,
     UserAccount,
 )
-from provision.model.profile import Account, Audio, Hook, Hooks, Profile, Settings
+from provision.model.profile import Account, Audio, Hook, Hooks, Profile, Settings, Smoke
 
 PROFILE_MODELS: list[tuple[str, type[BaseModel]]] = [
     ("Profile file", Profile),
@@ -24,6 +25,7 @@ PROFILE_MODELS: list[tuple[str, type[BaseModel]]] = [
     ("hooks", Hooks),
     ("Hook", Hook),
     ("audio", Audio),
+    ("smoke", Smoke),
 ]
 INVENTORY_MODELS: list[tuple[str, type[BaseModel]]] = [
     ("Inventory file", Inventory),
@@ -33,6 +35,7 @@ INVENTORY_MODELS: list[tuple[str, type[BaseModel]]] = [
     ("users[]", User),
     ("users[].accounts.NAME", UserAccount),
     ("connection", Connection),
+    ("microsip", Install),
 ]
 _ANCHORS = {model.__name__: title for title, model in PROFILE_MODELS + INVENTORY_MODELS}
 

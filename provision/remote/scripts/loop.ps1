@@ -18,6 +18,15 @@ while ($true) {
             'rollback' {
                 Invoke-Rollback -Request $request
             }
+            'health' {
+                Invoke-Health -Request $request
+            }
+            'smoke' {
+                Invoke-Smoke -Request $request
+            }
+            'smoke-cleanup' {
+                Invoke-SmokeCleanup -Request $request
+            }
             default {
                 Send-Reply @{ ok = $false; error = 'unknown operation' }
             }

@@ -1,0 +1,343 @@
+"""Health checks and smoke tests, per host: one agent conversation each, judged on the controller.
+
+The agent reports facts (files, versions, processes, log lines); what counts as a pass, a
+warning or a failure is decided here, so the rules are in one readable place and tested
+without Windows. The log lines looked for are PJSIP's stock wording.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets as token
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from provision.errors import IniError
+from provision.plan import plan_target
+from provision.push import Connect, HostJob, PushOptions, UserJob, by_user, with_retries
+from provision.remote import INSTALLED_EXE
+from provision.remote.agent import Agent
+from provision.render import RenderedIni
+from provision.secrets import Secret
+from provision.transport.base import TIMEOUT, TransportError
+
+PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
+
+# PJSIP's log wording (level 5). Confirm on a real MicroSIP log before relying on it.
+REGISTERED = r"registration success, status=200"
+REGISTRATION_FAILED = r"SIP registration failed, status=\d+|SIP registration error"
+INVITE_SENT = r"Request msg INVITE/cseq="
+HANGUP_SENT = r"Request msg (BYE|CANCEL)/cseq="
+
+DAY = 86_400
+BUILD_AGE_WARN = int(1.5 * 365 * DAY)  # MicroSIP 3.22 starts warning
+BUILD_AGE_FAIL = int(2.5 * 365 * DAY)  # and refuses to start
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    detail: str = ""
+    seconds: float | None = None
+
+
+@dataclass
+class CheckResult:
+    host: str
+    checks: list[Check] = field(default_factory=list)
+    seconds: float = 0.0
+    method: str = ""  # smoke: how the test instance was launched
+    attempts: int = 1
+
+    @property
+    def status(self) -> str:
+        statuses = {c.status for c in self.checks}
+        if FAIL in statuses:
+            only_drift = all(c.name.endswith(": drift") for c in self.checks if c.status == FAIL)
+            return "drifted" if only_drift else "failed"
+        return "warning" if WARN in statuses else "ok"
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("ok", "warning")
+
+    @property
+    def reason(self) -> str:
+        """The failed checks, or else the warnings, on one line."""
+        for wanted in (FAIL, WARN):
+            found = [f"{c.name}: {c.detail}" if c.detail else c.name for c in self.checks if c.status == wanted]
+            if found:
+                return "; ".join(found)
+        return ""
+
+    def add(self, name: str, status: str, detail: str = "", seconds: float | None = None) -> None:
+        self.checks.append(Check(name, status, detail, seconds))
+
+
+def transport_failure(host: str, exc: TransportError) -> CheckResult:
+    result = CheckResult(host)
+    result.add("winrm", FAIL, f"{exc.kind}: {exc}")
+    return result
+
+
+def _guarded(job: HostJob, options: PushOptions, attempt: Callable[[], CheckResult]) -> CheckResult:
+    """Retries like push; a host that cannot be worked on is one failed 'winrm' check."""
+    result, tries = with_retries(options, attempt, lambda exc: transport_failure(job.host, exc))
+    result.attempts = tries
+    return result
+
+
+# health ------------------------------------------------------------------------------------
+
+
+def health_host(job: HostJob, connect: Connect, options: PushOptions, key: bytes, now: float) -> CheckResult:
+    return _guarded(job, options, lambda: _health_once(job, connect, options, key, now))
+
+
+def _health_once(job: HostJob, connect: Connect, options: PushOptions, key: bytes, now: float) -> CheckResult:
+    transport = connect(job)
+    try:
+        agent = Agent(transport, deadline=time.monotonic() + options.timeout)
+        clock = time.monotonic()
+        request = {
+            "op": "health",
+            "install": {"mode": job.install.mode or "installed", "exe": job.install.exe},
+            "users": [{"name": u.user} for u in job.users],
+            "hooks": sorted({p for u in job.users for p in _hook_programs(u)}),
+            "log_patterns": [REGISTERED, REGISTRATION_FAILED],
+        }
+        reply = agent.start(request)
+        latency = time.monotonic() - clock
+        agent.close()
+    finally:
+        transport.close()
+    result = CheckResult(job.host)
+    result.add("winrm", PASS, f"reachable, answered in {latency * 1000:.0f} ms", latency)
+    users = by_user(reply, [u.user for u in job.users])
+    exes = [u["exe"] for u in users.values() if isinstance(u.get("exe"), dict)]
+    _judge_exe(result, exes[0] if exes else None, now)
+    hooks = {h["path"]: bool(h.get("exists")) for h in reply.get("hooks") or [] if isinstance(h, dict)}
+    for path, present in sorted(hooks.items()):
+        result.add(f"hook {path}", PASS if present else FAIL, "present" if present else "program not found")
+    devices = set(reply.get("devices") or [])
+    for user in job.users:
+        _judge_user(result, user, users[user.user.casefold()], devices, key)
+    return result
+
+
+def _hook_programs(user: UserJob) -> list[str]:
+    hooks = user.target.resolved.profile.hooks
+    return [hook.program for hook in hooks.__dict__.values() if hook is not None]
+
+
+def _judge_exe(result: CheckResult, exe: dict[str, Any] | None, now: float) -> None:
+    if exe is None:
+        result.add("microsip", SKIP, "no user to look for it with")
+        return
+    if not exe.get("exists"):
+        result.add("microsip", FAIL, f"not installed: {exe.get('path')} not found")
+        return
+    result.add("microsip", PASS, f"version {exe.get('version') or 'unknown'}")
+    built = exe.get("build_time")
+    if not isinstance(built, int):
+        result.add("build age", WARN, "build date unreadable")
+        return
+    age = now - built
+    date = datetime.fromtimestamp(built, UTC).date().isoformat()
+    detail = f"built {date}, {age / (365 * DAY):.1f} years ago"
+    if age >= BUILD_AGE_FAIL:
+        result.add("build age", FAIL, detail + "; MicroSIP refuses to start after 2.5 years")
+    elif age >= BUILD_AGE_WARN:
+        result.add("build age", WARN, detail + "; MicroSIP warns after 1.5 years")
+    else:
+        result.add("build age", PASS, detail)
+
+
+def _judge_user(result: CheckResult, user: UserJob, entry: dict[str, Any], devices: set[str], key: bytes) -> None:
+    name = user.user
+    if entry.get("status") == "no-profile":
+        result.add(f"{name}: ini", WARN, "never logged on to this host")
+        return
+    if not entry.get("exists"):
+        result.add(f"{name}: ini", FAIL, f"missing: {entry.get('ini_path')}")
+        return
+    result.add(f"{name}: ini", PASS, str(entry.get("ini_path")))
+    content = base64.b64decode(entry.get("content_b64") or "")
+    assert user.rendered is not None
+    try:
+        plan = plan_target(user.rendered, user.secrets, content, user.record, key)
+    except IniError as exc:
+        result.add(f"{name}: drift", FAIL, f"unreadable ini: {exc.message}")
+        return
+    if user.record is None:
+        if plan.changes:
+            result.add(f"{name}: drift", WARN, f"not pushed by provision yet ({len(plan.changes)} managed keys differ)")
+        else:
+            result.add(f"{name}: drift", PASS, "managed keys as the profile says (not pushed from here)")
+    elif plan.changes:
+        keys = [f"[{c.section}] {c.key}" for c in plan.changes]
+        shown = ", ".join(keys[:6]) + (f" and {len(keys) - 6} more" if len(keys) > 6 else "")
+        result.add(f"{name}: drift", FAIL, f"{len(keys)} managed key(s) differ from the last push: {shown}")
+    else:
+        result.add(f"{name}: drift", PASS, "managed keys as pushed")
+    running = bool(entry.get("running"))
+    result.add(f"{name}: running", PASS if running else WARN, "MicroSIP running" if running else "MicroSIP not running")
+    audio = user.target.resolved.profile.audio
+    for label, device in (("input", audio.input), ("output", audio.output), ("ring", audio.ring)):
+        if device:
+            present = device in devices
+            result.add(f"{name}: audio {label}", PASS if present else WARN, device + ("" if present else " not found"))
+    if user.target.resolved.profile.settings.enableLog:
+        line = (entry.get("log") or {}).get("line")
+        if line is None:
+            result.add(f"{name}: registration", WARN, "no registration line in the log yet")
+        elif "success" in line:
+            result.add(f"{name}: registration", PASS, "registered")
+        else:
+            result.add(f"{name}: registration", FAIL, line.strip()[:200])
+
+
+# smoke -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SmokePlan:
+    """What the smoke test needs for one host: its test ini and how to drive it."""
+
+    ini: bytes = field(repr=False)  # secrets included: only ever sent, never shown
+    number: str | None
+    ready_seconds: int
+    step_seconds: int
+
+
+def smoke_commands(number: str | None) -> list[dict[str, Any]]:
+    """One switch per launch, in this order; never /reset, /resetnoask or a switch a version lacks."""
+    commands: list[dict[str, Any]] = []
+    if number:
+        commands.append({"name": "dial", "argument": number, "expect": [INVITE_SENT]})
+    commands.append({"name": "answer", "argument": "/answer", "expect": None})
+    commands.append({"name": "hangupall", "argument": "/hangupall", "expect": [HANGUP_SENT] if number else None})
+    commands.append({"name": "exit", "argument": "/exit", "exits": True})
+    return commands
+
+
+def smoke_host(job: HostJob, connect: Connect, options: PushOptions, plan: SmokePlan) -> CheckResult:
+    exe = job.install.exe or INSTALLED_EXE
+    if "%" in exe:
+        result = CheckResult(job.host)
+        result.add("locate", FAIL, f"smoke needs a fixed microsip.exe path, not {exe}")
+        return result
+    folder = f"C:\\ProgramData\\provision\\smoke-{token.token_hex(4)}"
+    method = "switch" if job.install.ini_switch else "copy"
+    request = {
+        "op": "smoke",
+        "exe": exe,
+        "method": method,
+        "folder": folder,
+        "ini_b64": base64.b64encode(plan.ini).decode("ascii"),
+        "ready_ms": plan.ready_seconds * 1000,
+        "step_ms": plan.step_seconds * 1000,
+        "settle_ms": 1000,
+        "ready_patterns": [REGISTERED, REGISTRATION_FAILED],
+        "commands": smoke_commands(plan.number),
+    }
+    result = _guarded(job, options, lambda: _smoke_once(job, connect, options, request, plan))
+    result.method = method
+    if any(c.name == "winrm" and c.status == FAIL and c.detail.startswith(TIMEOUT) for c in result.checks):
+        _cleanup_after_timeout(job, connect, options, folder, result)
+    return result
+
+
+def _smoke_once(
+    job: HostJob, connect: Connect, options: PushOptions, request: dict[str, Any], plan: SmokePlan
+) -> CheckResult:
+    transport = connect(job)
+    try:
+        agent = Agent(transport, deadline=time.monotonic() + options.timeout)
+        reply = agent.start(request)
+        agent.close()
+    finally:
+        transport.close()
+    return judge_smoke(job.host, reply, request, plan)
+
+
+def judge_smoke(host: str, reply: dict[str, Any], request: dict[str, Any], plan: SmokePlan) -> CheckResult:
+    result = CheckResult(host, method=request["method"])
+    steps = {s["name"]: s for s in reply.get("steps") or [] if isinstance(s, dict)}
+    exe = reply.get("exe") or {}
+    expected = ["locate", "prepare", "start", *(c["name"] for c in request["commands"])]
+    for name in expected:
+        step = steps.get(name)
+        if step is None:
+            result.add(name, SKIP, "not reached")
+            continue
+        seconds = (step.get("ms") or 0) / 1000 or None
+        status, detail = _judge_step(name, step, exe, plan)
+        result.add(name, status, detail, seconds)
+    if "error" in steps:
+        result.add("error", FAIL, str(steps["error"].get("reason") or "script error"))
+    cleanup = reply.get("cleanup") or {}
+    if cleanup.get("ok"):
+        result.add("cleanup", PASS, "test copy stopped and removed")
+    else:
+        result.add("cleanup", FAIL, f"could not remove the test copy: {cleanup.get('reason') or 'unknown'}")
+    return result
+
+
+def _judge_step(name: str, step: dict[str, Any], exe: dict[str, Any], plan: SmokePlan) -> tuple[str, str]:
+    line = step.get("line")
+    alive = step.get("alive")
+    if step.get("status") in (PASS, FAIL):
+        detail = str(step.get("reason") or "")
+        if name == "locate" and step["status"] == PASS:
+            built = exe.get("build_time")
+            date = datetime.fromtimestamp(built, UTC).date().isoformat() if isinstance(built, int) else "unknown"
+            detail = f"{exe.get('path')}, version {exe.get('version') or 'unknown'}, built {date}"
+        return step["status"], detail
+    if name == "start":
+        if line is None:
+            why = "exited" if alive is False else "no registration in its log (a modal dialog?)"
+            return FAIL, f"not ready within {plan.ready_seconds} s: {why}"
+        if "success" in line:
+            return PASS, "started minimized with its own ini; registered"
+        return FAIL, f"registration failed: {line.strip()[:200]}"
+    if name == "exit":
+        if alive:
+            return FAIL, f"still running {plan.step_seconds} s after /exit (stopped by cleanup)"
+        return PASS, "exited"
+    if alive is False:
+        return FAIL, f"MicroSIP exited after {name}"
+    if name == "dial":
+        return (PASS, "INVITE sent") if line else (FAIL, f"no INVITE in the log within {plan.step_seconds} s")
+    if name == "hangupall" and plan.number:
+        return (PASS, "hang-up sent") if line else (FAIL, f"no BYE or CANCEL in the log within {plan.step_seconds} s")
+    return PASS, "still running"
+
+
+def _cleanup_after_timeout(
+    job: HostJob, connect: Connect, options: PushOptions, folder: str, result: CheckResult
+) -> None:
+    """The agent did not answer: its shell is gone, and with it the test instance; remove the folder."""
+    try:
+        transport = connect(job)
+        try:
+            agent = Agent(transport, deadline=time.monotonic() + min(options.timeout, 60))
+            reply = agent.start({"op": "smoke-cleanup", "folder": folder})
+            agent.close()
+        finally:
+            transport.close()
+        cleanup = reply.get("cleanup") or {}
+        ok = bool(cleanup.get("ok"))
+        result.add("cleanup", PASS if ok else FAIL, "removed after the timeout" if ok else str(cleanup.get("reason")))
+    except TransportError as exc:
+        result.add("cleanup", FAIL, f"could not clean up after the timeout: {exc}")
+
+
+def smoke_ini(rendered: RenderedIni, secrets: dict[str, Secret]) -> bytes:
+    from provision.output import render_file
+
+    return render_file(rendered, secrets).content

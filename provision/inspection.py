@@ -1,0 +1,216 @@
+"""health and smoke over a fleet, and their reports for people (table) and machines (JSON, JUnit).
+
+profiles + inventory -> targets (and for smoke, the smoke profile's test ini) -> one job per
+host -> checks.py per host, `forks` at a time -> CheckRun -> table / JSON / JUnit XML.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree as ET
+
+from provision.checks import FAIL, SKIP, WARN, CheckResult, SmokePlan, health_host, smoke_host, smoke_ini
+from provision.errors import ConfigError, Problem, SecretError, TemplateError
+from provision.project import Project, prepare, select_targets
+from provision.push import HostJob, PushOptions, UserJob, run_hosts
+from provision.render import Renderer
+from provision.rollout import EVERY_HOST, ConnectFactory, RunSettings, host_jobs, now_iso, write_text_atomically
+from provision.secrets import Redactor
+from provision.state import State
+from provision.targets import smoke_target
+
+
+@dataclass
+class CheckRun:
+    command: str
+    hosts: list[CheckResult]
+    started: str
+    seconds: float
+    warnings: list[Problem]
+    redactor: Redactor = field(repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return all(h.ok for h in self.hosts)
+
+
+def _broken(job: HostJob, reason: str, kind: str) -> CheckResult:
+    result = CheckResult(job.host)
+    result.add("provision", FAIL, f"{kind}: {reason}")
+    return result
+
+
+def health(
+    project: Project,
+    inventory: Path,
+    connect_factory: ConnectFactory,
+    options: PushOptions,
+    settings: RunSettings = EVERY_HOST,
+) -> CheckRun:
+    """Read-only checks of every chosen host; nothing on a workstation is changed."""
+    prepared = prepare(project, inventory, settings.limit, settings.hosts)
+    state = State.read_only(project.state_path)
+    try:
+        jobs = host_jobs(prepared, state)
+        key = state.fingerprint_key
+    finally:
+        state.close()
+    connect = connect_factory(prepared.inventory)
+    started, clock, now = now_iso(), time.monotonic(), time.time()
+    settings.on_start(len(jobs))
+    results = run_hosts(
+        jobs, lambda job: health_host(job, connect, options, key, now), settings.forks, settings.on_done, _broken
+    )
+    return CheckRun("health", results, started, time.monotonic() - clock, prepared.warnings, prepared.redactor)
+
+
+def smoke(
+    project: Project,
+    inventory: Path,
+    profile: str,
+    connect_factory: ConnectFactory,
+    options: PushOptions,
+    settings: RunSettings = EVERY_HOST,
+) -> CheckRun:
+    """A test copy of MicroSIP on every chosen host, rendered from the smoke profile."""
+    loaded, targets = select_targets(project, inventory, settings.limit, settings.hosts)
+    store, renderer, resolver = project.store(), Renderer(project.templates()), project.secret_resolver()
+    jobs: list[tuple[HostJob, SmokePlan]] = []
+    seen: set[str] = set()
+    problems: list[Problem] = []
+    for target in targets:
+        if target.host in seen:
+            continue
+        seen.add(target.host)
+        try:
+            test = smoke_target(store, target, profile)
+            secrets = {
+                a.section.lower(): resolver.resolve(a.password.ref, a.password.where)
+                for a in test.accounts
+                if a.password
+            }
+            rendered = renderer.render(test)
+        except ConfigError as exc:
+            problems += exc.problems
+            break  # the same profile fails the same way on every host
+        except (SecretError, TemplateError) as exc:
+            problems.append(Problem(profile, None, "", exc.message))
+            break
+        smoke_settings = test.resolved.profile.smoke
+        plan = SmokePlan(
+            smoke_ini(rendered, secrets),
+            smoke_settings.number,
+            smoke_settings.ready_seconds,
+            smoke_settings.step_seconds,
+        )
+        jobs.append((HostJob(target.host, target.connection, target.install, (UserJob(test),)), plan))
+    if problems:
+        raise ConfigError(problems)
+    plans = {job.host: plan for job, plan in jobs}
+    connect = connect_factory(loaded)
+    started, clock = now_iso(), time.monotonic()
+    settings.on_start(len(jobs))
+    results = run_hosts(
+        [job for job, _ in jobs],
+        lambda job: smoke_host(job, connect, options, plans[job.host]),
+        settings.forks,
+        settings.on_done,
+        _broken,
+    )
+    return CheckRun("smoke", results, started, time.monotonic() - clock, [], Redactor(resolver.secrets()))
+
+
+# Summaries and reports ---------------------------------------------------------------------
+
+
+def summary(run: CheckRun) -> str:
+    """'412 ok, 9 drifted, 3 failed (5 warnings)'."""
+    counts: dict[str, int] = {}
+    for host in run.hosts:
+        counts[host.status] = counts.get(host.status, 0) + 1
+    order = ["ok", "warning", "drifted", "failed"]
+    words = {"warning": "with warnings"}
+    parts = [f"{counts[s]} {words.get(s, s)}" for s in order if counts.get(s)]
+    warnings = sum(1 for h in run.hosts for c in h.checks if c.status == WARN)
+    text = ", ".join(parts) or "no hosts"
+    return text + (f" ({warnings} warning{'s' if warnings != 1 else ''})" if warnings else "")
+
+
+def report_data(run: CheckRun) -> dict[str, Any]:
+    return {
+        "command": run.command,
+        "started": run.started,
+        "seconds": round(run.seconds, 3),
+        "ok": run.ok,
+        "summary": summary(run),
+        "hosts": [
+            {
+                "host": h.host,
+                "status": h.status,
+                "seconds": round(h.seconds, 3),
+                "attempts": h.attempts,
+                **({"method": h.method} if h.method else {}),
+                "checks": [
+                    {
+                        "name": c.name,
+                        "status": c.status,
+                        "detail": c.detail,
+                        **({"seconds": round(c.seconds, 3)} if c.seconds is not None else {}),
+                    }
+                    for c in h.checks
+                ],
+            }
+            for h in run.hosts
+        ],
+    }
+
+
+def report_json(run: CheckRun) -> str:
+    return run.redactor(json.dumps(report_data(run), indent=2, ensure_ascii=False)) + "\n"
+
+
+def junit_xml(run: CheckRun) -> str:
+    """One testsuite for the run, one testcase per host; failed checks are its failure,
+    warnings and every check's line go to system-out. A host that could not be reached is
+    an error rather than a failure."""
+    suite = ET.Element(
+        "testsuite",
+        {
+            "name": f"provision {run.command}",
+            "tests": str(len(run.hosts)),
+            "failures": str(sum(1 for h in run.hosts if h.status in ("failed", "drifted") and not _unreachable(h))),
+            "errors": str(sum(1 for h in run.hosts if _unreachable(h))),
+            "skipped": "0",
+            "time": f"{run.seconds:.3f}",
+            "timestamp": run.started.removesuffix("+00:00"),
+        },
+    )
+    for host in run.hosts:
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            {"classname": f"provision.{run.command}", "name": host.host, "time": f"{host.seconds:.3f}"},
+        )
+        failed = [c for c in host.checks if c.status == FAIL]
+        if failed:
+            tag = "error" if _unreachable(host) else "failure"
+            element = ET.SubElement(case, tag, {"message": run.redactor(host.reason)[:1000], "type": host.status})
+            element.text = run.redactor("\n".join(f"{c.name}: {c.detail}" for c in failed))
+        lines = [f"{c.status.upper():4} {c.name}: {c.detail}" for c in host.checks if c.status != SKIP or c.detail]
+        ET.SubElement(case, "system-out").text = run.redactor("\n".join(lines))
+    root = ET.Element("testsuites", {"name": f"provision {run.command}"})
+    root.append(suite)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _unreachable(host: CheckResult) -> bool:
+    return any(c.name in ("winrm", "provision") and c.status == FAIL for c in host.checks)
+
+
+def write_junit(run: CheckRun, path: Path) -> None:
+    write_text_atomically(path, junit_xml(run))

@@ -1,0 +1,84 @@
+# provision-op: health v1
+# Read-only: MicroSIP's exe (version, build date), each user's ini, whether their MicroSIP
+# runs, the last registration line of their log, hook programs on disk, audio devices.
+
+function Invoke-Health {
+    param($Request)
+    $exes = @()
+    foreach ($path in $Request.exes) {
+        $exes += Get-ExeInfo -Path $path
+    }
+    $users = @()
+    foreach ($user in $Request.users) {
+        $entry = @{ name = $user.name; status = 'ok' }
+        $profilePath = Get-ProfilePath -Name $user.name
+        if ($null -eq $profilePath) {
+            $entry.status = 'no-profile'
+        } else {
+            $ini = Get-IniPath -ProfilePath $profilePath -Install $Request.install
+            $entry.ini_path = $ini
+            $entry.exists = Test-Path -LiteralPath $ini
+            if ($entry.exists) {
+                $entry.content_b64 = [Convert]::ToBase64String([System.IO.File]::ReadAllBytes($ini))
+            }
+            $entry.running = @(Get-UserMicroSip -Name $user.name).Count -gt 0
+            $log = Get-LogPath -ProfilePath $profilePath -Install $Request.install
+            $entry.log = Find-LogLine -Path $log -Patterns $Request.log_patterns
+        }
+        $users += $entry
+    }
+    $hooks = @()
+    foreach ($path in $Request.hooks) {
+        $hooks += @{ path = $path; exists = Test-Path -LiteralPath $path -PathType Leaf }
+    }
+    $devices = @(Get-CimInstance -ClassName Win32_PnPEntity -Filter "PNPClass = 'AudioEndpoint'" | ForEach-Object { $_.Name })
+    Send-Reply @{ ok = $true; exes = $exes; users = $users; hooks = $hooks; devices = $devices }
+}
+
+function Get-ExeInfo {
+    # File version, and the build time from the PE header (TimeDateStamp, seconds since 1970).
+    param([string]$Path)
+    $info = @{ path = $Path; exists = Test-Path -LiteralPath $Path -PathType Leaf }
+    if ($info.exists) {
+        $info.version = (Get-Item -LiteralPath $Path).VersionInfo.FileVersion
+        $stream = [System.IO.File]::OpenRead($Path)
+        try {
+            $reader = New-Object System.IO.BinaryReader($stream)
+            $stream.Position = 0x3C
+            $stream.Position = $reader.ReadInt32() + 8
+            $info.build_time = $reader.ReadUInt32()
+        } finally {
+            $stream.Dispose()
+        }
+    }
+    return $info
+}
+
+function Get-LogPath {
+    # <exe>_log.txt: next to a portable exe, in %LOCALAPPDATA%\MicroSIP for the installed one.
+    param([string]$ProfilePath, $Install)
+    if ($Install.mode -eq 'portable') {
+        $exe = $Install.exe.Replace('%USERPROFILE%', $ProfilePath)
+        return [System.IO.Path]::ChangeExtension($exe, $null).TrimEnd('.') + '_log.txt'
+    }
+    return Join-Path $ProfilePath 'AppData\Local\MicroSIP\microsip_log.txt'
+}
+
+function Find-LogLine {
+    # The last line of the log matching any of the patterns (regular expressions, as data).
+    param([string]$Path, $Patterns)
+    $result = @{ exists = Test-Path -LiteralPath $Path -PathType Leaf; line = $null }
+    if ($result.exists -and $Patterns) {
+        $stream = New-Object System.IO.FileStream($Path, 'Open', 'Read', 'ReadWrite')
+        try {
+            $text = (New-Object System.IO.StreamReader($stream)).ReadToEnd()
+        } finally {
+            $stream.Dispose()
+        }
+        $found = @($text -split "`r?`n" | Select-String -Pattern $Patterns)
+        if ($found.Count -gt 0) {
+            $result.line = $found[-1].Line
+        }
+    }
+    return $result
+}

@@ -1,0 +1,144 @@
+# provision-op: smoke v1
+# An isolated MicroSIP in a folder of its own, started minimized with its own ini, driven
+# through its control commands (one switch per launch), then closed and removed. The
+# user's own MicroSIP and ini are never touched. Every wait is bounded.
+
+function Invoke-Smoke {
+    param($Request)
+    $steps = New-Object System.Collections.ArrayList
+    $exe = Get-ExeInfo -Path $Request.exe
+    $instance = $null
+    $testExe = $null
+    try {
+        if (-not $exe.exists) {
+            Add-Step -Steps $steps -Name 'locate' -Status 'fail' -Reason 'microsip.exe not found'
+            return
+        }
+        Add-Step -Steps $steps -Name 'locate' -Status 'pass'
+        New-Item -ItemType Directory -Path $Request.folder -Force | Out-Null
+        $ini = Join-Path $Request.folder 'provision-smoke.ini'
+        if ($Request.method -eq 'copy') {
+            # A copy named for its ini: provision-smoke.exe reads provision-smoke.ini beside it.
+            $testExe = Join-Path $Request.folder 'provision-smoke.exe'
+            Copy-Item -LiteralPath $Request.exe -Destination $testExe
+            $launch = '/minimized'
+        } else {
+            $testExe = $Request.exe
+            $launch = '/i:' + $ini
+        }
+        $log = Join-Path $Request.folder 'provision-smoke_log.txt'
+        [System.IO.File]::WriteAllBytes($ini, [Convert]::FromBase64String($Request.ini_b64))
+        Add-Step -Steps $steps -Name 'prepare' -Status 'pass'
+
+        $clock = [System.Diagnostics.Stopwatch]::StartNew()
+        $instance = Start-Process -FilePath $testExe -ArgumentList $launch -PassThru
+        $seen = Wait-LogLine -Path $log -From 0 -Patterns $Request.ready_patterns -Process $instance -TimeoutMs $Request.ready_ms
+        Add-Step -Steps $steps -Name 'start' -Status 'done' -Line $seen.line -Alive $seen.alive -Ms $clock.ElapsedMilliseconds
+        if ($null -eq $seen.line) {
+            return
+        }
+        $offset = $seen.offset
+        foreach ($command in $Request.commands) {
+            $clock = [System.Diagnostics.Stopwatch]::StartNew()
+            $launcher = Start-Process -FilePath $testExe -ArgumentList $command.argument -PassThru
+            if (-not $launcher.WaitForExit($Request.step_ms)) {
+                Stop-Process -Id $launcher.Id -Force -ErrorAction SilentlyContinue
+            }
+            if ($command.exits) {
+                $gone = $instance.WaitForExit($Request.step_ms)
+                Add-Step -Steps $steps -Name $command.name -Status 'done' -Alive (-not $gone) -Ms $clock.ElapsedMilliseconds
+                continue
+            }
+            if ($null -eq $command.expect) {
+                # Nothing to look for in the log: give it a moment, then check it is still alive.
+                Start-Sleep -Milliseconds $Request.settle_ms
+                $instance.Refresh()
+                Add-Step -Steps $steps -Name $command.name -Status 'done' -Alive (-not $instance.HasExited) -Ms $clock.ElapsedMilliseconds
+                if ($instance.HasExited) {
+                    return
+                }
+                continue
+            }
+            $seen = Wait-LogLine -Path $log -From $offset -Patterns $command.expect -Process $instance -TimeoutMs $Request.step_ms
+            $offset = $seen.offset
+            Add-Step -Steps $steps -Name $command.name -Status 'done' -Line $seen.line -Alive $seen.alive -Ms $clock.ElapsedMilliseconds
+            if (-not $seen.alive) {
+                return
+            }
+        }
+    } catch {
+        Add-Step -Steps $steps -Name 'error' -Status 'fail' -Reason $_.Exception.Message
+    } finally {
+        $cleanup = Remove-SmokeCopy -Instance $instance -TestExe $testExe -Folder $Request.folder -Method $Request.method
+        Send-Reply @{ ok = $true; exe = $exe; method = $Request.method; steps = $steps.ToArray(); cleanup = $cleanup }
+    }
+}
+
+function Add-Step {
+    param($Steps, [string]$Name, [string]$Status, [string]$Reason, [string]$Line, $Alive, [long]$Ms)
+    $Steps.Add(@{ name = $Name; status = $Status; reason = $Reason; line = $Line; alive = $Alive; ms = $Ms }) | Out-Null
+}
+
+function Wait-LogLine {
+    # Polls the log (shared read: MicroSIP keeps it open) for a line after offset From that
+    # matches a pattern, until found, the process ends, or TimeoutMs.
+    param([string]$Path, [long]$From, $Patterns, $Process, [int]$TimeoutMs)
+    $deadline = (Get-Date).AddMilliseconds($TimeoutMs)
+    $offset = $From
+    while ($true) {
+        $Process.Refresh()
+        $alive = -not $Process.HasExited
+        if (Test-Path -LiteralPath $Path -PathType Leaf) {
+            $stream = New-Object System.IO.FileStream($Path, 'Open', 'Read', 'ReadWrite')
+            try {
+                $stream.Position = [Math]::Min($From, $stream.Length)
+                $text = (New-Object System.IO.StreamReader($stream)).ReadToEnd()
+                $offset = $stream.Length
+            } finally {
+                $stream.Dispose()
+            }
+            $found = @($text -split "`r?`n" | Select-String -Pattern $Patterns)
+            if ($found.Count -gt 0) {
+                return @{ line = $found[0].Line; alive = $alive; offset = $offset }
+            }
+        }
+        if (-not $alive -or (Get-Date) -gt $deadline) {
+            return @{ line = $null; alive = $alive; offset = $offset }
+        }
+        Start-Sleep -Milliseconds 200
+    }
+}
+
+function Remove-SmokeCopy {
+    # Stops what the smoke test started and deletes its folder, whatever happened before.
+    param($Instance, [string]$TestExe, [string]$Folder, [string]$Method)
+    $result = @{ ok = $true; reason = $null }
+    try {
+        if ($null -ne $Instance) {
+            $Instance.Refresh()
+            if (-not $Instance.HasExited) {
+                Stop-Process -Id $Instance.Id -Force -ErrorAction SilentlyContinue
+                $Instance.WaitForExit(5000) | Out-Null
+            }
+        }
+        if ($Method -eq 'copy' -and $TestExe) {
+            Get-Process | Where-Object { $_.Path -eq $TestExe } | Stop-Process -Force -ErrorAction SilentlyContinue
+        }
+        if (Test-Path -LiteralPath $Folder) {
+            Remove-Item -LiteralPath $Folder -Recurse -Force
+        }
+    } catch {
+        $result.ok = $false
+        $result.reason = $_.Exception.Message
+    }
+    return $result
+}
+
+function Invoke-SmokeCleanup {
+    # After a smoke run that did not answer: its shell is gone (and with it the test
+    # instance); remove what is left of its folder.
+    param($Request)
+    $testExe = Join-Path $Request.folder 'provision-smoke.exe'
+    $cleanup = Remove-SmokeCopy -Instance $null -TestExe $testExe -Folder $Request.folder -Method 'copy'
+    Send-Reply @{ ok = $true; cleanup = $cleanup }
+}
