@@ -8,12 +8,12 @@ from pathlib import Path
 import click
 
 from provision.cli.app import App
-from provision.cli.remote import RemoteArgs, credentials, remote_options
+from provision.cli.remote import RemoteArgs, fleet_run, remote_options
 from provision.errors import ExitStatus
 from provision.inspection import CheckRun, health, report_json, smoke, write_junit
 from provision.project import Project
 from provision.push import PushOptions
-from provision.rollout import ConnectFactory, RunSettings, winrm_connect, write_text_atomically
+from provision.rollout import ConnectFactory, RunSettings, write_text_atomically
 
 output_format = click.option(
     "--format",
@@ -37,12 +37,7 @@ def _run_checks(
     ctx: click.Context, remote: RemoteArgs, verb: str, fmt: str, junit: Path | None, action: CheckAction
 ) -> None:
     app: App = ctx.obj
-    creds = credentials(app, remote.user, remote.password_ref)
-    if remote.no_verify_tls:
-        app.reporter.err.print("[yellow]Warning:[/] TLS certificates are not checked (--no-verify-tls)")
-    connect = winrm_connect(creds, verify_tls=not remote.no_verify_tls, timeout=remote.timeout)
-    with app.reporter.hosts_progress(verb) as (on_start, on_done):
-        settings = RunSettings(remote.forks, remote.limit, tuple(remote.hosts), on_start, on_done)
+    with fleet_run(ctx, remote, verb) as (connect, settings):
         run = action(app.project, remote.inventory, connect, settings)
     app.reporter.redact = run.redactor
     app.reporter.warnings(run.warnings)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -126,15 +127,22 @@ def credentials(app: App, user: str | None, password_ref: str) -> Credentials:
 Action = Callable[[Project, Path, ConnectFactory, RunSettings], RunResult]
 
 
-def _run(ctx: click.Context, remote: RemoteArgs, verb: str, action: Action, *, diff: bool = False) -> RunResult:
-    """Credentials, progress, the run, the table, the report and the exit status."""
+@contextmanager
+def fleet_run(ctx: click.Context, remote: RemoteArgs, verb: str) -> Iterator[tuple[ConnectFactory, RunSettings]]:
+    """Credentials, the TLS warning, and progress shown while the hosts are worked on."""
     app: App = ctx.obj
     creds = credentials(app, remote.user, remote.password_ref)
     if remote.no_verify_tls:
         app.reporter.err.print("[yellow]Warning:[/] TLS certificates are not checked (--no-verify-tls)")
     connect = winrm_connect(creds, verify_tls=not remote.no_verify_tls, timeout=remote.timeout)
     with app.reporter.hosts_progress(verb) as (on_start, on_done):
-        settings = RunSettings(remote.forks, remote.limit, tuple(remote.hosts), on_start, on_done)
+        yield connect, RunSettings(remote.forks, remote.limit, tuple(remote.hosts), on_start, on_done)
+
+
+def _run(ctx: click.Context, remote: RemoteArgs, verb: str, action: Action, *, diff: bool = False) -> RunResult:
+    """The run, then the table, the report and the exit status."""
+    app: App = ctx.obj
+    with fleet_run(ctx, remote, verb) as (connect, settings):
         run = action(app.project, remote.inventory, connect, settings)
     app.reporter.warnings(run.warnings)
     app.reporter.redact = run.redactor

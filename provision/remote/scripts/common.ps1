@@ -34,6 +34,28 @@ function Get-IniPath {
     return Join-Path $ProfilePath 'AppData\Roaming\MicroSIP\microsip.ini'
 }
 
+function Get-UserIni {
+    # One user's ini: where it is, its content and digest, whether their MicroSIP runs.
+    # Also gives the profile folder, or status 'no-profile' for a user who never logged on.
+    param([string]$Name, $Install)
+    $entry = @{ name = $Name; status = 'ok' }
+    $profilePath = Get-ProfilePath -Name $Name
+    if ($null -eq $profilePath) {
+        $entry.status = 'no-profile'
+        return $entry
+    }
+    $entry.profile_path = $profilePath
+    $ini = Get-IniPath -ProfilePath $profilePath -Install $Install
+    $entry.ini_path = $ini
+    $entry.exists = Test-Path -LiteralPath $ini
+    if ($entry.exists) {
+        $entry.content_b64 = [Convert]::ToBase64String([System.IO.File]::ReadAllBytes($ini))
+        $entry.sha256 = Get-Sha256 -Path $ini
+    }
+    $entry.running = @(Get-UserMicroSip -Name $Name).Count -gt 0
+    return $entry
+}
+
 function Get-Sha256 {
     param([string]$Path)
     return (Get-FileHash -LiteralPath $Path -Algorithm SHA256).Hash.ToLowerInvariant()

@@ -1,28 +1,16 @@
 # provision-op: health v1
-# Read-only: MicroSIP's exe (version, build date), each user's ini, whether their MicroSIP
+# Read-only: for each user their ini, MicroSIP's exe (version, build date), whether their MicroSIP
 # runs, the last registration line of their log, hook programs on disk, audio devices.
 
 function Invoke-Health {
     param($Request)
-    $exes = @()
-    foreach ($path in $Request.exes) {
-        $exes += Get-ExeInfo -Path $path
-    }
     $users = @()
     foreach ($user in $Request.users) {
-        $entry = @{ name = $user.name; status = 'ok' }
-        $profilePath = Get-ProfilePath -Name $user.name
-        if ($null -eq $profilePath) {
-            $entry.status = 'no-profile'
-        } else {
-            $ini = Get-IniPath -ProfilePath $profilePath -Install $Request.install
-            $entry.ini_path = $ini
-            $entry.exists = Test-Path -LiteralPath $ini
-            if ($entry.exists) {
-                $entry.content_b64 = [Convert]::ToBase64String([System.IO.File]::ReadAllBytes($ini))
-            }
-            $entry.running = @(Get-UserMicroSip -Name $user.name).Count -gt 0
-            $log = Get-LogPath -ProfilePath $profilePath -Install $Request.install
+        $entry = Get-UserIni -Name $user.name -Install $Request.install
+        if ($entry.status -eq 'ok') {
+            $exe = Get-ExePath -ProfilePath $entry.profile_path -Install $Request.install
+            $entry.exe = Get-ExeInfo -Path $exe
+            $log = Get-LogPath -ProfilePath $entry.profile_path -Install $Request.install
             $entry.log = Find-LogLine -Path $log -Patterns $Request.log_patterns
         }
         $users += $entry
@@ -32,7 +20,7 @@ function Invoke-Health {
         $hooks += @{ path = $path; exists = Test-Path -LiteralPath $path -PathType Leaf }
     }
     $devices = @(Get-CimInstance -ClassName Win32_PnPEntity -Filter "PNPClass = 'AudioEndpoint'" | ForEach-Object { $_.Name })
-    Send-Reply @{ ok = $true; exes = $exes; users = $users; hooks = $hooks; devices = $devices }
+    Send-Reply @{ ok = $true; users = $users; hooks = $hooks; devices = $devices }
 }
 
 function Get-ExeInfo {
@@ -52,6 +40,15 @@ function Get-ExeInfo {
         }
     }
     return $info
+}
+
+function Get-ExePath {
+    # The inventory's exe (%USERPROFILE% expanded), else where the installer puts it.
+    param([string]$ProfilePath, $Install)
+    if ($Install.exe) {
+        return $Install.exe.Replace('%USERPROFILE%', $ProfilePath)
+    }
+    return 'C:\Program Files\MicroSIP\microsip.exe'
 }
 
 function Get-LogPath {
