@@ -363,6 +363,8 @@ def _smoke(host: SimulatedHost, request: dict[str, Any], started: list[int]) -> 
         else:
             test_exe, launch = request["exe"], "/i:" + ini
         log = folder + "\\provision-smoke_log.txt"
+        if host.faults.disk_full:
+            raise OSError("There is not enough space on the disk.")
         host.path(ini).write_bytes(base64.b64decode(request["ini_b64"]))
         step("prepare", "pass")
         instance = host.launch(test_exe, launch, ini, log)

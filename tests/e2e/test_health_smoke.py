@@ -168,6 +168,8 @@ def test_smoke_with_a_build_that_takes_the_ini_switch(lab: Lab) -> None:
         ("modal", "start", "no registration in its log"),
         ("registration", "start", "registration failed"),
         ("crash", "answer", "exited after answer"),
+        ("crash on dial", "dial", "exited after dial"),
+        ("disk full", "error", "not enough space"),
         ("wont exit", "exit", "still running"),
         ("no exe", "locate", "microsip.exe not found"),
     ],
@@ -180,6 +182,10 @@ def test_smoke_step_failures_are_reported_and_cleaned_up(lab: Lab, fault: str, s
         host.faults.registration_fails = True
     elif fault == "crash":
         host.faults.microsip_crash_on = "/answer"
+    elif fault == "crash on dial":
+        host.faults.microsip_crash_on = "*43"
+    elif fault == "disk full":
+        host.faults.disk_full = True
     elif fault == "wont exit":
         host.faults.microsip_wont_exit = True
     elif fault == "no exe":
