@@ -16,9 +16,9 @@ from xml.etree import ElementTree as ET
 from provision.checks import FAIL, SKIP, WARN, CheckResult, SmokePlan, health_host, smoke_host, smoke_ini
 from provision.errors import ConfigError, Problem, SecretError, TemplateError
 from provision.project import Project, prepare, select_targets
-from provision.push import HostJob, PushOptions, UserJob, run_hosts
+from provision.push import HostJob, PushOptions, UserJob
 from provision.render import Renderer
-from provision.rollout import EVERY_HOST, ConnectFactory, RunSettings, host_jobs, now_iso, write_text_atomically
+from provision.rollout import EVERY_HOST, ConnectFactory, RunSettings, host_jobs, run_fleet, write_text_atomically
 from provision.secrets import Redactor
 from provision.state import State
 from provision.targets import smoke_target
@@ -60,12 +60,11 @@ def health(
     finally:
         state.close()
     connect = connect_factory(prepared.inventory)
-    started, clock, now = now_iso(), time.monotonic(), time.time()
-    settings.on_start(len(jobs))
-    results = run_hosts(
-        jobs, lambda job: health_host(job, connect, options, key, now), settings.forks, settings.on_done, _broken
+    now = time.time()
+    results, started, seconds = run_fleet(
+        jobs, lambda job: health_host(job, connect, options, key, now), settings, _broken
     )
-    return CheckRun("health", results, started, time.monotonic() - clock, prepared.warnings, prepared.redactor)
+    return CheckRun("health", results, started, seconds, prepared.warnings, prepared.redactor)
 
 
 def smoke(
@@ -112,16 +111,10 @@ def smoke(
         raise ConfigError(problems)
     plans = {job.host: plan for job, plan in jobs}
     connect = connect_factory(loaded)
-    started, clock = now_iso(), time.monotonic()
-    settings.on_start(len(jobs))
-    results = run_hosts(
-        [job for job, _ in jobs],
-        lambda job: smoke_host(job, connect, options, plans[job.host]),
-        settings.forks,
-        settings.on_done,
-        _broken,
+    results, started, seconds = run_fleet(
+        [job for job, _ in jobs], lambda job: smoke_host(job, connect, options, plans[job.host]), settings, _broken
     )
-    return CheckRun("smoke", results, started, time.monotonic() - clock, [], Redactor(resolver.secrets()))
+    return CheckRun("smoke", results, started, seconds, [], Redactor(resolver.secrets()))
 
 
 # Summaries and reports ---------------------------------------------------------------------

@@ -10,14 +10,13 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from provision.errors import ConfigError, Problem, ProvisionError, display_path
-from provision.model.inventory import Connection
 from provision.project import Prepared, Project, prepare, select_targets
 from provision.push import (
     CHANGED,
@@ -27,6 +26,7 @@ from provision.push import (
     HostJob,
     HostOutcome,
     HostResult,
+    Out,
     PushOptions,
     UserJob,
     broken_host,
@@ -132,15 +132,37 @@ def _check_ca_bundles(loaded: LoadedInventory) -> None:
         raise ConfigError(problems)
 
 
-def host_jobs(prepared: Prepared, state: State | None) -> list[HostJob]:
+def group_by_host(users: Iterable[UserJob]) -> list[HostJob]:
+    """One job per host, its users in inventory order, with the host's connection settings."""
     by_host: dict[str, list[UserJob]] = {}
-    connections: dict[str, tuple[Connection, Any]] = {}
-    for rendered in prepared.rendered:
-        target = rendered.target
-        record = state.last_push(target.host, target.user) if state else None
-        by_host.setdefault(target.host, []).append(UserJob(target, rendered, prepared.secrets[target.id], record))
-        connections[target.host] = (target.connection, target.install)
-    return [HostJob(host, *connections[host], tuple(users)) for host, users in by_host.items()]
+    for user in users:
+        by_host.setdefault(user.target.host, []).append(user)
+    return [HostJob(host, us[0].target.connection, us[0].target.install, tuple(us)) for host, us in by_host.items()]
+
+
+def host_jobs(prepared: Prepared, state: State | None) -> list[HostJob]:
+    return group_by_host(
+        UserJob(
+            r.target,
+            r,
+            prepared.secrets[r.target.id],
+            state.last_push(r.target.host, r.target.user) if state else None,
+        )
+        for r in prepared.rendered
+    )
+
+
+def run_fleet(
+    jobs: Sequence[HostJob],
+    work: Callable[[HostJob], Out],
+    settings: RunSettings,
+    broken: Callable[[HostJob, str, str], Out],
+) -> tuple[list[Out], str, float]:
+    """Every job, `settings.forks` at a time: results, the start time and how long it took."""
+    started, clock = now_iso(), time.monotonic()
+    settings.on_start(len(jobs))
+    results = run_hosts(jobs, work, settings.forks, settings.on_done, broken)
+    return results, started, time.monotonic() - clock
 
 
 def push(
@@ -155,21 +177,16 @@ def push(
     try:
         jobs = host_jobs(prepared, state)
         connect = connect_factory(prepared.inventory)
-        started, clock = now_iso(), time.monotonic()
-        settings.on_start(len(jobs))
-        results = run_hosts(
-            jobs,
-            lambda job: push_host(job, connect, options, state.fingerprint_key),
-            settings.forks,
-            settings.on_done,
-            broken_host,
+        key = state.fingerprint_key
+        results, started, seconds = run_fleet(
+            jobs, lambda job: push_host(job, connect, options, key), settings, broken_host
         )
         if not options.check:
             _record(state, jobs, results)
     finally:
         state.close()
     redactor = prepared.redactor
-    return RunResult("push", options.check, results, started, time.monotonic() - clock, prepared.warnings, redactor)
+    return RunResult("push", options.check, results, started, seconds, prepared.warnings, redactor)
 
 
 def _record(state: State, jobs: list[HostJob], results: list[HostResult]) -> None:
@@ -197,17 +214,9 @@ def rollback(
 ) -> RunResult:
     """Put each chosen user's newest backup back. Needs no profile rendering, nor secrets."""
     loaded, targets = select_targets(project, inventory, settings.limit, settings.hosts)
-    by_host: dict[str, HostJob] = {}
-    for target in targets:
-        job = by_host.get(target.host) or HostJob(target.host, target.connection, target.install, ())
-        by_host[target.host] = HostJob(job.host, job.connection, job.install, (*job.users, UserJob(target)))
-    jobs = list(by_host.values())
+    jobs = group_by_host(UserJob(target) for target in targets)
     connect = connect_factory(loaded)
-    started, clock = now_iso(), time.monotonic()
-    settings.on_start(len(jobs))
-    results = run_hosts(
-        jobs, lambda job: rollback_host(job, connect, options), settings.forks, settings.on_done, broken_host
-    )
+    results, started, seconds = run_fleet(jobs, lambda job: rollback_host(job, connect, options), settings, broken_host)
     state = State.open(project.state_path)
     try:
         for host in results:
@@ -217,7 +226,7 @@ def rollback(
                     state.forget(user.host, user.user)
     finally:
         state.close()
-    return RunResult("rollback", False, results, started, time.monotonic() - clock, [], Redactor())
+    return RunResult("rollback", False, results, started, seconds, [], Redactor())
 
 
 def now_iso() -> str:
