@@ -1,4 +1,7 @@
-"""`python -m provision.lab.daemon DIR HOSTS USERS LATENCY_MS`: a lab that runs until SIGTERM.
+"""`python -m provision.lab.daemon DIR HOSTS USERS LATENCY_MS [FAULTS.json]`: a lab that runs until SIGTERM.
+
+FAULTS.json maps host-name patterns (globs) to fault settings, applied in order:
+{"*": {"powershell_start_ms": 800}, "lab-00[12]": {"refuse": true}}.
 
 SIGUSR1 writes DIR/stats.json: each host's request and WS-Management action counts.
 
@@ -8,6 +11,7 @@ endpoint listens, so the caller knows when to go on, and removes it on the way o
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import signal
@@ -23,6 +27,8 @@ def main(argv: list[str]) -> int:
     fleet = Fleet(folder, hosts, users_per_host=users)
     for host in fleet.hosts.values():
         host.faults.latency_ms = latency
+    if len(argv) > 4:
+        apply_faults(fleet, json.loads(Path(argv[4]).read_text("utf-8")))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -37,6 +43,17 @@ def main(argv: list[str]) -> int:
         fleet.stop()
         pid_file.unlink(missing_ok=True)
     return 0
+
+
+def apply_faults(fleet: Fleet, spec: dict[str, dict[str, object]]) -> None:
+    """Set faults on the hosts whose names match each pattern, in the order given."""
+    for pattern, settings in spec.items():
+        for name, host in fleet.hosts.items():
+            if fnmatch.fnmatchcase(name, pattern):
+                for field, value in settings.items():
+                    if not hasattr(host.faults, field):
+                        raise SystemExit(f"unknown lab fault {field!r}")
+                    setattr(host.faults, field, value)  # refuse is honoured when the fleet starts
 
 
 def _dump_stats(fleet: Fleet, path: Path) -> None:

@@ -21,6 +21,12 @@ class Faults:
     microsip_crash_on: str | None = None  # a test instance dies on this control command (e.g. "/answer")
     registration_fails: bool = False  # the SIP server answers REGISTER with 401
     smoke_hang: bool = False  # the smoke operation starts the test instance, then never answers
+    # Transport faults (the HTTP side of the lab).
+    reset_mid_response: str | None = None  # send part of the reply to this action, then reset the connection
+    trickle_bytes_per_s: float = 0.0  # send every reply this slowly (a server that never quite stops talking)
+    # Windows timing: powershell.exe takes this long to start before it reads its stdin
+    # (real Windows 5.1: about 0.5 to 1.5 s per shell, more on a cold or AV-heavy host).
+    powershell_start_ms: float = 0.0
 
     def take_soap_fault(self, action: str) -> str | None:
         kind = self.soap_fault.get(action)

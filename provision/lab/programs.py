@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 import shutil
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +37,7 @@ class Program:
         self.stderr = bytearray()
         self.done = False
         self.exit_code: int | None = None
+        self.ready_at = 0.0  # time.monotonic() before which the process shows no output (start-up)
 
     def feed(self, data: bytes, end: bool) -> None:
         if end:
@@ -78,7 +80,9 @@ def start_program(host: SimulatedHost, command: str, arguments: str, skip_cmd_sh
         except (binascii.Error, UnicodeDecodeError):
             text = ""
         if text == script("bootstrap.ps1"):
-            return AgentProgram(host)
+            agent = AgentProgram(host)
+            agent.ready_at = time.monotonic() + host.faults.powershell_start_ms / 1000
+            return agent
         program.fail(f"lab: refused an unrecognised PowerShell script (sha256 {_digest(text)})")
         return program
     program.fail(f"lab: refused a command it does not recognise: {line[:80]}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
+import time
 import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -145,7 +146,8 @@ class WSManService:
         program = self._program(shell, command_id)
         timeout = _duration(_text(header, "w:OperationTimeout") or "PT20S")
         waited = 0.0
-        while not (program.stdout or program.stderr or program.done):
+        # powershell.exe takes a while to start (faults.powershell_start_ms): no output before then.
+        while time.monotonic() < program.ready_at or not (program.stdout or program.stderr or program.done):
             if waited >= timeout:
                 raise SoapFaultError(
                     "w:TimedOut",
