@@ -11,17 +11,19 @@ import base64
 import secrets as token
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from provision.errors import IniError
+from provision.jobs import HostJob, UserJob
 from provision.plan import plan_target
-from provision.push import Connect, HostJob, PushOptions, UserJob, by_user, with_retries
+from provision.push import PushOptions, by_user
 from provision.remote import INSTALLED_EXE
 from provision.remote.agent import Agent
 from provision.render import RenderedIni
 from provision.secrets import Secret
+from provision.session import Connect, converse
 from provision.transport.base import TIMEOUT, TransportError
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
@@ -84,9 +86,11 @@ def transport_failure(host: str, exc: TransportError) -> CheckResult:
     return result
 
 
-def _guarded(job: HostJob, options: PushOptions, attempt: Callable[[], CheckResult]) -> CheckResult:
+def _converse(
+    job: HostJob, connect: Connect, options: PushOptions, talk: Callable[[Agent], CheckResult]
+) -> CheckResult:
     """Retries like push; a host that cannot be worked on is one failed 'winrm' check."""
-    result, tries = with_retries(options, attempt, lambda exc: transport_failure(job.host, exc))
+    result, tries = converse(job, connect, options.session, talk, lambda exc: transport_failure(job.host, exc))
     result.attempts = tries
     return result
 
@@ -95,26 +99,20 @@ def _guarded(job: HostJob, options: PushOptions, attempt: Callable[[], CheckResu
 
 
 def health_host(job: HostJob, connect: Connect, options: PushOptions, key: bytes, now: float) -> CheckResult:
-    return _guarded(job, options, lambda: _health_once(job, connect, options, key, now))
+    return _converse(job, connect, options, lambda agent: _health(agent, job, key, now))
 
 
-def _health_once(job: HostJob, connect: Connect, options: PushOptions, key: bytes, now: float) -> CheckResult:
-    transport = connect(job)
-    try:
-        agent = Agent(transport, deadline=time.monotonic() + options.timeout)
-        clock = time.monotonic()
-        request = {
-            "op": "health",
-            "install": {"mode": job.install.mode or "installed", "exe": job.install.exe},
-            "users": [{"name": u.user} for u in job.users],
-            "hooks": sorted({p for u in job.users for p in _hook_programs(u)}),
-            "log_patterns": [REGISTERED, REGISTRATION_FAILED],
-        }
-        reply = agent.start(request)
-        latency = time.monotonic() - clock
-        agent.close()
-    finally:
-        transport.close()
+def _health(agent: Agent, job: HostJob, key: bytes, now: float) -> CheckResult:
+    clock = time.monotonic()
+    request = {
+        "op": "health",
+        "install": {"mode": job.install.mode or "installed", "exe": job.install.exe},
+        "users": [{"name": u.user} for u in job.users],
+        "hooks": sorted({p for u in job.users for p in _hook_programs(u)}),
+        "log_patterns": [REGISTERED, REGISTRATION_FAILED],
+    }
+    reply = agent.request(request)
+    latency = time.monotonic() - clock
     result = CheckResult(job.host)
     result.add("winrm", PASS, f"reachable, answered in {latency * 1000:.0f} ms", latency)
     users = by_user(reply, [u.user for u in job.users])
@@ -245,24 +243,13 @@ def smoke_host(job: HostJob, connect: Connect, options: PushOptions, plan: Smoke
         "ready_patterns": [REGISTERED, REGISTRATION_FAILED],
         "commands": smoke_commands(plan.number),
     }
-    result = _guarded(job, options, lambda: _smoke_once(job, connect, options, request, plan))
+    result = _converse(
+        job, connect, options, lambda agent: judge_smoke(job.host, agent.request(request), request, plan)
+    )
     result.method = method
     if any(c.name == "winrm" and c.status == FAIL and c.detail.startswith(TIMEOUT) for c in result.checks):
         _cleanup_after_timeout(job, connect, options, folder, result)
     return result
-
-
-def _smoke_once(
-    job: HostJob, connect: Connect, options: PushOptions, request: dict[str, Any], plan: SmokePlan
-) -> CheckResult:
-    transport = connect(job)
-    try:
-        agent = Agent(transport, deadline=time.monotonic() + options.timeout)
-        reply = agent.start(request)
-        agent.close()
-    finally:
-        transport.close()
-    return judge_smoke(job.host, reply, request, plan)
 
 
 def judge_smoke(host: str, reply: dict[str, Any], request: dict[str, Any], plan: SmokePlan) -> CheckResult:
@@ -322,19 +309,18 @@ def _cleanup_after_timeout(
     job: HostJob, connect: Connect, options: PushOptions, folder: str, result: CheckResult
 ) -> None:
     """The agent did not answer: its shell is gone, and with it the test instance; remove the folder."""
-    try:
-        transport = connect(job)
-        try:
-            agent = Agent(transport, deadline=time.monotonic() + min(options.timeout, 60))
-            reply = agent.start({"op": "smoke-cleanup", "folder": folder})
-            agent.close()
-        finally:
-            transport.close()
-        cleanup = reply.get("cleanup") or {}
-        ok = bool(cleanup.get("ok"))
-        result.add("cleanup", PASS if ok else FAIL, "removed after the timeout" if ok else str(cleanup.get("reason")))
-    except TransportError as exc:
-        result.add("cleanup", FAIL, f"could not clean up after the timeout: {exc}")
+
+    def talk(agent: Agent) -> tuple[str, str]:
+        cleanup = agent.request({"op": "smoke-cleanup", "folder": folder}).get("cleanup") or {}
+        if cleanup.get("ok"):
+            return PASS, "removed after the timeout"
+        return FAIL, str(cleanup.get("reason"))
+
+    session = replace(options.session, timeout=min(options.timeout, 60), retries=0)
+    (status, detail), _ = converse(
+        job, connect, session, talk, lambda exc: (FAIL, f"could not clean up after the timeout: {exc}")
+    )
+    result.add("cleanup", status, detail)
 
 
 def smoke_ini(rendered: RenderedIni, secrets: dict[str, Secret]) -> bytes:

@@ -15,10 +15,11 @@ from xml.etree import ElementTree as ET
 
 from provision.checks import FAIL, SKIP, WARN, CheckResult, SmokePlan, health_host, smoke_host, smoke_ini
 from provision.errors import ConfigError, Problem, SecretError, TemplateError
+from provision.jobs import HostJob, UserJob, host_jobs
 from provision.project import Project, prepare, select_targets
-from provision.push import HostJob, PushOptions, UserJob
+from provision.push import PushOptions
 from provision.render import Renderer
-from provision.rollout import EVERY_HOST, ConnectFactory, RunSettings, host_jobs, run_fleet, write_text_atomically
+from provision.rollout import EVERY_HOST, ConnectFactory, RunSettings, write_text_atomically
 from provision.secrets import Redactor
 from provision.state import State
 from provision.targets import smoke_target
@@ -61,10 +62,8 @@ def health(
         state.close()
     connect = connect_factory(prepared.inventory)
     now = time.time()
-    results, started, seconds = run_fleet(
-        jobs, lambda job: health_host(job, connect, options, key, now), settings, _broken
-    )
-    return CheckRun("health", results, started, seconds, prepared.warnings, prepared.redactor)
+    run = settings.run(jobs, lambda job: health_host(job, connect, options, key, now), _broken)
+    return CheckRun("health", run.results, run.started, run.seconds, prepared.warnings, prepared.redactor)
 
 
 def smoke(
@@ -106,15 +105,16 @@ def smoke(
             smoke_settings.ready_seconds,
             smoke_settings.step_seconds,
         )
-        jobs.append((HostJob(target.host, target.connection, target.install, (UserJob(test),)), plan))
+        groups = tuple(loaded.model.hosts[target.host].groups)
+        jobs.append((HostJob(target.host, target.connection, target.install, (UserJob(test),), groups), plan))
     if problems:
         raise ConfigError(problems)
     plans = {job.host: plan for job, plan in jobs}
     connect = connect_factory(loaded)
-    results, started, seconds = run_fleet(
-        [job for job, _ in jobs], lambda job: smoke_host(job, connect, options, plans[job.host]), settings, _broken
+    run = settings.run(
+        [job for job, _ in jobs], lambda job: smoke_host(job, connect, options, plans[job.host]), _broken
     )
-    return CheckRun("smoke", results, started, seconds, [], Redactor(resolver.secrets()))
+    return CheckRun("smoke", run.results, run.started, run.seconds, [], Redactor(resolver.secrets()))
 
 
 # Summaries and reports ---------------------------------------------------------------------

@@ -1,35 +1,29 @@
-"""The push: per host, one conversation with the agent; hosts in parallel, each on its own.
+"""The push and the rollback of one host: one conversation with the agent.
 
     discover (read every user's ini, see whose MicroSIP runs)
       -> plan each user (offline core)
       -> apply the users that changed (close MicroSIP, back up, write, verify, restart)
       -> apply again for users whose MicroSIP rewrote the ini while closing
 
-A host's failure is caught here and becomes its result; it never stops the others. The
-transport is made by a `connect` function the caller gives, so this module knows nothing
-of WinRM or credentials. The state file is only touched by the caller's thread.
+A host's failure becomes its result. The transport is made by a `connect` function the
+caller gives, so this module knows nothing of WinRM or credentials; the fleet runner runs
+it for many hosts, and the state is recorded by the caller.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import random
-import time
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
-from provision.errors import IniError, ProvisionError
-from provision.model.inventory import Connection, Install
+from provision.errors import IniError
+from provision.jobs import HostJob, UserJob
 from provision.plan import KeyChange, TargetPlan, plan_target
 from provision.remote.agent import Agent
-from provision.render import RenderedIni
-from provision.secrets import Secret
-from provision.state import PushRecord
-from provision.targets import Target
-from provision.transport.base import Transport, TransportError
+from provision.session import Connect, SessionOptions, converse
+from provision.transport.base import TransportError
 
 # Result of one (host, user), as the report shows it.
 CHANGED = "changed"
@@ -55,25 +49,9 @@ class PushOptions:
     backups: int = 5  # backups of each ini kept on the workstation
     exit_wait_ms: int = 10_000  # how long MicroSIP gets to close after /exit before it is stopped
 
-
-@dataclass(frozen=True)
-class UserJob:
-    target: Target
-    rendered: RenderedIni | None = None  # None for rollback, which writes nothing new
-    secrets: dict[str, Secret] = field(default_factory=dict, repr=False)
-    record: PushRecord | None = None
-
     @property
-    def user(self) -> str:
-        return self.target.user
-
-
-@dataclass(frozen=True)
-class HostJob:
-    host: str
-    connection: Connection
-    install: Install
-    users: tuple[UserJob, ...]
+    def session(self) -> SessionOptions:
+        return SessionOptions(self.timeout, self.retries, self.backoff)
 
 
 @dataclass
@@ -114,123 +92,45 @@ class HostResult:
         return self.status not in PROBLEMS
 
 
-Connect = Callable[[HostJob], Transport]
-R = TypeVar("R")
-
-
-class HostOutcome(Protocol):
-    """What every per-host result offers: the report and the progress line use only this."""
-
-    host: str
-    seconds: float
-
-    @property
-    def status(self) -> str: ...
-
-    @property
-    def reason(self) -> str: ...
-
-
-Out = TypeVar("Out", bound=HostOutcome)
-
-
-def run_hosts(
-    jobs: Sequence[HostJob],
-    work: Callable[[HostJob], Out],
-    forks: int,
-    on_done: Callable[[Out], None],
-    broken: Callable[[HostJob, str, str], Out],
-) -> list[Out]:
-    """Run `work` for every host, `forks` at a time; results in the jobs' order.
-
-    Whatever goes wrong on one host stays that host's result: `broken(job, reason, kind)`
-    makes it when `work` raises."""
-    results: dict[str, Out] = {}
-    with ThreadPoolExecutor(max_workers=max(1, min(forks, len(jobs) or 1)), thread_name_prefix="host") as pool:
-        futures = {pool.submit(_isolated, work, broken, job): job for job in jobs}
-        for future in as_completed(futures):
-            result = future.result()
-            results[result.host] = result
-            on_done(result)
-    return [results[job.host] for job in jobs]
-
-
-def _isolated(work: Callable[[HostJob], Out], broken: Callable[[HostJob, str, str], Out], job: HostJob) -> Out:
-    started = time.monotonic()
-    try:
-        result = work(job)
-    except ProvisionError as exc:
-        result = broken(job, exc.message, "error")
-    except Exception as exc:  # noqa: BLE001 - a bug on one host must not stop the fleet
-        result = broken(job, f"internal error ({type(exc).__name__}); please report it", "bug")
-    result.seconds = time.monotonic() - started
-    return result
-
-
 def broken_host(job: HostJob, reason: str, kind: str) -> HostResult:
     return HostResult(job.host, [], reason=reason, kind=kind)
 
 
-def with_retries(
-    options: PushOptions, attempt: Callable[[], R], failed: Callable[[TransportError], R]
-) -> tuple[R, int]:
-    """Run one attempt; on a transient fault start over on a new shell, a bounded number of times.
-
-    Returns the result and how many attempts it took; `failed` makes the result of a host
-    that could not be worked on."""
-    tries = 0
-    while True:
-        tries += 1
-        try:
-            return attempt(), tries
-        except TransportError as exc:
-            if not exc.transient or tries > options.retries:
-                return failed(exc), tries
-            delay = options.backoff * 2 ** (tries - 1)
-            time.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter, not a secret
+def _converse(job: HostJob, connect: Connect, options: PushOptions, talk: Callable[[Agent], HostResult]) -> HostResult:
+    result, tries = converse(job, connect, options.session, talk, lambda exc: broken_host(job, str(exc), exc.kind))
+    result.attempts = tries
+    return result
 
 
 # push ------------------------------------------------------------------------------------
 
 
 def push_host(job: HostJob, connect: Connect, options: PushOptions, fingerprint_key: bytes) -> HostResult:
-    result, tries = _retried(job, options, lambda: _push_once(job, connect, options, fingerprint_key))
-    result.attempts = tries
-    return result
+    return _converse(job, connect, options, lambda agent: _push(agent, job, options, fingerprint_key))
 
 
-def _retried(job: HostJob, options: PushOptions, attempt: Callable[[], HostResult]) -> tuple[HostResult, int]:
-    return with_retries(options, attempt, lambda exc: broken_host(job, str(exc), exc.kind))
-
-
-def _push_once(job: HostJob, connect: Connect, options: PushOptions, fingerprint_key: bytes) -> HostResult:
-    transport = connect(job)
-    try:
-        agent = Agent(transport, deadline=time.monotonic() + options.timeout)
-        found = _discover(agent, job)
-        results: dict[str, UserResult] = {}
-        to_apply: list[tuple[UserJob, dict[str, Any], TargetPlan]] = []
-        for user in job.users:
-            entry = found[user.user.casefold()]
-            result, plan = _plan_user(job.host, user, entry, fingerprint_key)
-            results[user.user] = result
-            if plan is not None and plan.changed:
-                if options.check:
-                    result.status = WOULD_CHANGE
-                else:
-                    to_apply.append((user, entry, plan))
-        if to_apply:
-            _apply(agent, job, to_apply, results, options, fingerprint_key)
-        agent.close()
-        return HostResult(job.host, list(results.values()))
-    finally:
-        transport.close()
+def _push(agent: Agent, job: HostJob, options: PushOptions, fingerprint_key: bytes) -> HostResult:
+    found = _discover(agent, job)
+    results: dict[str, UserResult] = {}
+    to_apply: list[tuple[UserJob, dict[str, Any], TargetPlan]] = []
+    for user in job.users:
+        entry = found[user.user.casefold()]
+        result, plan = _plan_user(job.host, user, entry, fingerprint_key)
+        results[user.user] = result
+        if plan is not None and plan.changed:
+            if options.check:
+                result.status = WOULD_CHANGE
+            else:
+                to_apply.append((user, entry, plan))
+    if to_apply:
+        _apply(agent, job, to_apply, results, options, fingerprint_key)
+    return HostResult(job.host, list(results.values()))
 
 
 def _discover(agent: Agent, job: HostJob) -> dict[str, dict[str, Any]]:
-    """Start the agent with a discover request: each user's ini and whether their MicroSIP runs."""
+    """Each user's ini and whether their MicroSIP runs."""
     install = {"mode": job.install.mode or "installed", "exe": job.install.exe}
-    reply = agent.start({"op": "discover", "install": install, "users": [{"name": u.user} for u in job.users]})
+    reply = agent.request({"op": "discover", "install": install, "users": [{"name": u.user} for u in job.users]})
     return by_user(reply, [u.user for u in job.users])
 
 
@@ -304,7 +204,8 @@ def _apply(
             continue
         _take_answer(results[user.user], answer)
     if again:
-        reply = by_user(agent.request({**request, "users": again}), [item["name"] for item in again])
+        # Finishing: MicroSIP was closed for these users; they are written and it is started again.
+        reply = by_user(agent.request({**request, "users": again}, finishing=True), [item["name"] for item in again])
         for item in again:
             name = item["name"]
             answer = reply[name.casefold()]
@@ -347,46 +248,38 @@ def _take_answer(result: UserResult, answer: dict[str, Any]) -> None:
 
 
 def rollback_host(job: HostJob, connect: Connect, options: PushOptions) -> HostResult:
-    result, tries = _retried(job, options, lambda: _rollback_once(job, connect, options))
-    result.attempts = tries
-    return result
+    return _converse(job, connect, options, lambda agent: _rollback(agent, job, options))
 
 
-def _rollback_once(job: HostJob, connect: Connect, options: PushOptions) -> HostResult:
-    transport = connect(job)
-    try:
-        agent = Agent(transport, deadline=time.monotonic() + options.timeout)
-        found = _discover(agent, job)
-        results: dict[str, UserResult] = {}
-        users = []
-        for user in job.users:
-            entry = found[user.user.casefold()]
-            if entry.get("status") == "no-profile":
-                results[user.user] = UserResult(job.host, user.user, NO_PROFILE, "never logged on to this host")
+def _rollback(agent: Agent, job: HostJob, options: PushOptions) -> HostResult:
+    found = _discover(agent, job)
+    results: dict[str, UserResult] = {}
+    users = []
+    for user in job.users:
+        entry = found[user.user.casefold()]
+        if entry.get("status") == "no-profile":
+            results[user.user] = UserResult(job.host, user.user, NO_PROFILE, "never logged on to this host")
+        else:
+            results[user.user] = UserResult(job.host, user.user, FAILED)
+            users.append({"name": user.user, "ini_path": entry["ini_path"]})
+    if users:
+        request = {"op": "rollback", "exit_wait_ms": options.exit_wait_ms, "users": users}
+        answers = by_user(agent.request(request), [item["name"] for item in users])
+        for item in users:
+            answer = answers[item["name"].casefold()]
+            result = results[item["name"]]
+            status = answer.get("status")
+            result.backup = answer.get("backup")
+            result.restarted = bool(answer.get("restarted"))
+            if status == "restored":
+                result.status = RESTORED
+            elif status == "no-backup":
+                result.status, result.reason = NO_BACKUP, "no backup to restore"
+            elif status == "busy":
+                result.status, result.reason = BUSY, str(answer.get("reason") or "MicroSIP did not close")
             else:
-                results[user.user] = UserResult(job.host, user.user, FAILED)
-                users.append({"name": user.user, "ini_path": entry["ini_path"]})
-        if users:
-            request = {"op": "rollback", "exit_wait_ms": options.exit_wait_ms, "users": users}
-            answers = by_user(agent.request(request), [item["name"] for item in users])
-            for item in users:
-                answer = answers[item["name"].casefold()]
-                result = results[item["name"]]
-                status = answer.get("status")
-                result.backup = answer.get("backup")
-                result.restarted = bool(answer.get("restarted"))
-                if status == "restored":
-                    result.status = RESTORED
-                elif status == "no-backup":
-                    result.status, result.reason = NO_BACKUP, "no backup to restore"
-                elif status == "busy":
-                    result.status, result.reason = BUSY, str(answer.get("reason") or "MicroSIP did not close")
-                else:
-                    result.reason = f"restore failed: {answer.get('reason') or 'unknown reason'}"
-        agent.close()
-        return HostResult(job.host, list(results.values()))
-    finally:
-        transport.close()
+                result.reason = f"restore failed: {answer.get('reason') or 'unknown reason'}"
+    return HostResult(job.host, list(results.values()))
 
 
 # summaries -------------------------------------------------------------------------------

@@ -23,8 +23,9 @@ from provision.plan import TargetPlan
 from provision.secrets import MASK
 
 if TYPE_CHECKING:
+    from provision.fleet import HostOutcome
     from provision.inspection import CheckRun
-    from provision.push import HostOutcome, HostResult
+    from provision.push import HostResult
     from provision.rollout import RunResult
 
 _CHECK_STYLE = {"ok": "green", "warning": "yellow", "drifted": "bold yellow", "failed": "bold red"}

@@ -1,7 +1,7 @@
 """push and rollback over a fleet: prepare offline, talk to hosts in parallel, record the outcome.
 
 profiles + inventory -> rendered inis (all checked first) -> one HostJob per host ->
-push.py per host, `forks` at a time -> state recorded here, in the caller's thread -> report.
+push.py per host through the fleet runner -> state recorded here, in the caller's thread -> report.
 """
 
 from __future__ import annotations
@@ -9,33 +9,28 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from provision.errors import ConfigError, Problem, ProvisionError, display_path
-from provision.project import Prepared, Project, prepare, select_targets
+from provision.fleet import FleetRun, HostOutcome, Out, Progress, run_fleet
+from provision.jobs import HostJob, UserJob, group_by_host, host_groups, host_jobs
+from provision.project import Project, prepare, select_targets
 from provision.push import (
     CHANGED,
     RESTORED,
     UNCHANGED,
-    Connect,
-    HostJob,
-    HostOutcome,
     HostResult,
-    Out,
     PushOptions,
-    UserJob,
     broken_host,
     push_host,
     rollback_host,
-    run_hosts,
     summary,
 )
 from provision.secrets import Redactor, Secret
+from provision.session import Connect
 from provision.state import State
 from provision.targets import LoadedInventory
 from provision.transport.base import Transport
@@ -78,6 +73,11 @@ class RunSettings:
     hosts: tuple[str, ...] = ()
     on_start: Callable[[int], None] = lambda _: None
     on_done: Callable[[HostOutcome], None] = lambda _: None
+
+    def run(
+        self, jobs: Sequence[HostJob], work: Callable[[HostJob], Out], broken: Callable[[HostJob, str, str], Out]
+    ) -> FleetRun[Out]:
+        return run_fleet(jobs, work, broken, forks=self.forks, progress=Progress(self.on_start, self.on_done))
 
 
 EVERY_HOST = RunSettings()  # the default: all hosts, 16 at a time, no progress shown
@@ -132,39 +132,6 @@ def _check_ca_bundles(loaded: LoadedInventory) -> None:
         raise ConfigError(problems)
 
 
-def group_by_host(users: Iterable[UserJob]) -> list[HostJob]:
-    """One job per host, its users in inventory order, with the host's connection settings."""
-    by_host: dict[str, list[UserJob]] = {}
-    for user in users:
-        by_host.setdefault(user.target.host, []).append(user)
-    return [HostJob(host, us[0].target.connection, us[0].target.install, tuple(us)) for host, us in by_host.items()]
-
-
-def host_jobs(prepared: Prepared, state: State | None) -> list[HostJob]:
-    return group_by_host(
-        UserJob(
-            r.target,
-            r,
-            prepared.secrets[r.target.id],
-            state.last_push(r.target.host, r.target.user) if state else None,
-        )
-        for r in prepared.rendered
-    )
-
-
-def run_fleet(
-    jobs: Sequence[HostJob],
-    work: Callable[[HostJob], Out],
-    settings: RunSettings,
-    broken: Callable[[HostJob, str, str], Out],
-) -> tuple[list[Out], str, float]:
-    """Every job, `settings.forks` at a time: results, the start time and how long it took."""
-    started, clock = now_iso(), time.monotonic()
-    settings.on_start(len(jobs))
-    results = run_hosts(jobs, work, settings.forks, settings.on_done, broken)
-    return results, started, time.monotonic() - clock
-
-
 def push(
     project: Project,
     inventory: Path,
@@ -178,15 +145,13 @@ def push(
         jobs = host_jobs(prepared, state)
         connect = connect_factory(prepared.inventory)
         key = state.fingerprint_key
-        results, started, seconds = run_fleet(
-            jobs, lambda job: push_host(job, connect, options, key), settings, broken_host
-        )
+        run = settings.run(jobs, lambda job: push_host(job, connect, options, key), broken_host)
         if not options.check:
-            _record(state, jobs, results)
+            _record(state, jobs, run.results)
     finally:
         state.close()
     redactor = prepared.redactor
-    return RunResult("push", options.check, results, started, seconds, prepared.warnings, redactor)
+    return RunResult("push", options.check, run.results, run.started, run.seconds, prepared.warnings, redactor)
 
 
 def _record(state: State, jobs: list[HostJob], results: list[HostResult]) -> None:
@@ -214,23 +179,19 @@ def rollback(
 ) -> RunResult:
     """Put each chosen user's newest backup back. Needs no profile rendering, nor secrets."""
     loaded, targets = select_targets(project, inventory, settings.limit, settings.hosts)
-    jobs = group_by_host(UserJob(target) for target in targets)
+    jobs = group_by_host((UserJob(target) for target in targets), host_groups(loaded))
     connect = connect_factory(loaded)
-    results, started, seconds = run_fleet(jobs, lambda job: rollback_host(job, connect, options), settings, broken_host)
+    run = settings.run(jobs, lambda job: rollback_host(job, connect, options), broken_host)
     state = State.open(project.state_path)
     try:
-        for host in results:
+        for host in run.results:
             for user in host.users:
                 if user.status == RESTORED:
                     # The restored file holds an older secret, maybe: the next push writes it again.
                     state.forget(user.host, user.user)
     finally:
         state.close()
-    return RunResult("rollback", False, results, started, seconds, [], Redactor())
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    return RunResult("rollback", False, run.results, run.started, run.seconds, [], Redactor())
 
 
 # The report file -------------------------------------------------------------------------

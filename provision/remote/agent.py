@@ -1,41 +1,49 @@
 """Talking to the agent: JSON requests on stdin, one JSON reply line each on stdout.
 
-A conversation costs one Send and one Receive per request on a shell already open, so a
-host that needs no change costs Create, Command, Send, Receive and Delete. No Signal is
-sent at the end: deleting the shell ends the processes it started (a Windows job object).
+The first request starts powershell.exe with the bootstrap and goes in the same Send as the
+agent script. A conversation then costs one Send and one Receive per request, so a host that
+needs no change costs Create, Command, Send, Receive and Delete. No Signal is sent at the
+end: deleting the shell ends the processes it started (a Windows job object).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from typing import Any
 
 from provision.remote import agent_text, bootstrap_command
 from provision.transport.base import PROTOCOL, SCRIPT, TIMEOUT, RemoteCommand, Transport, TransportError
 
+ABORTED = "aborted"
+
 
 class Agent:
-    def __init__(self, transport: Transport, *, deadline: float) -> None:
-        """deadline: time.monotonic() value after which every wait gives up."""
+    def __init__(self, transport: Transport, *, deadline: float, abort: threading.Event | None = None) -> None:
+        """deadline: time.monotonic() value after which every wait gives up. abort: once set, no
+        new piece of work is asked for (a request already sent is still answered)."""
         self._transport = transport
         self._deadline = deadline
+        self._abort = abort
         self._command: RemoteCommand | None = None
         self._buffer = b""
         self._stderr = b""
 
-    def start(self, first: dict[str, Any]) -> dict[str, Any]:
-        """Start powershell.exe with the bootstrap; send the agent and the first request together."""
-        command, arguments = bootstrap_command()
-        self._command = self._transport.start(command, list(arguments))
-        opening = json.dumps({"agent": agent_text()}) + "\n" + json.dumps(first) + "\n"
-        self._command.send(opening.encode("utf-8"))
-        return self._reply()
+    def request(self, request: dict[str, Any], *, finishing: bool = False) -> dict[str, Any]:
+        """Ask one thing and wait for its answer. The first request starts the agent.
 
-    def request(self, request: dict[str, Any]) -> dict[str, Any]:
-        assert self._command is not None, "start() first"
-        self._command.send((json.dumps(request) + "\n").encode("utf-8"))
+        finishing: the request completes work already begun on the host (restarting what was
+        closed), so it is sent even when the run is being aborted."""
+        if self._abort is not None and self._abort.is_set() and not finishing:
+            raise TransportError(ABORTED, "stopped before this step (interrupted twice)")
+        line = json.dumps(request) + "\n"
+        if self._command is None:
+            command, arguments = bootstrap_command()
+            self._command = self._transport.start(command, list(arguments))
+            line = json.dumps({"agent": agent_text()}) + "\n" + line
+        self._command.send(line.encode("utf-8"))
         return self._reply()
 
     def close(self) -> None:

@@ -18,10 +18,11 @@ import pytest
 import tree_sitter
 import tree_sitter_powershell
 
+from provision.jobs import HostJob, UserJob
 from provision.lab.host import SimulatedHost, SimUser
 from provision.lab.programs import AgentProgram, Program, start_program
 from provision.project import Project, prepare
-from provision.push import HostJob, PushOptions, UserJob, push_host
+from provision.push import PushOptions, push_host
 from provision.remote import (
     AGENT_PARTS,
     CMD_LIMIT,

@@ -1,0 +1,70 @@
+"""The unit of fleet work: one host, how to reach it, where MicroSIP is, and its users' part.
+
+targets (offline core) -> one HostJob per host -> a per-host function (push, health, ...) run
+by the fleet runner. A job holds everything the per-host function needs and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from provision.model.inventory import Connection, Install
+from provision.project import Prepared
+from provision.render import RenderedIni
+from provision.secrets import Secret
+from provision.state import PushRecord, State
+from provision.targets import LoadedInventory, Target
+
+
+@dataclass(frozen=True)
+class UserJob:
+    target: Target
+    rendered: RenderedIni | None = None  # None for rollback, which writes nothing new
+    secrets: dict[str, Secret] = field(default_factory=dict, repr=False)
+    record: PushRecord | None = None
+
+    @property
+    def user(self) -> str:
+        return self.target.user
+
+
+@dataclass(frozen=True)
+class HostJob:
+    host: str
+    connection: Connection
+    install: Install
+    users: tuple[UserJob, ...]
+    groups: tuple[str, ...] = ()  # the host's inventory groups, for ordering and per-group summaries
+
+
+def group_by_host(users: Iterable[UserJob], groups: Mapping[str, Iterable[str]] | None = None) -> list[HostJob]:
+    """One job per host, its users in inventory order, with the host's connection settings."""
+    by_host: dict[str, list[UserJob]] = {}
+    for user in users:
+        by_host.setdefault(user.target.host, []).append(user)
+    groups = groups or {}
+    return [
+        HostJob(host, us[0].target.connection, us[0].target.install, tuple(us), tuple(groups.get(host, ())))
+        for host, us in by_host.items()
+    ]
+
+
+def host_groups(inventory: LoadedInventory) -> dict[str, tuple[str, ...]]:
+    return {name: tuple(host.groups) for name, host in inventory.model.hosts.items()}
+
+
+def host_jobs(prepared: Prepared, state: State | None) -> list[HostJob]:
+    """Jobs for every rendered target, each user with the record of its last push."""
+    return group_by_host(
+        (
+            UserJob(
+                r.target,
+                r,
+                prepared.secrets[r.target.id],
+                state.last_push(r.target.host, r.target.user) if state else None,
+            )
+            for r in prepared.rendered
+        ),
+        host_groups(prepared.inventory),
+    )

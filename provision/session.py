@@ -1,0 +1,60 @@
+"""One conversation with one host: connect, start the agent, ask, close; again on a new shell.
+
+Every command talks to a host through `converse`: it gives the questions (`talk`, which uses
+the Agent) and what a host that could not be worked on becomes (`failed`). Deadlines,
+retries on transient faults with jittered backoff, and closing the shell live here only.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from provision.jobs import HostJob
+from provision.remote.agent import Agent
+from provision.transport.base import Transport, TransportError
+
+R = TypeVar("R")
+
+Connect = Callable[[HostJob], Transport]
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    timeout: float = 120.0  # the whole conversation with one host, per attempt
+    retries: int = 2  # extra attempts after a transient fault (busy, quota, shell gone, reset)
+    backoff: float = 0.5  # first wait before a retry; doubles, with jitter
+
+
+def converse(
+    job: HostJob,
+    connect: Connect,
+    options: SessionOptions,
+    talk: Callable[[Agent], R],
+    failed: Callable[[TransportError], R],
+    *,
+    abort: threading.Event | None = None,
+) -> tuple[R, int]:
+    """Run `talk` in one conversation with the host; start over on a new shell after a
+    transient fault, a bounded number of times. Returns the result and the attempts made."""
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            transport = connect(job)
+            try:
+                agent = Agent(transport, deadline=time.monotonic() + options.timeout, abort=abort)
+                result = talk(agent)
+                agent.close()
+                return result, tries
+            finally:
+                transport.close()
+        except TransportError as exc:
+            if not exc.transient or tries > options.retries or (abort is not None and abort.is_set()):
+                return failed(exc), tries
+            delay = options.backoff * 2 ** (tries - 1)
+            time.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter, not a secret
