@@ -15,6 +15,7 @@ from xml.etree import ElementTree as ET
 
 from provision.checks import FAIL, SKIP, WARN, CheckResult, SmokePlan, health_host, smoke_host, smoke_ini
 from provision.errors import ConfigError, Problem, SecretError, TemplateError
+from provision.fleet import FINISHED, INTERRUPTED
 from provision.jobs import HostJob, UserJob, host_jobs
 from provision.project import Project, prepare, select_targets
 from provision.push import PushOptions
@@ -33,10 +34,18 @@ class CheckRun:
     seconds: float
     warnings: list[Problem]
     redactor: Redactor = field(repr=False)
+    status: str = FINISHED  # finished, stopped or interrupted
+    stop_reason: str = ""
+    not_started: list[str] = field(default_factory=list)
+    run_id: str | None = None
 
     @property
     def ok(self) -> bool:
         return all(h.ok for h in self.hosts)
+
+    @property
+    def interrupted(self) -> bool:
+        return self.status == INTERRUPTED
 
 
 def _broken(job: HostJob, reason: str, kind: str) -> CheckResult:
@@ -63,7 +72,17 @@ def health(
     connect = connect_factory(prepared.inventory)
     now = time.time()
     run = settings.run(jobs, lambda job: health_host(job, connect, options, key, now), _broken)
-    return CheckRun("health", run.results, run.started, run.seconds, prepared.warnings, prepared.redactor)
+    return CheckRun(
+        "health",
+        run.results,
+        run.started,
+        run.seconds,
+        prepared.warnings,
+        prepared.redactor,
+        run.status,
+        run.stop_reason,
+        run.not_started,
+    )
 
 
 def smoke(
@@ -114,7 +133,10 @@ def smoke(
     run = settings.run(
         [job for job, _ in jobs], lambda job: smoke_host(job, connect, options, plans[job.host]), _broken
     )
-    return CheckRun("smoke", run.results, run.started, run.seconds, [], Redactor(resolver.secrets()))
+    redactor = Redactor(resolver.secrets())
+    return CheckRun(
+        "smoke", run.results, run.started, run.seconds, [], redactor, run.status, run.stop_reason, run.not_started
+    )
 
 
 # Summaries and reports ---------------------------------------------------------------------

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import click
 import yaml
 from rich.console import Console
 from rich.markup import escape
@@ -43,6 +44,59 @@ _STYLE = {
 
 def _identity(text: str) -> str:
     return text
+
+
+class FleetProgress:
+    """The fleet runner's listener: a progress bar on a terminal, a line per host otherwise;
+    notes (batches, stops, interruptions) above it; a question between batches (--pause)."""
+
+    def __init__(self, reporter: Reporter, verb: str) -> None:
+        self.reporter = reporter
+        self.verb = verb
+        self.total = 0
+        self.count = 0
+        self.bar: Progress | None = None
+        if reporter.err.is_terminal:
+            self.bar = Progress(
+                TextColumn(verb),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[last]}"),
+                TimeElapsedColumn(),
+                console=reporter.err,
+                transient=True,
+            )
+            self._task = self.bar.add_task(verb, total=None, last="")
+
+    def on_start(self, total: int) -> None:
+        self.total = total
+        if self.bar is not None:
+            self.bar.update(self._task, total=total)
+
+    def on_done(self, result: HostOutcome) -> None:
+        self.count += 1
+        if self.bar is not None:
+            self.bar.update(self._task, advance=1, last=escape(f"{result.host}: {result.status}"))
+            return
+        reason = f": {result.reason}" if result.reason else ""
+        line = f"[{self.count}/{self.total}] {result.host} {result.status}{reason}"
+        self.reporter.err.print(escape(self.reporter.redact(line)))
+
+    def on_note(self, text: str) -> None:
+        self.reporter.err.print(escape(f"{self.verb}: {text}"))
+
+    def confirm_batch(self, done: int, total: int, upcoming: Sequence[Any]) -> bool:
+        """--pause: ask on the terminal before the next batch."""
+        if self.bar is not None:
+            self.bar.stop()
+        try:
+            question = f"Batch {done} of {total} done. Start batch {done + 1} ({len(upcoming)} host(s))?"
+            return bool(click.confirm(question, default=True, err=True))
+        except click.Abort:
+            return False
+        finally:
+            if self.bar is not None:
+                self.bar.start()
 
 
 @dataclass
@@ -110,40 +164,14 @@ class Reporter:
     # push and rollback -------------------------------------------------------------------
 
     @contextmanager
-    def hosts_progress(self, verb: str) -> Iterator[tuple[Callable[[int], None], Callable[[HostOutcome], None]]]:
-        """(on_start, on_done) callbacks: a progress bar on a terminal, a line per host otherwise."""
-        if self.err.is_terminal:
-            progress = Progress(
-                TextColumn(f"{verb}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[last]}"),
-                TimeElapsedColumn(),
-                console=self.err,
-                transient=True,
-            )
-            task = progress.add_task(verb, total=None, last="")
-
-            def start(total: int) -> None:
-                progress.update(task, total=total)
-
-            def done(result: HostOutcome) -> None:
-                progress.update(task, advance=1, last=escape(f"{result.host}: {result.status}"))
-
-            with progress:
-                yield start, done
+    def hosts_progress(self, verb: str) -> Iterator[FleetProgress]:
+        """Progress while hosts are worked on: a bar on a terminal, a line per host otherwise."""
+        shown = FleetProgress(self, verb)
+        if shown.bar is None:
+            yield shown
             return
-        count = [0, 0]
-
-        def start_plain(total: int) -> None:
-            count[1] = total
-
-        def done_plain(result: HostOutcome) -> None:
-            count[0] += 1
-            reason = f": {result.reason}" if result.reason else ""
-            self.err.print(escape(self.redact(f"[{count[0]}/{count[1]}] {result.host} {result.status}{reason}")))
-
-        yield start_plain, done_plain
+        with shown.bar:
+            yield shown
 
     def fleet(self, run: RunResult, *, diff: bool) -> None:
         """Per-user diffs if asked, the per-host table, and the one-line fleet summary."""

@@ -15,7 +15,22 @@ from pathlib import Path
 from typing import Any
 
 from provision.errors import ConfigError, Problem, ProvisionError, display_path
-from provision.fleet import FleetRun, HostOutcome, Out, Progress, run_fleet
+from provision.fleet import (
+    FINISHED,
+    INTERRUPTED,
+    STOPPED,
+    Between,
+    FleetRun,
+    HostOutcome,
+    Out,
+    Progress,
+    RunHooks,
+    Staging,
+    order_jobs,
+    plan_batches,
+    run_fleet,
+    shard_of,
+)
 from provision.jobs import HostJob, UserJob, group_by_host, host_groups, host_jobs
 from provision.project import Project, prepare, select_targets
 from provision.push import (
@@ -51,10 +66,22 @@ class RunResult:
     seconds: float
     warnings: list[Problem]
     redactor: Redactor = field(repr=False)
+    status: str = FINISHED  # finished, stopped (by the stop rule or at a pause) or interrupted
+    stop_reason: str = ""
+    not_started: list[str] = field(default_factory=list)
+    run_id: str | None = None
 
     @property
     def ok(self) -> bool:
         return all(h.ok for h in self.hosts)
+
+    @property
+    def stopped(self) -> bool:
+        return self.status == STOPPED
+
+    @property
+    def interrupted(self) -> bool:
+        return self.status == INTERRUPTED
 
     @property
     def pending(self) -> bool:
@@ -66,21 +93,46 @@ ConnectFactory = Callable[[LoadedInventory], Connect]
 
 @dataclass(frozen=True)
 class RunSettings:
-    """Which hosts, how many at a time, and who hears about progress."""
+    """Which hosts, in what order and batches, how many at a time, and who hears about progress."""
 
-    forks: int = 16
+    forks: int = 16  # hosts in flight at once, in all
+    workers: int = 1  # processes sharing the hosts (the command line defaults to the cores)
     limit: str | None = None
     hosts: tuple[str, ...] = ()
+    shard: tuple[int, int] | None = None  # (K, N): only the hosts of part K of N
+    staging: Staging = field(default_factory=Staging)
     on_start: Callable[[int], None] = lambda _: None
     on_done: Callable[[HostOutcome], None] = lambda _: None
+    on_note: Callable[[str], None] = lambda _: None
+    between: Between | None = None  # asked between batches whether to go on (--pause)
 
     def run(
-        self, jobs: Sequence[HostJob], work: Callable[[HostJob], Out], broken: Callable[[HostJob, str, str], Out]
+        self,
+        jobs: Sequence[HostJob],
+        work: Callable[[HostJob], Out],
+        broken: Callable[[HostJob, str, str], Out],
+        *,
+        canary_groups: frozenset[str] = frozenset(),
+        hooks: RunHooks | None = None,
     ) -> FleetRun[Out]:
-        return run_fleet(jobs, work, broken, forks=self.forks, progress=Progress(self.on_start, self.on_done))
+        if self.shard is not None:
+            part, parts = self.shard
+            jobs = [job for job in jobs if shard_of(job.host, parts) == part]
+        ordered = order_jobs(jobs, self.staging.order, self.staging.seed)
+        return run_fleet(
+            plan_batches(ordered, self.staging, canary_groups),
+            work,
+            broken,
+            forks=self.forks,
+            workers=self.workers,
+            staging=self.staging,
+            progress=Progress(self.on_start, self.on_done, self.on_note),
+            hooks=hooks,
+            between=self.between,
+        )
 
 
-EVERY_HOST = RunSettings()  # the default: all hosts, 16 at a time, no progress shown
+EVERY_HOST = RunSettings()  # the default: all hosts, 16 at a time, one process, no progress shown
 
 
 def winrm_connect(credentials: Credentials, *, verify_tls: bool = True, timeout: float = 120.0) -> ConnectFactory:
@@ -151,7 +203,18 @@ def push(
     finally:
         state.close()
     redactor = prepared.redactor
-    return RunResult("push", options.check, run.results, run.started, run.seconds, prepared.warnings, redactor)
+    return RunResult(
+        "push",
+        options.check,
+        run.results,
+        run.started,
+        run.seconds,
+        prepared.warnings,
+        redactor,
+        run.status,
+        run.stop_reason,
+        run.not_started,
+    )
 
 
 def _record(state: State, jobs: list[HostJob], results: list[HostResult]) -> None:
@@ -191,7 +254,18 @@ def rollback(
                     state.forget(user.host, user.user)
     finally:
         state.close()
-    return RunResult("rollback", False, run.results, run.started, run.seconds, [], Redactor())
+    return RunResult(
+        "rollback",
+        False,
+        run.results,
+        run.started,
+        run.seconds,
+        [],
+        Redactor(),
+        run.status,
+        run.stop_reason,
+        run.not_started,
+    )
 
 
 # The report file -------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from provision.interrupt import current_abort
 from provision.jobs import HostJob
 from provision.remote.agent import Agent
 from provision.transport.base import Transport, TransportError
@@ -40,7 +41,10 @@ def converse(
     abort: threading.Event | None = None,
 ) -> tuple[R, int]:
     """Run `talk` in one conversation with the host; start over on a new shell after a
-    transient fault, a bounded number of times. Returns the result and the attempts made."""
+    transient fault, a bounded number of times. Returns the result and the attempts made.
+
+    abort: no new step once it is set; by default the fleet runner's (provision.interrupt)."""
+    abort = abort if abort is not None else current_abort()
     tries = 0
     while True:
         tries += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import secrets
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ import click
 from provision.cli import options
 from provision.cli.app import App
 from provision.errors import ExitStatus, SecretError
+from provision.fleet import Amount, Order, Staging, default_workers
 from provision.project import Project
 from provision.push import PushOptions
 from provision.rollout import (
@@ -39,7 +41,9 @@ class RemoteArgs:
     inventory: Path
     limit: str | None
     hosts: Sequence[str]
+    shard: tuple[int, int] | None
     forks: int
+    workers: int | None
     timeout: float
     user: str | None
     password_ref: str
@@ -47,16 +51,89 @@ class RemoteArgs:
     report_path: Path | None
 
 
+class AmountType(click.ParamType):  # type: ignore[type-arg]  # generic in recent click only
+    """A number of hosts or a percentage: 5, 10%."""
+
+    name = "N|P%"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Amount:
+        if isinstance(value, Amount):
+            return value
+        try:
+            return Amount.parse(str(value))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
+class BatchesType(click.ParamType):  # type: ignore[type-arg]  # generic in recent click only
+    """Batch sizes, comma-separated: 1,10%,50% (the last one repeats)."""
+
+    name = "SIZES"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[Amount, ...]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return tuple(Amount.parse(part) for part in str(value).split(",") if part.strip())
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
+class CanaryType(click.ParamType):  # type: ignore[type-arg]  # generic in recent click only
+    """The canary batch: N hosts, P% of them, or an inventory group's name."""
+
+    name = "N|P%|GROUP"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Amount | str:
+        text = str(value).strip()
+        if text[:1].isdigit():
+            try:
+                return Amount.parse(text)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+        return text
+
+
+class ShardType(click.ParamType):  # type: ignore[type-arg]  # generic in recent click only
+    """K/N: this controller's part of the fleet."""
+
+    name = "K/N"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, int]:
+        if isinstance(value, tuple):
+            return value
+        k, sep, n = str(value).partition("/")
+        if not (sep and k.strip().isdigit() and n.strip().isdigit() and 1 <= int(k) <= int(n)):
+            raise click.BadParameter(
+                f"{value!r} is not K/N with 1 <= K <= N (e.g. 2/4)", ctx=ctx, param=param
+            ) from None
+        return int(k), int(n)
+
+
+DEFAULT_FORKS = 64
+
 _REMOTE_OPTIONS = [
     options.inventory(),
     options.selection,
     click.option(
+        "--shard",
+        type=ShardType(),
+        help="Take only part K of N of the chosen hosts (a stable split by host name), so N controllers "
+        "share a fleet: --shard 1/4 on the first, 2/4 on the second...",
+    ),
+    click.option(
         "--forks",
         "-f",
-        type=click.IntRange(1, 512),
-        default=16,
+        type=click.IntRange(1, 2048),
+        default=DEFAULT_FORKS,
         show_default=True,
-        help="Hosts worked on at the same time.",
+        help="Hosts worked on at the same time, in all.",
+    ),
+    click.option(
+        "--workers",
+        type=click.IntRange(1, 256),
+        default=None,
+        help="Processes sharing the hosts (and the forks). Default: the controller's cores; one for small runs.",
     ),
     click.option(
         "--timeout",
@@ -91,6 +168,86 @@ _REMOTE_OPTIONS = [
         help="Also write the results as JSON to this file.",
     ),
 ]
+
+
+@dataclass(frozen=True)
+class StagingArgs:
+    """How a rollout is staged: canary, batches, stop rule, pauses, order."""
+
+    canary: Amount | str | None
+    batch: tuple[Amount, ...]
+    max_fail: Amount | None
+    count_unreachable: bool
+    pause: bool
+    pause_seconds: float
+    order: str
+
+    def staging(self, seed: int) -> Staging:
+        order: Order = "random" if self.order == "random" else "group" if self.order == "group" else "inventory"
+        return Staging(
+            canary=self.canary,
+            batches=self.batch,
+            max_fail=self.max_fail,
+            count_unreachable=self.count_unreachable,
+            order=order,
+            seed=seed,
+            pause_seconds=self.pause_seconds,
+        )
+
+
+_STAGING_OPTIONS = [
+    click.option(
+        "--canary",
+        type=CanaryType(),
+        help="First batch: N hosts, P% of them, or a group's hosts; the rollout stops if any of them fails "
+        "(unless --max-fail says otherwise). Groups marked canary: true go first when batching.",
+    ),
+    click.option(
+        "--batch",
+        type=BatchesType(),
+        default="",
+        help="Batch sizes after the canary, e.g. 10 or 25% or 1,10%,50% (the last size repeats).",
+    ),
+    click.option(
+        "--max-fail",
+        type=AmountType(),
+        help="Stop (before the next host) once more than N or P% hosts failed, in a batch or in all.",
+    ),
+    click.option(
+        "--count-unreachable",
+        is_flag=True,
+        help="Unreachable hosts count as failures for --max-fail (by default they are their own outcome).",
+    ),
+    click.option("--pause", is_flag=True, help="Ask before each batch after the first (on a terminal)."),
+    click.option(
+        "--pause-seconds",
+        type=click.FloatRange(0, 86400),
+        default=0,
+        help="Wait this long between batches (for scripts; Ctrl-C during the wait stops the run).",
+    ),
+    click.option(
+        "--order",
+        type=click.Choice(["inventory", "random", "group"]),
+        default="inventory",
+        show_default=True,
+        help="Order in which hosts are taken.",
+    ),
+]
+
+
+def staging_options(func: Callable[..., None]) -> Callable[..., None]:
+    """Adds the staging options and hands them to the command as one StagingArgs, `staged`."""
+    names = [f.name for f in fields(StagingArgs)]
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        staged = StagingArgs(**{name: kwargs.pop(name) for name in names})
+        func(*args, staged=staged, **kwargs)
+
+    command: Callable[..., None] = wrapper
+    for decorator in reversed(_STAGING_OPTIONS):
+        command = decorator(command)
+    return command
 
 
 def remote_options(func: Callable[..., None]) -> Callable[..., None]:
@@ -128,34 +285,65 @@ Action = Callable[[Project, Path, ConnectFactory, RunSettings], RunResult]
 
 
 @contextmanager
-def fleet_run(ctx: click.Context, remote: RemoteArgs, verb: str) -> Iterator[tuple[ConnectFactory, RunSettings]]:
+def fleet_run(
+    ctx: click.Context, remote: RemoteArgs, verb: str, staged: StagingArgs | None = None
+) -> Iterator[tuple[ConnectFactory, RunSettings]]:
     """Credentials, the TLS warning, and progress shown while the hosts are worked on."""
     app: App = ctx.obj
     creds = credentials(app, remote.user, remote.password_ref)
     if remote.no_verify_tls:
         app.reporter.err.print("[yellow]Warning:[/] TLS certificates are not checked (--no-verify-tls)")
     connect = winrm_connect(creds, verify_tls=not remote.no_verify_tls, timeout=remote.timeout)
-    with app.reporter.hosts_progress(verb) as (on_start, on_done):
-        yield connect, RunSettings(remote.forks, remote.limit, tuple(remote.hosts), on_start, on_done)
+    staging = staged.staging(seed=secrets.randbelow(2**31)) if staged is not None else Staging()
+    with app.reporter.hosts_progress(verb) as progress:
+        between = progress.confirm_batch if staged is not None and staged.pause else None
+        yield (
+            connect,
+            RunSettings(
+                forks=remote.forks,
+                workers=remote.workers if remote.workers is not None else default_workers(),
+                limit=remote.limit,
+                hosts=tuple(remote.hosts),
+                shard=remote.shard,
+                staging=staging,
+                on_start=progress.on_start,
+                on_done=progress.on_done,
+                on_note=progress.on_note,
+                between=between,
+            ),
+        )
 
 
-def _run(ctx: click.Context, remote: RemoteArgs, verb: str, action: Action, *, diff: bool = False) -> RunResult:
+def _run(
+    ctx: click.Context,
+    remote: RemoteArgs,
+    verb: str,
+    action: Action,
+    *,
+    staged: StagingArgs | None = None,
+    diff: bool = False,
+) -> RunResult:
     """The run, then the table, the report and the exit status."""
     app: App = ctx.obj
-    with fleet_run(ctx, remote, verb) as (connect, settings):
+    if staged is not None and staged.pause and not sys.stdin.isatty():
+        raise click.UsageError("--pause needs a terminal to ask on; use --pause-seconds in scripts")
+    with fleet_run(ctx, remote, verb, staged) as (connect, settings):
         run = action(app.project, remote.inventory, connect, settings)
     app.reporter.warnings(run.warnings)
     app.reporter.redact = run.redactor
     app.reporter.fleet(run, diff=diff)
     if remote.report_path is not None:
         write_report(remote.report_path, run)
-    if not run.ok:
+    if run.interrupted:
+        ctx.exit(ExitStatus.INTERRUPTED)
+    if not run.ok or run.stopped:
         ctx.exit(ExitStatus.FAILED)
     return run
 
 
 @click.command(name="push")
 @remote_options
+@staging_options
 @click.option("--check", is_flag=True, help="Change nothing; say what would change.")
 @click.option("--diff", "show_diff", is_flag=True, help="Print each user's changes key by key (passwords masked).")
 @click.option(
@@ -170,7 +358,13 @@ def _run(ctx: click.Context, remote: RemoteArgs, verb: str, action: Action, *, d
 )
 @click.pass_context
 def push_command(
-    ctx: click.Context, remote: RemoteArgs, check: bool, show_diff: bool, backups: int, exit_code: bool
+    ctx: click.Context,
+    remote: RemoteArgs,
+    staged: StagingArgs,
+    check: bool,
+    show_diff: bool,
+    backups: int,
+    exit_code: bool,
 ) -> None:
     """Put each user's microsip.ini on their workstation, changing only what differs."""
     options = PushOptions(check=check, timeout=remote.timeout, backups=backups)
@@ -178,19 +372,20 @@ def push_command(
     def action(project: Project, inventory: Path, connect: ConnectFactory, settings: RunSettings) -> RunResult:
         return push(project, inventory, connect, options, settings)
 
-    run = _run(ctx, remote, "check" if check else "push", action, diff=show_diff)
+    run = _run(ctx, remote, "check" if check else "push", action, staged=staged, diff=show_diff)
     if check and exit_code and run.pending:
         ctx.exit(ExitStatus.CHANGES)
 
 
 @click.command(name="rollback")
 @remote_options
+@staging_options
 @click.pass_context
-def rollback_command(ctx: click.Context, remote: RemoteArgs) -> None:
+def rollback_command(ctx: click.Context, remote: RemoteArgs, staged: StagingArgs) -> None:
     """Put back each user's newest backup of microsip.ini (made by the last push that wrote it)."""
     options = PushOptions(timeout=remote.timeout)
 
     def action(project: Project, inventory: Path, connect: ConnectFactory, settings: RunSettings) -> RunResult:
         return rollback(project, inventory, connect, options, settings)
 
-    _run(ctx, remote, "rollback", action)
+    _run(ctx, remote, "rollback", action, staged=staged)

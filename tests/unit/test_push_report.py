@@ -42,10 +42,10 @@ def test_a_host_is_as_bad_as_its_worst_user() -> None:
 def test_without_a_terminal_each_host_is_a_line_as_it_finishes() -> None:
     rep, _, err = reporter(terminal=False)
     rep.redact = Redactor([Secret("hunter2")])
-    with rep.hosts_progress("push") as (start, done):
-        start(4)
+    with rep.hosts_progress("push") as progress:
+        progress.on_start(4)
         for result in results():
-            done(result)
+            progress.on_done(result)
     lines = err.getvalue().splitlines()
     assert lines[0] == "[1/4] ws-1 changed"
     assert lines[2] == "[3/4] ws-3 failed: connection refused by 10.0.0.3:5986 (pw ********)"
@@ -53,10 +53,10 @@ def test_without_a_terminal_each_host_is_a_line_as_it_finishes() -> None:
 
 def test_on_a_terminal_a_progress_bar_counts_hosts() -> None:
     rep, _, err = reporter(terminal=True)
-    with rep.hosts_progress("push") as (start, done):
-        start(4)
+    with rep.hosts_progress("push") as progress:
+        progress.on_start(4)
         for result in results():
-            done(result)
+            progress.on_done(result)
     assert "4/4" in err.getvalue()
 
 
