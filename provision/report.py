@@ -206,7 +206,7 @@ class Reporter:
         parts = ", ".join(f"{n} {status}" for status, n in counts.items()) or "nothing to do"
         mode = " (check: nothing written)" if run.check else ""
         hosts = f"{len(run.hosts)} host{'' if len(run.hosts) == 1 else 's'}"
-        self.out.print(escape(f"{hosts}: {parts} in {run.seconds:.1f} s{mode}"))
+        self.out.print(escape(f"{hosts}: {parts} in {run.seconds:.1f} s{mode}{_ending(run)}"))
 
     # health and smoke --------------------------------------------------------------------
 
@@ -230,7 +230,7 @@ class Reporter:
         if run.hosts:
             self.out.print(table)
         count = f"{len(run.hosts)} host{'' if len(run.hosts) == 1 else 's'}"
-        self.out.print(escape(f"{count}: {summary(run)} in {run.seconds:.1f} s"))
+        self.out.print(escape(f"{count}: {summary(run)} in {run.seconds:.1f} s{_ending(run)}"))
 
     # profiles ----------------------------------------------------------------------------
 
@@ -254,6 +254,16 @@ class Reporter:
     def validated(self, counts: dict[str, int]) -> None:
         parts = ", ".join(f"{n} {name}" for name, n in counts.items())
         self.out.print(f"[green]OK[/]: {escape(parts)}")
+
+
+def _ending(run: RunResult | CheckRun) -> str:
+    """'; stopped: <why>; 12 not started' for a run that did not go through every host."""
+    if run.status == "finished":
+        return ""
+    text = f"; {run.stop_reason or run.status}"
+    if run.not_started:
+        text += f"; {len(run.not_started)} not started"
+    return text
 
 
 def _walk(node: Any, located: Located, path: tuple[str | int, ...], depth: int, out: list[tuple[str, str]]) -> None:

@@ -279,6 +279,9 @@ def report_data(run: RunResult) -> dict[str, Any]:
         "started": run.started,
         "seconds": round(run.seconds, 3),
         "ok": run.ok,
+        "status": run.status,
+        "stop_reason": run.stop_reason,
+        "not_started": run.not_started,
         "summary": summary(run.hosts),
         "hosts": [
             {
