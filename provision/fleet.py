@@ -7,8 +7,8 @@ raises (`broken`); the runner owns the rest:
   as Ansible's `serial`), with a stop rule per batch and overall (`--max-fail`);
 - concurrency: threads in this process, or worker processes (forked) that each run their
   share of threads, results flowing back to this process, which alone reports and records;
-- interruption: a first Ctrl-C (or SIGTERM) starts no new host and lets those in flight
-  finish; a second one lets no host begin a new step (a step already asked is finished);
+- interruption (provision.interrupt): a first Ctrl-C (or SIGTERM) starts no new host and
+  lets those in flight finish; a second one lets no host begin a new step;
 - progress, timing, and the hooks a run is recorded and leased through.
 
 Whatever goes wrong on one host stays that host's result: it never stops the others.
@@ -34,7 +34,7 @@ from multiprocessing.connection import wait as wait_connections
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from provision.errors import ProvisionError
-from provision.interrupt import aborting_on
+from provision.interrupt import Interrupt, aborting_on, handling_interrupts
 from provision.jobs import HostJob
 
 # How a host ended, as far as the runner is concerned.
@@ -265,7 +265,7 @@ def run_fleet(
     workers = max(1, min(workers, len(all_jobs) // MIN_HOSTS_PER_WORKER, forks))
     rule = _StopRule(staging, len(all_jobs))
     with (
-        _interruptible(progress) as interrupt,
+        handling_interrupts(progress.on_note) as interrupt,
         _executor(all_jobs, work, broken, forks, workers, interrupt.abort) as executor,
     ):
         for number, batch in enumerate(batches, start=1):
@@ -351,7 +351,7 @@ class _StopRule:
 TICK = 0.2  # seconds between looks at signals and hooks while waiting
 
 
-def _sleep_unless(interrupt: _Interrupt, seconds: float) -> None:
+def _sleep_unless(interrupt: Interrupt, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while not interrupt.stopping and (left := deadline - time.monotonic()) > 0:
         time.sleep(min(TICK, left))
@@ -364,7 +364,7 @@ def _run_batch(
     batch: Sequence[HostJob],
     executor: _Executor[Out],
     broken: Callable[[HostJob, str, str], Out],
-    interrupt: _Interrupt,
+    interrupt: Interrupt,
     progress: Progress,
     hooks: RunHooks | None,
     rule: _StopRule,
@@ -405,47 +405,6 @@ def _run_batch(
         hooks.finished(unrecorded)
     rule.finish_batch(sum(1 for r in done if outcome_class(r) != SKIPPED_CLASS))
     return done
-
-
-# Interruption ---------------------------------------------------------------------------------
-
-
-class _Interrupt:
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.stopping = False
-        self.abort = threading.Event()
-        self.reason = ""
-        self.count = 0
-
-    def signalled(self, signum: int, _frame: Any) -> None:
-        self.count += 1
-        name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
-        if self.count == 1:
-            self.stopping = True
-            self.reason = f"interrupted ({name}): hosts in progress were finished, none started after"
-            self.progress.on_note(
-                f"{name}: starting no more hosts; finishing those in progress (again to stop them sooner)"
-            )
-        else:
-            self.abort.set()
-            self.reason = f"interrupted twice ({name}): hosts in progress stopped before their next step"
-            self.progress.on_note(f"{name} again: hosts in progress stop before their next step")
-
-
-@contextlib.contextmanager
-def _interruptible(progress: Progress) -> Iterator[_Interrupt]:
-    """SIGINT and SIGTERM stop the run in two stages while it lasts (main thread only)."""
-    interrupt = _Interrupt(progress)
-    if threading.current_thread() is not threading.main_thread():
-        yield interrupt
-        return
-    previous = {sig: signal.signal(sig, interrupt.signalled) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield interrupt
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 # Executors ------------------------------------------------------------------------------------

@@ -120,6 +120,10 @@ class Reporter:
         for warning in warnings:
             self.err.print(f"[yellow]Warning:[/] {escape(self.redact(str(warning)))}")
 
+    def note(self, text: str) -> None:
+        """A remark about the run on the error stream (an interruption, a stop)."""
+        self.err.print(escape(self.redact(text)))
+
     def line(self, text: str) -> None:
         self.out.print(escape(self.redact(text)))
 

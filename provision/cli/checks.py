@@ -37,18 +37,18 @@ def _run_checks(
     ctx: click.Context, remote: RemoteArgs, verb: str, fmt: str, junit: Path | None, action: CheckAction
 ) -> None:
     app: App = ctx.obj
-    with fleet_run(ctx, remote, verb) as (connect, settings):
-        run = action(app.project, remote.inventory, connect, settings)
-    app.reporter.redact = run.redactor
-    app.reporter.warnings(run.warnings)
-    if fmt == "json":
-        click.echo(report_json(run), nl=False)
-    else:
-        app.reporter.checks(run)
-    if remote.report_path is not None:
-        write_text_atomically(remote.report_path, report_json(run))
-    if junit is not None:
-        write_junit(run, junit)
+    with fleet_run(ctx, remote, verb) as session:
+        run = session.run(lambda connect, settings: action(app.project, remote.inventory, connect, settings))
+        app.reporter.redact = run.redactor
+        app.reporter.warnings(run.warnings)
+        if fmt == "json":
+            click.echo(report_json(run), nl=False)
+        else:
+            app.reporter.checks(run)
+        if remote.report_path is not None:
+            write_text_atomically(remote.report_path, report_json(run))
+        if junit is not None:
+            write_junit(run, junit)
     if run.interrupted:
         ctx.exit(ExitStatus.INTERRUPTED)
     if not run.ok:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Mapping
@@ -109,5 +110,12 @@ cli.add_command(lab.lab)
 
 
 def main() -> None:
-    cli.main(prog_name="provision", standalone_mode=True)
+    try:
+        cli.main(prog_name="provision", standalone_mode=True)
+    except SystemExit as exc:
+        if exc.code == ExitStatus.INTERRUPTED:
+            # The run was interrupted and has said what it did: another Ctrl-C while Python
+            # shuts down must not turn that into a traceback or a death by signal.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise
     sys.exit(0)  # pragma: no cover

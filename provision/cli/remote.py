@@ -7,9 +7,9 @@ import secrets
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -17,8 +17,10 @@ from provision.cli import options
 from provision.cli.app import App
 from provision.errors import ExitStatus, SecretError
 from provision.fleet import Amount, Order, Staging, default_workers
+from provision.interrupt import handling_interrupts
 from provision.project import Project
 from provision.push import PushOptions
+from provision.report import Reporter
 from provision.rollout import (
     ConnectFactory,
     Credentials,
@@ -284,34 +286,57 @@ def credentials(app: App, user: str | None, password_ref: str) -> Credentials:
 Action = Callable[[Project, Path, ConnectFactory, RunSettings], RunResult]
 
 
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class FleetSession:
+    """What a command that talks to workstations works with: how to connect, and a run
+    shown with progress. Made by `fleet_run`."""
+
+    connect: ConnectFactory
+    settings: RunSettings
+    reporter: Reporter
+    verb: str
+    pause: bool = False  # ask on the terminal between batches
+
+    def run(self, action: Callable[[ConnectFactory, RunSettings], R]) -> R:
+        """Run `action` with progress shown (a bar on a terminal, a line per host otherwise)."""
+        with self.reporter.hosts_progress(self.verb) as progress:
+            settings = replace(
+                self.settings,
+                on_start=progress.on_start,
+                on_done=progress.on_done,
+                on_note=progress.on_note,
+                between=progress.confirm_batch if self.pause else None,
+            )
+            return action(self.connect, settings)
+
+
 @contextmanager
 def fleet_run(
     ctx: click.Context, remote: RemoteArgs, verb: str, staged: StagingArgs | None = None
-) -> Iterator[tuple[ConnectFactory, RunSettings]]:
-    """Credentials, the TLS warning, and progress shown while the hosts are worked on."""
+) -> Iterator[FleetSession]:
+    """Credentials and the TLS warning first; then, until the block ends, Ctrl-C and SIGTERM
+    stop the run in two stages and never lose the table or report of what was done."""
     app: App = ctx.obj
+    if staged is not None and staged.pause and not sys.stdin.isatty():
+        raise click.UsageError("--pause needs a terminal to ask on; use --pause-seconds in scripts")
     creds = credentials(app, remote.user, remote.password_ref)
     if remote.no_verify_tls:
         app.reporter.err.print("[yellow]Warning:[/] TLS certificates are not checked (--no-verify-tls)")
     connect = winrm_connect(creds, verify_tls=not remote.no_verify_tls, timeout=remote.timeout)
     staging = staged.staging(seed=secrets.randbelow(2**31)) if staged is not None else Staging()
-    with app.reporter.hosts_progress(verb) as progress:
-        between = progress.confirm_batch if staged is not None and staged.pause else None
-        yield (
-            connect,
-            RunSettings(
-                forks=remote.forks,
-                workers=remote.workers if remote.workers is not None else default_workers(),
-                limit=remote.limit,
-                hosts=tuple(remote.hosts),
-                shard=remote.shard,
-                staging=staging,
-                on_start=progress.on_start,
-                on_done=progress.on_done,
-                on_note=progress.on_note,
-                between=between,
-            ),
-        )
+    settings = RunSettings(
+        forks=remote.forks,
+        workers=remote.workers if remote.workers is not None else default_workers(),
+        limit=remote.limit,
+        hosts=tuple(remote.hosts),
+        shard=remote.shard,
+        staging=staging,
+    )
+    with handling_interrupts(app.reporter.note):
+        yield FleetSession(connect, settings, app.reporter, verb, pause=staged is not None and staged.pause)
 
 
 def _run(
@@ -325,15 +350,13 @@ def _run(
 ) -> RunResult:
     """The run, then the table, the report and the exit status."""
     app: App = ctx.obj
-    if staged is not None and staged.pause and not sys.stdin.isatty():
-        raise click.UsageError("--pause needs a terminal to ask on; use --pause-seconds in scripts")
-    with fleet_run(ctx, remote, verb, staged) as (connect, settings):
-        run = action(app.project, remote.inventory, connect, settings)
-    app.reporter.warnings(run.warnings)
-    app.reporter.redact = run.redactor
-    app.reporter.fleet(run, diff=diff)
-    if remote.report_path is not None:
-        write_report(remote.report_path, run)
+    with fleet_run(ctx, remote, verb, staged) as session:
+        run = session.run(lambda connect, settings: action(app.project, remote.inventory, connect, settings))
+        app.reporter.warnings(run.warnings)
+        app.reporter.redact = run.redactor
+        app.reporter.fleet(run, diff=diff)
+        if remote.report_path is not None:
+            write_report(remote.report_path, run)
     if run.interrupted:
         ctx.exit(ExitStatus.INTERRUPTED)
     if not run.ok or run.stopped:
