@@ -1,19 +1,27 @@
-"""What every command receives: the project and the reporter."""
+"""What every command receives: the project and the reporter; env files, wherever given."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import stat
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
+import click
 from rich.console import Console
 
+from provision.errors import display_path
 from provision.project import Project
 from provision.report import Reporter
+from provision.secrets import read_env_file
 
 
 @dataclass
 class App:
     project: Project
     reporter: Reporter
+    env_sources: dict[str, Path] = field(default_factory=dict)  # which env file set each name
 
 
 def make_reporter() -> Reporter:
@@ -21,3 +29,51 @@ def make_reporter() -> Reporter:
         out=Console(highlight=False, soft_wrap=True),
         err=Console(stderr=True, highlight=False, soft_wrap=True),
     )
+
+
+def apply_env_files(app: App, files: Iterable[Path]) -> None:
+    """Read env files in order into the project's environment: later files win, with a
+    warning when one overrides another's value (never showing values); a file others can
+    read gets a warning too (it may hold passwords)."""
+    for path in files:
+        values = read_env_file(path)
+        mode = path.stat().st_mode
+        if mode & (stat.S_IRGRP | stat.S_IROTH):
+            app.reporter.err.print(
+                f"[yellow]Warning:[/] {display_path(path)} is readable by others; it may hold passwords "
+                f"(chmod 600 {display_path(path)})"
+            )
+        environ = app.project.environ
+        for name, value in values.items():
+            earlier = app.env_sources.get(name)
+            if earlier is not None and earlier != path and environ.get(name) != value:
+                app.reporter.err.print(
+                    f"[yellow]Warning:[/] {name} from {display_path(path)} overrides {display_path(earlier)}"
+                )
+            app.env_sources[name] = path
+        app.project = replace(app.project, environ={**environ, **values})
+
+
+def _env_files_given(ctx: click.Context, _param: click.Parameter, value: Sequence[Path]) -> None:
+    if value and isinstance(ctx.obj, App):
+        apply_env_files(ctx.obj, value)
+
+
+def add_env_file_option(root: click.Command) -> None:
+    """--env-file after any command too (`provision push --env-file lab.env ...`)."""
+    stack: list[Any] = [root]
+    while stack:
+        command = stack.pop()
+        if isinstance(command, click.Group):
+            stack.extend(command.commands.values())
+            continue
+        command.params.append(
+            click.Option(
+                ["--env-file"],
+                type=click.Path(path_type=Path, dir_okay=False, exists=True),
+                multiple=True,
+                expose_value=False,
+                callback=_env_files_given,
+                help="Read NAME=VALUE lines, as the top-level --env-file; repeatable, later files win.",
+            )
+        )

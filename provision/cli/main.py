@@ -6,7 +6,7 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +14,31 @@ import click
 
 import provision
 from provision.cli import checks, lab, offline, profiles, remote
-from provision.cli.app import App, make_reporter
+from provision.cli.app import App, add_env_file_option, apply_env_files, make_reporter
+from provision.cli.config import CONFIG_ENV, CONFIG_NAME, add_environment_variables, default_map, find_config
+from provision.cli.init import init
 from provision.errors import ExitStatus, ProvisionError
 from provision.project import Project
-from provision.secrets import read_env_file
 
 
 class ProvisionGroup(click.Group):
-    """Turns ProvisionError into one screen of text and its exit status; bugs keep their traceback."""
+    """Turns ProvisionError into one screen of text and its exit status; bugs keep their traceback.
+
+    Reads the config file (provision.toml) before the command line is parsed: its values are
+    the defaults of the options (the command line and PROVISION_* variables win)."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        if parent is None and "default_map" not in extra:
+            try:
+                found = find_config(_config_argument(args), Path.cwd())
+                if found is not None:
+                    extra["default_map"] = default_map(found, self)
+            except ProvisionError as exc:
+                make_reporter().error(exc)
+                sys.exit(exc.exit_status)
+        return super().make_context(info_name, args, parent, **extra)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -66,7 +83,9 @@ class ProvisionGroup(click.Group):
 @click.option(
     "--env-file",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    help="Read NAME=VALUE lines for env: secret references; they take precedence over the environment.",
+    multiple=True,
+    help="Read NAME=VALUE lines (secrets for env: references, PROVISION_WINRM_USER/PASSWORD); they take "
+    "precedence over the environment. Repeatable, here or after the command; later files win.",
 )
 @click.option(
     "--state",
@@ -77,14 +96,23 @@ class ProvisionGroup(click.Group):
     envvar="PROVISION_STATE",
     help="The controller's record of pushes (SQLite). Env: PROVISION_STATE.",
 )
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar=CONFIG_ENV,
+    help=f"Config file with defaults for every option (default: ./{CONFIG_NAME}, or [tool.provision] "
+    "in ./pyproject.toml).",
+)
 @click.version_option(provision.__version__, "--version", prog_name="provision")
 @click.pass_context
 def cli(
     ctx: click.Context,
     profiles_dir: Path,
     templates_dir: Path | None,
-    env_file: Path | None,
+    env_file: tuple[Path, ...],
     state_path: Path,
+    config_file: Path | None,
 ) -> None:
     """Roll out and look after the MicroSIP softphone on Windows workstations.
 
@@ -93,9 +121,8 @@ def cli(
     if templates_dir is None and Path("templates").is_dir():
         templates_dir = Path("templates")
     environ: Mapping[str, str] = dict(os.environ)
-    if env_file is not None:
-        environ = {**environ, **read_env_file(env_file)}
     ctx.obj = App(Project(profiles_dir, templates_dir, state_path, environ, Path.cwd()), make_reporter())
+    apply_env_files(ctx.obj, env_file)
 
 
 cli.add_command(offline.render)
@@ -107,6 +134,23 @@ cli.add_command(remote.rollback_command)
 cli.add_command(checks.health_command)
 cli.add_command(checks.smoke_command)
 cli.add_command(lab.lab)
+cli.add_command(init)
+
+
+add_env_file_option(cli)
+add_environment_variables(cli)
+
+
+def _config_argument(args: Sequence[str]) -> str | None:
+    """--config FILE or --config=FILE among the top command's own options (before the command)."""
+    for index, arg in enumerate(args):
+        if arg == "--config" and index + 1 < len(args):
+            return args[index + 1]
+        if arg.startswith("--config="):
+            return arg.partition("=")[2]
+        if not arg.startswith("-"):
+            break
+    return None
 
 
 def main() -> None:
