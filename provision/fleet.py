@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import math
 import multiprocessing
 import os
@@ -36,6 +37,8 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 from provision.errors import ProvisionError
 from provision.interrupt import Interrupt, aborting_on, handling_interrupts
 from provision.jobs import HostJob
+
+log = logging.getLogger(__name__)
 
 # How a host ended, as far as the runner is concerned.
 DONE, FAILED_CLASS, UNREACHABLE_CLASS, SKIPPED_CLASS, ABORTED_CLASS = (
@@ -273,6 +276,7 @@ def run_fleet(
                 break
             if len(batches) > 1:
                 progress.on_note(f"batch {number} of {len(batches)}: {len(batch)} host(s)")
+            log.info("batch %d of %d: %s", number, len(batches), ", ".join(job.host for job in batch))
             rule.new_batch(number, len(batch))
             for result in _run_batch(batch, executor, broken, interrupt, progress, hooks, rule):
                 results[result.host] = result
@@ -281,6 +285,7 @@ def run_fleet(
             if rule.reason:
                 run.status, run.stop_reason = STOPPED, rule.reason
                 progress.on_note(f"stopped: {rule.reason}")
+                log.warning("stopped: %s", rule.reason)
                 break
             if number < len(batches):
                 if staging.pause_seconds:
@@ -394,6 +399,13 @@ def _run_batch(
             done.append(result)
             unrecorded.append(result)
             rule.count(result)
+            log.info(
+                "%s: %s%s (%.1f s)",
+                result.host,
+                result.status,
+                f": {result.reason}" if result.reason else "",
+                result.seconds,
+            )
             progress.on_done(result)
         if hooks is not None and (time.monotonic() - last_hook >= HOOK_EVERY or not in_flight):
             if unrecorded:

@@ -63,6 +63,7 @@ def health(
 ) -> CheckRun:
     """Read-only checks of every chosen host; nothing on a workstation is changed."""
     prepared = prepare(project, inventory, settings.limit, settings.hosts)
+    settings.on_redactor(prepared.redactor)
     state = State.read_only(project.state_path)
     try:
         jobs = host_jobs(prepared, state)
@@ -128,12 +129,13 @@ def smoke(
         jobs.append((HostJob(target.host, target.connection, target.install, (UserJob(test),), groups), plan))
     if problems:
         raise ConfigError(problems)
+    redactor = Redactor(resolver.secrets())
+    settings.on_redactor(redactor)
     plans = {job.host: plan for job, plan in jobs}
     connect = connect_factory(loaded)
     run = settings.run(
         [job for job, _ in jobs], lambda job: smoke_host(job, connect, options, plans[job.host]), _broken
     )
-    redactor = Redactor(resolver.secrets())
     return CheckRun(
         "smoke", run.results, run.started, run.seconds, [], redactor, run.status, run.stop_reason, run.not_started
     )

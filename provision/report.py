@@ -6,6 +6,7 @@ pipe or a log. Every string that may hold user data passes the Redactor first.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,6 +47,19 @@ def _identity(text: str) -> str:
     return text
 
 
+class _RedactingFilter(logging.Filter):
+    """Log records pass the run's redactor like every printed line (defence in depth)."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        super().__init__()
+        self.reporter = reporter
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self.reporter.redact(record.getMessage())
+        record.args = None
+        return True
+
+
 class FleetProgress:
     """The fleet runner's listener: a progress bar on a terminal, a line per host otherwise;
     notes (batches, stops, interruptions) above it; a question between batches (--pause)."""
@@ -56,7 +70,7 @@ class FleetProgress:
         self.total = 0
         self.count = 0
         self.bar: Progress | None = None
-        if reporter.err.is_terminal:
+        if reporter.err.is_terminal and not reporter.err.is_dumb_terminal and not reporter.quiet:
             self.bar = Progress(
                 TextColumn(verb),
                 BarColumn(),
@@ -77,6 +91,8 @@ class FleetProgress:
         self.count += 1
         if self.bar is not None:
             self.bar.update(self._task, advance=1, last=escape(f"{result.host}: {result.status}"))
+            return
+        if self.reporter.quiet:
             return
         reason = f": {result.reason}" if result.reason else ""
         line = f"[{self.count}/{self.total}] {result.host} {result.status}{reason}"
@@ -104,6 +120,23 @@ class Reporter:
     out: Console
     err: Console
     redact: Callable[[str], str] = _identity
+    verbosity: int = 0  # -1 quiet (summaries and errors only), 0 normal, 1+ verbose
+
+    @property
+    def quiet(self) -> bool:
+        return self.verbosity < 0
+
+    def use_redactor(self, redactor: Callable[[str], str]) -> None:
+        """From now on every line printed or logged is scrubbed of the run's secrets."""
+        self.redact = redactor
+
+    def log_to(self, handler: logging.Handler) -> None:
+        """Send provision's log (hosts, retries, batches, runs) to `handler`, redacted."""
+        handler.addFilter(_RedactingFilter(self))
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger = logging.getLogger("provision")
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG if self.verbosity > 1 else logging.INFO)
 
     # Errors and warnings -----------------------------------------------------------------
 

@@ -104,6 +104,7 @@ class RunSettings:
     on_start: Callable[[int], None] = lambda _: None
     on_done: Callable[[HostOutcome], None] = lambda _: None
     on_note: Callable[[str], None] = lambda _: None
+    on_redactor: Callable[[Redactor], None] = lambda _: None  # told the run's secrets, before any host
     between: Between | None = None  # asked between batches whether to go on (--pause)
 
     def run(
@@ -192,6 +193,7 @@ def push(
     settings: RunSettings = EVERY_HOST,
 ) -> RunResult:
     prepared = prepare(project, inventory, settings.limit, settings.hosts)
+    settings.on_redactor(prepared.redactor)
     state = State.open(project.state_path)
     try:
         jobs = host_jobs(prepared, state)

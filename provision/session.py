@@ -7,6 +7,7 @@ retries on transient faults with jittered backoff, and closing the shell live he
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -20,6 +21,7 @@ from provision.remote.agent import Agent
 from provision.transport.base import Transport, TransportError
 
 R = TypeVar("R")
+log = logging.getLogger(__name__)
 
 Connect = Callable[[HostJob], Transport]
 
@@ -61,4 +63,5 @@ def converse(
             if not exc.transient or tries > options.retries or (abort is not None and abort.is_set()):
                 return failed(exc), tries
             delay = options.backoff * 2 ** (tries - 1)
+            log.info("%s: %s; again on a new shell (attempt %d of %d)", job.host, exc, tries + 1, options.retries + 1)
             time.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter, not a secret

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import stat
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,11 +26,27 @@ class App:
     env_sources: dict[str, Path] = field(default_factory=dict)  # which env file set each name
 
 
-def make_reporter() -> Reporter:
-    return Reporter(
-        out=Console(highlight=False, soft_wrap=True),
-        err=Console(stderr=True, highlight=False, soft_wrap=True),
-    )
+PIPE_WIDTH = 4000  # piped output is for scripts and logs: lines are not wrapped at 80 columns
+
+
+def make_reporter(verbosity: int = 0, environ: Mapping[str, str] | None = None) -> Reporter:
+    """Rich consoles for standard output and error. NO_COLOR (any value) removes every style;
+    output that is not a terminal is never wrapped; TERM=dumb gets plain progress lines."""
+    environ = os.environ if environ is None else environ
+    plain = "NO_COLOR" in environ
+
+    def console(stderr: bool) -> Console:
+        stream = sys.stderr if stderr else sys.stdout
+        terminal = stream.isatty()
+        return Console(
+            stderr=stderr,
+            highlight=False,
+            soft_wrap=True,
+            color_system=None if plain else "auto",
+            width=None if terminal else PIPE_WIDTH,
+        )
+
+    return Reporter(out=console(False), err=console(True), verbosity=verbosity)
 
 
 def apply_env_files(app: App, files: Iterable[Path]) -> None:

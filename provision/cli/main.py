@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -104,6 +105,13 @@ class ProvisionGroup(click.Group):
     help=f"Config file with defaults for every option (default: ./{CONFIG_NAME}, or [tool.provision] "
     "in ./pyproject.toml).",
 )
+@click.option("--verbose", "-v", count=True, help="More detail: -v every host's users and checks, -vv the log too.")
+@click.option("--quiet", "-q", is_flag=True, help="Only the summary line and errors.")
+@click.option(
+    "--log-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Append a log of the run (hosts, retries, batches; secrets redacted) to this file.",
+)
 @click.version_option(provision.__version__, "--version", prog_name="provision")
 @click.pass_context
 def cli(
@@ -113,6 +121,9 @@ def cli(
     env_file: tuple[Path, ...],
     state_path: Path,
     config_file: Path | None,
+    verbose: int,
+    quiet: bool,
+    log_file: Path | None,
 ) -> None:
     """Roll out and look after the MicroSIP softphone on Windows workstations.
 
@@ -121,7 +132,19 @@ def cli(
     if templates_dir is None and Path("templates").is_dir():
         templates_dir = Path("templates")
     environ: Mapping[str, str] = dict(os.environ)
-    ctx.obj = App(Project(profiles_dir, templates_dir, state_path, environ, Path.cwd()), make_reporter())
+    reporter = make_reporter(-1 if quiet else verbose)
+    ctx.obj = App(Project(profiles_dir, templates_dir, state_path, environ, Path.cwd()), reporter)
+    if log_file is not None:
+        try:
+            handler = logging.FileHandler(log_file, encoding="utf-8")
+        except OSError as exc:
+            raise click.BadParameter(f"cannot write {log_file}: {exc.strerror}", param_hint="--log-file") from None
+        reporter.log_to(handler)
+        ctx.call_on_close(lambda: _close_log(handler))
+    if verbose > 1:
+        stream = logging.StreamHandler(sys.stderr)
+        reporter.log_to(stream)
+        ctx.call_on_close(lambda: _close_log(stream))
     apply_env_files(ctx.obj, env_file)
 
 
@@ -135,6 +158,11 @@ cli.add_command(checks.health_command)
 cli.add_command(checks.smoke_command)
 cli.add_command(lab.lab)
 cli.add_command(init)
+
+
+def _close_log(handler: logging.Handler) -> None:
+    logging.getLogger("provision").removeHandler(handler)
+    handler.close()
 
 
 add_env_file_option(cli)

@@ -308,6 +308,7 @@ class FleetSession:
                 on_start=progress.on_start,
                 on_done=progress.on_done,
                 on_note=progress.on_note,
+                on_redactor=self.reporter.use_redactor,
                 between=progress.confirm_batch if self.pause else None,
             )
             return action(self.connect, settings)
