@@ -157,6 +157,16 @@ class Reporter:
         """A remark about the run on the error stream (an interruption, a stop)."""
         self.err.print(escape(self.redact(text)))
 
+    def _table(self, table: Table) -> None:
+        """A table; in a pipe or a log, without the padding at the end of each line."""
+        if self.out.is_terminal:
+            self.out.print(table)
+            return
+        with self.out.capture() as captured:
+            self.out.print(table)
+        for line in captured.get().splitlines():
+            self.out.print(escape(line.rstrip()))
+
     def line(self, text: str) -> None:
         self.out.print(escape(self.redact(text)))
 
@@ -237,8 +247,8 @@ class Reporter:
                 f"{host.seconds:.1f}s",
                 escape(self.redact(_host_reason(host))),
             )
-        if run.hosts:
-            self.out.print(table)
+        if run.hosts and not self.quiet:
+            self._table(table)
         counts = summary(run.hosts)
         parts = ", ".join(f"{n} {status}" for status, n in counts.items()) or "nothing to do"
         mode = " (check: nothing written)" if run.check else ""
@@ -264,8 +274,8 @@ class Reporter:
                 row.insert(2, escape(host.method or "-"))
             row.append(escape(self.redact(host.reason)))
             table.add_row(*row)
-        if run.hosts:
-            self.out.print(table)
+        if run.hosts and not self.quiet:
+            self._table(table)
         count = f"{len(run.hosts)} host{'' if len(run.hosts) == 1 else 's'}"
         self.out.print(escape(f"{count}: {summary(run)} in {run.seconds:.1f} s{_ending(run)}"))
 
