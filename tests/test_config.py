@@ -138,3 +138,20 @@ def test_every_option_of_every_command_has_an_environment_variable() -> None:
     assert by_option[("push", "--forks")] == "PROVISION_FORKS"
     assert by_option[("push", "--report")] == "PROVISION_REPORT"
     assert by_option[("(all)", "--profiles")] == "PROVISION_PROFILES"
+
+
+def complete(words: str) -> list[str]:
+    env = {"_PROVISION_COMPLETE": "bash_complete", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split()) - 1)}
+    result = CliRunner().invoke(cli, [], env=env, prog_name="provision")
+    return [line.partition(",")[2] for line in result.output.splitlines()]
+
+
+def test_shells_complete_hosts_groups_patterns_and_profiles(folder: Path) -> None:
+    assert run("init", ".").exit_code == 0
+    assert complete("provision push --host ws-s") == ["ws-sales-01", "ws-sales-02", "ws-support-01"]
+    assert complete("provision push --limit sales,!ws-sales-0") == ["sales,!ws-sales-01", "sales,!ws-sales-02"]
+    assert complete("provision push --canary su") == ["support"]
+    assert complete("provision smoke --profile s") == ["sales", "smoke", "support"]
+    for shell in ("bash", "zsh", "fish", "powershell"):
+        script = CliRunner().invoke(cli, [], env={"_PROVISION_COMPLETE": f"{shell}_source"}, prog_name="provision")
+        assert "_PROVISION_COMPLETE" in script.output, shell

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from provision.cli.app import App
+from provision.cli.completion import complete_profiles
 from provision.cli.remote import RemoteArgs, fleet_run, remote_options
 from provision.errors import ExitStatus
 from provision.inspection import CheckRun, health, report_json, smoke, write_junit
@@ -78,6 +79,7 @@ def health_command(ctx: click.Context, remote: RemoteArgs, fmt: str, junit: Path
     default="smoke",
     show_default=True,
     metavar="NAME",
+    shell_complete=complete_profiles,
     help="Profile the test instance's ini is rendered from (its own account, sourcePort, logging on).",
 )
 @output_format

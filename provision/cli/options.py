@@ -8,6 +8,8 @@ from typing import Any, TypeVar
 
 import click
 
+from provision.cli import completion
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -28,6 +30,7 @@ def selection(func: F) -> F:
         "--limit",
         "-l",
         metavar="PATTERN",
+        shell_complete=completion.complete_pattern,
         help="Hosts and groups to act on: names, globs, '!' to exclude, comma-separated "
         "(e.g. 'sales,ws-hq-*,!ws-hq-03').",
     )(func)
@@ -36,5 +39,6 @@ def selection(func: F) -> F:
         "hosts",
         multiple=True,
         metavar="NAME",
+        shell_complete=completion.complete_hosts,
         help="Act on this host only (repeatable).",
     )(func)

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from click.shell_completion import CompletionItem
 
 from provision.cli import options
 from provision.cli.app import App
+from provision.cli.completion import complete_groups
 from provision.errors import ExitStatus, SecretError
 from provision.fleet import Amount, Order, Staging, default_workers
 from provision.interrupt import handling_interrupts
@@ -53,7 +55,7 @@ class RemoteArgs:
     report_path: Path | None
 
 
-class AmountType(click.ParamType):  # type: ignore[type-arg]  # generic in recent click only
+class AmountType(click.ParamType[Amount]):
     """A number of hosts or a percentage: 5, 10%."""
 
     name = "N|P%"
@@ -67,7 +69,7 @@ class AmountType(click.ParamType):  # type: ignore[type-arg]  # generic in recen
             raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
 
 
-class BatchesType(click.ParamType):  # type: ignore[type-arg]  # generic in recent click only
+class BatchesType(click.ParamType[tuple[Amount, ...]]):
     """Batch sizes, comma-separated: 1,10%,50% (the last one repeats)."""
 
     name = "SIZES"
@@ -81,10 +83,13 @@ class BatchesType(click.ParamType):  # type: ignore[type-arg]  # generic in rece
             raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
 
 
-class CanaryType(click.ParamType):  # type: ignore[type-arg]  # generic in recent click only
+class CanaryType(click.ParamType[Amount | str]):
     """The canary batch: N hosts, P% of them, or an inventory group's name."""
 
     name = "N|P%|GROUP"
+
+    def shell_complete(self, ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+        return complete_groups(ctx, param, incomplete)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Amount | str:
         text = str(value).strip()
@@ -96,7 +101,7 @@ class CanaryType(click.ParamType):  # type: ignore[type-arg]  # generic in recen
         return text
 
 
-class ShardType(click.ParamType):  # type: ignore[type-arg]  # generic in recent click only
+class ShardType(click.ParamType[tuple[int, int]]):
     """K/N: this controller's part of the fleet."""
 
     name = "K/N"
