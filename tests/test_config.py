@@ -155,3 +155,18 @@ def test_shells_complete_hosts_groups_patterns_and_profiles(folder: Path) -> Non
     for shell in ("bash", "zsh", "fish", "powershell"):
         script = CliRunner().invoke(cli, [], env={"_PROVISION_COMPLETE": f"{shell}_source"}, prog_name="provision")
         assert "_PROVISION_COMPLETE" in script.output, shell
+
+
+def test_the_option_table_in_the_docs_is_current() -> None:
+    from provision.cli.config import options_markdown
+
+    from conftest import ROOT
+
+    page = ROOT / "docs" / "configuration.md"
+    text = page.read_text("utf-8")
+    head, rest = text.split("<!-- options -->\n")
+    _, tail = rest.split("<!-- /options -->")
+    current = head + "<!-- options -->\n" + options_markdown(cli) + "<!-- /options -->" + tail
+    if os.environ.get("PROVISION_REFRESH_GOLDEN") == "1":
+        page.write_text(current, "utf-8")
+    assert text == current, "docs/configuration.md is stale: PROVISION_REFRESH_GOLDEN=1 pytest tests/test_config.py"

@@ -188,3 +188,10 @@ def option_table(root: click.Command) -> list[tuple[str, str, str]]:
 
     walk(root, [])
     return rows
+
+
+def options_markdown(root: click.Command) -> str:
+    """The table of every option and its environment variable, for docs/configuration.md."""
+    lines = ["| command | option | environment variable |", "|---|---|---|"]
+    lines += [f"| {command} | `{option}` | `{envvar}` |" for command, option, envvar in option_table(root)]
+    return "\n".join(lines) + "\n"
