@@ -169,4 +169,5 @@ def test_the_option_table_in_the_docs_is_current() -> None:
     current = head + "<!-- options -->\n" + options_markdown(cli) + "<!-- /options -->" + tail
     if os.environ.get("PROVISION_REFRESH_GOLDEN") == "1":
         page.write_text(current, "utf-8")
+        text = current
     assert text == current, "docs/configuration.md is stale: PROVISION_REFRESH_GOLDEN=1 pytest tests/test_config.py"
