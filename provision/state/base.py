@@ -78,9 +78,18 @@ class Store(ABC):
     def new_run_id(self) -> str:
         """A run id: UTC start second, then 24 random bits ("20261129T083200-3f9a1c").
 
-        Ids sort by time; the random part keeps controllers that start in the same second apart.
+        Ids sort by time; the random part keeps controllers that start in the same second
+        apart, and an id this store gave out or finds recorded is never given again.
         """
-        return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+        issued: set[str] = self.__dict__.setdefault("_issued_run_ids", set())
+        while True:
+            candidate = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+            if candidate not in issued and not self._run_recorded(candidate):
+                issued.add(candidate)
+                return candidate
+
+    def _run_recorded(self, run_id: str) -> bool:
+        return False
 
     @abstractmethod
     def start_run(self, run: RunStart) -> None:

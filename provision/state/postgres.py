@@ -12,7 +12,7 @@ scrubbed of it too.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -40,8 +40,8 @@ class _ConflictError(StateWriteError):
 class PostgresStore(SqlStore):
     dialect = "postgresql"
     start_over = (
-        "To start a new one, point the state at an empty database or schema (or drop provision's "
-        "tables there); everyone sharing it starts over"
+        "Point the state at an empty database or schema to start a new one "
+        "(or drop provision's tables there, see docs/state.md)"
     )
 
     def __init__(self, url: str, read_only: bool = False) -> None:
@@ -91,22 +91,35 @@ class PostgresStore(SqlStore):
     @contextmanager
     def _reading(self) -> Iterator[Session]:
         with self._lock:
-            conn = self._live(None)
             try:
-                with conn.transaction(), conn.cursor() as cursor:
-                    yield _Session(cursor)
+                with self._begin(None) as session:
+                    yield session
             except psycopg.Error as exc:
                 raise self._translate(exc, None) from None
 
     @contextmanager
     def _transaction(self, what: str) -> Iterator[Session]:
         with self._lock:
-            conn = self._live(what)
             try:
-                with conn.transaction(), conn.cursor() as cursor:
-                    yield _Session(cursor)
+                with self._begin(what) as session:
+                    yield session
             except psycopg.Error as exc:
                 raise self._translate(exc, what) from None
+
+    @contextmanager
+    def _begin(self, what: str | None) -> Iterator[Session]:
+        """A transaction; a session the server ended since the last call (restart, fail-over,
+        idle timeout) shows at BEGIN, before anything is sent, and is replaced once."""
+        conn = self._live(what)
+        with ExitStack() as stack:
+            try:
+                stack.enter_context(conn.transaction())
+            except psycopg.OperationalError:
+                if not (conn.broken or conn.closed):
+                    raise
+                conn = self._live(what)
+                stack.enter_context(conn.transaction())
+            yield _Session(stack.enter_context(conn.cursor()))
 
     def _translate(self, exc: psycopg.Error, what: str | None) -> Exception:
         """A driver error as the user's error; None for `what` while reading."""

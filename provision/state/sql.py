@@ -299,6 +299,10 @@ class SqlStore(Store):
                 (status, finished, rows.to_json(summary), run_id),
             )
 
+    def _run_recorded(self, run_id: str) -> bool:
+        with self._reading() as session:
+            return bool(session.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)))
+
     def _existing_run(self, session: Session, run_id: str) -> None:
         if not session.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)):
             raise StateError(f"no run {run_id} is recorded in {self.location}")
@@ -465,14 +469,15 @@ class SqlStore(Store):
 
     def _lease_rows(self, session: Session, hosts: list[str] | None, *, expired_too: bool) -> dict[str, LeaseInfo]:
         base = "SELECT host, run_id, who, controller, expires FROM leases WHERE 1 = 1"
+        order = " ORDER BY host"
         extra: list[Any] = []
         if not expired_too:
             now, extra = self._now()
             base += f" AND expires > {now}"
         if hosts is None:
-            queries = [(base, extra)]
+            queries = [(base + order, extra)]
         else:
-            queries = [(f"{base} AND {w}", extra + p) for w, p in self._in("host", hosts)]
+            queries = [(f"{base} AND {w}{order}", extra + p) for w, p in self._in("host", hosts)]
         out: dict[str, LeaseInfo] = {}
         for sql, params in queries:
             for host, run_id, who, controller, expires in session.execute(sql, params):

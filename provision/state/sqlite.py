@@ -32,7 +32,7 @@ BUSY_SECONDS = 30.0
 # The primary result codes (the low byte of an extended code) that mean "cannot write here".
 _WRITE_FAILURES = {
     sqlite3.SQLITE_FULL: "the disk or quota is full",
-    sqlite3.SQLITE_IOERR: "the disk reported an I/O error",
+    sqlite3.SQLITE_IOERR: "the disk refused the write (full, over quota, or failing)",
     sqlite3.SQLITE_READONLY: "the file or its filesystem is read-only",
     sqlite3.SQLITE_CANTOPEN: "the file cannot be opened for writing",
     sqlite3.SQLITE_PERM: "permission denied",
