@@ -23,6 +23,7 @@ from psycopg import conninfo
 from provision.state.base import StateError, StateWriteError
 from provision.state.location import redact_url, scrub, url_secrets
 from provision.state.records import LeaseHolder, LeaseInfo, PushRecord
+from provision.state.rows import Columns
 from provision.state.sql import Session, SqlStore
 
 #: Seconds to wait for the server when connecting, unless the URL says (connect_timeout=).
@@ -31,6 +32,8 @@ CONNECT_TIMEOUT = 10
 RETRIES = 5
 
 T = TypeVar("T")
+
+_ARRAY_TYPES = {"text": "text[]", "int": "bigint[]", "real": "double precision[]", "bool": "boolean[]"}
 
 
 class _ConflictError(StateWriteError):
@@ -162,6 +165,20 @@ class PostgresStore(SqlStore):
     def _in(self, column: str, values: Sequence[str]) -> Iterator[tuple[str, list[Any]]]:
         if values:
             yield f"{column} = ANY(?)", [list(values)]
+
+    def _insert(
+        self, session: Session, table: str, columns: Columns, values: list[tuple[Any, ...]], conflict: str = ""
+    ) -> None:
+        # One statement with one array per column: a statement per row costs the client more
+        # than the server's whole insert.
+        if not values:
+            return
+        names = ", ".join(name for name, _ in columns)
+        arrays = ", ".join(f"?::{_ARRAY_TYPES[kind]}" for _, kind in columns)
+        session.execute(
+            f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}) {conflict}",  # noqa: S608
+            [list(column) for column in zip(*values, strict=True)],
+        )
 
     def _now(self) -> tuple[str, list[Any]]:
         return "now()", []

@@ -67,6 +67,12 @@ class SqlStore(Store):
         """`column` is one of `values`: SQL and params, split into as many queries as needed."""
 
     @abstractmethod
+    def _insert(
+        self, session: Session, table: str, columns: rows.Columns, values: list[tuple[Any, ...]], conflict: str = ""
+    ) -> None:
+        """Insert many rows in one go; `conflict` an ON CONFLICT clause; `columns` (name, kind)."""
+
+    @abstractmethod
     def _now(self) -> tuple[str, list[Any]]:
         """The lease clock's "now" as SQL and params."""
 
@@ -208,16 +214,18 @@ class SqlStore(Store):
 
     def record_pushes(self, records: Iterable[PushRecord]) -> None:
         self._writable()
-        values = [rows.push_row(r) for r in records]
-        if not values:
+        latest = {(row[0], row[1]): row for row in map(rows.push_row, records)}  # a pair twice: the last counts
+        if not latest:
             return
-        with self._transaction(f"the push records of {_count(len(values), 'user')}") as session:
-            session.executemany(
-                f"INSERT INTO pushes ({rows.PUSH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "  # noqa: S608
+        with self._transaction(f"the push records of {_count(len(latest), 'user')}") as session:
+            self._insert(
+                session,
+                "pushes",
+                rows.PUSH_TYPES,
+                list(latest.values()),
                 'ON CONFLICT (host, "user") DO UPDATE SET pushed_at = excluded.pushed_at, '
                 "managed_keys = excluded.managed_keys, managed_hash = excluded.managed_hash, "
                 "fingerprints = excluded.fingerprints, result = excluded.result",
-                values,
             )
 
     def forget(self, pairs: Iterable[tuple[str, str]]) -> None:
@@ -276,17 +284,19 @@ class SqlStore(Store):
                 ]
             if again:
                 session.executemany("DELETE FROM run_users WHERE run_id = ? AND host = ?", [(run_id, h) for h in again])
-            session.executemany(
-                "INSERT INTO run_hosts (run_id, host, seq, status, kind, reason, seconds, attempts, started) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, host) DO UPDATE SET "
+            self._insert(
+                session,
+                "run_hosts",
+                rows.HOST_TYPES,
+                [rows.host_row(run_id, int(top[0]) + i + 1, h) for i, h in enumerate(latest.values())],
+                "ON CONFLICT (run_id, host) DO UPDATE SET "
                 "status = excluded.status, kind = excluded.kind, reason = excluded.reason, "
                 "seconds = excluded.seconds, attempts = excluded.attempts, started = excluded.started",
-                [rows.host_row(run_id, int(top[0]) + i + 1, h) for i, h in enumerate(latest.values())],
             )
-            session.executemany(
-                "INSERT INTO run_users "
-                '(run_id, host, position, "user", status, reason, backup, restarted, changed_keys) '
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            self._insert(
+                session,
+                "run_users",
+                rows.USER_TYPES,
                 [row for h in latest.values() for row in rows.user_rows(run_id, h)],
             )
 

@@ -24,6 +24,7 @@ from typing import Any
 from provision.errors import display_path
 from provision.state.base import StateError, StateWriteError
 from provision.state.records import LeaseHolder
+from provision.state.rows import Columns
 from provision.state.sql import CHUNK, Session, SqlStore
 
 #: How long a write waits for another process's transaction on the same file.
@@ -184,6 +185,13 @@ class SqliteStore(SqlStore):
         for start in range(0, len(values), CHUNK):
             chunk = list(values[start : start + CHUNK])
             yield f"{column} IN ({', '.join('?' * len(chunk))})", chunk
+
+    def _insert(
+        self, session: Session, table: str, columns: Columns, values: list[tuple[Any, ...]], conflict: str = ""
+    ) -> None:
+        names = ", ".join(name for name, _ in columns)
+        marks = ", ".join("?" * len(columns))
+        session.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks}) {conflict}", values)  # noqa: S608
 
     def _now(self) -> tuple[str, list[Any]]:
         return "?", [time.time()]

@@ -11,13 +11,7 @@ makes it a failure. Each test gets a schema of its own, dropped afterwards.
 from __future__ import annotations
 
 import os
-import pwd
-import re
 import secrets
-import shutil
-import socket
-import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +21,7 @@ import pytest
 
 from provision.state import Store, open_store
 
-SERVER_BINARIES = "/usr/lib/postgresql/*/bin"
+from .pgcluster import Cluster, ClusterError, server_binaries
 
 OpenStore = Callable[..., Store]
 
@@ -42,82 +36,6 @@ def _no_postgres(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _server_binaries() -> Path | None:
-    found = shutil.which("pg_ctl")
-    candidates = [Path(found).resolve().parent] if found else []
-    candidates += sorted(
-        Path("/").glob(SERVER_BINARIES.lstrip("/")),
-        key=lambda p: [int(n) for n in re.findall(r"\d+", p.parent.name)],
-        reverse=True,
-    )
-    for folder in candidates:
-        if (folder / "initdb").exists() and (folder / "pg_ctl").exists():
-            return folder
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class _Cluster:
-    """A throwaway PostgreSQL cluster on loopback, trust authentication, no fsync."""
-
-    def __init__(self, binaries: Path) -> None:
-        self.binaries = binaries
-        self.folder = Path(tempfile.mkdtemp(prefix="provision-pg-"))
-        self.data = self.folder / "data"
-        self.prefix: list[str] = []
-        if os.geteuid() == 0:
-            user = "postgres" if _user_exists("postgres") else "nobody"
-            entry = pwd.getpwnam(user)
-            os.chown(self.folder, entry.pw_uid, entry.pw_gid)
-            self.prefix = ["runuser", "-u", user, "--"]
-
-    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*self.prefix, *args], capture_output=True, text=True, check=False, timeout=120)
-
-    def start(self) -> str:
-        init = self._run(
-            str(self.binaries / "initdb"), "-D", str(self.data), "-U", "provision_test", "-A", "trust", "-E", "UTF8",
-            "--no-sync",
-        )  # fmt: skip
-        if init.returncode != 0:
-            raise RuntimeError(f"initdb failed: {init.stderr.strip()}")
-        problem = ""
-        for _ in range(3):  # a port taken between choosing it and binding it: choose again
-            port = _free_port()
-            settings = (
-                f"-p {port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off"
-            )
-            started = self._run(
-                str(self.binaries / "pg_ctl"), "-D", str(self.data), "-l", str(self.folder / "log"), "-w", "-t", "60",
-                "-o", settings, "start",
-            )  # fmt: skip
-            if started.returncode == 0:
-                return f"postgresql://provision_test@127.0.0.1:{port}/postgres"
-            log = self.folder / "log"
-            problem = log.read_text(errors="replace")[-2000:] if log.exists() else started.stderr
-        raise RuntimeError(f"pg_ctl start failed: {problem.strip()}")
-
-    def stop(self) -> None:
-        if (self.data / "postmaster.pid").exists():
-            self._run(str(self.binaries / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def _user_exists(name: str) -> bool:
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """An admin URL of a PostgreSQL database in which the tests may create schemas."""
@@ -129,21 +47,21 @@ def postgres_url() -> Iterator[str]:
         import psycopg  # noqa: F401
     except ImportError:
         _no_postgres("psycopg is not installed")
-    binaries = _server_binaries()
+    binaries = server_binaries()
     if binaries is None:
         _no_postgres("no PostgreSQL: set PROVISION_TEST_POSTGRES_URL or install the server (initdb, pg_ctl)")
     assert binaries is not None
-    if os.geteuid() == 0 and shutil.which("runuser") is None:
-        _no_postgres("running as root without runuser, and initdb refuses root")
-    cluster = _Cluster(binaries)
+    cluster = None
     try:
         try:
+            cluster = Cluster(binaries)
             url = cluster.start()
-        except RuntimeError as exc:
+        except ClusterError as exc:
             _no_postgres(f"could not start a PostgreSQL cluster: {exc}")
         yield url
     finally:
-        cluster.stop()
+        if cluster is not None:
+            cluster.stop()
 
 
 @pytest.fixture

@@ -12,7 +12,16 @@ from click.testing import CliRunner
 
 from provision.cli.main import cli
 from provision.errors import ExitStatus
-from provision.state import MOVE_ASIDE_COST, HostOutcome, PushRecord, RunStart, StateError, Store, open_store
+from provision.state import (
+    MOVE_ASIDE_COST,
+    HostOutcome,
+    PushRecord,
+    RunStart,
+    StateError,
+    Store,
+    open_store,
+    redact_url,
+)
 from provision.state.migrations import LATEST, MIGRATIONS
 
 from .conftest import OpenStore, execute
@@ -193,7 +202,7 @@ def test_a_missing_column_is_damage(open_at: OpenStore, location: str) -> None:
     execute(location, "ALTER TABLE runs DROP COLUMN summary")
     with pytest.raises(StateError) as caught:
         open_at()
-    assert_damaged(caught.value, location.split("?")[0], "runs lacks summary")
+    assert_damaged(caught.value, redact_url(location), "runs lacks summary")  # no password in it
 
 
 def test_a_version_table_with_two_rows_is_damage(open_at: OpenStore, location: str) -> None:
