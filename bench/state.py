@@ -123,9 +123,22 @@ def measure(location: str, hosts: int, users: int, batch: int, history: int) -> 
         figures["runs() s (listing)"], _ = timed(lambda: store.runs(limit=50))
     figures["open s"], opened = timed(lambda: open_store(location))
     opened.close()
-    if not location.startswith("postgresql://"):
-        figures["file MB"] = sum(p.stat().st_size for p in Path(location).parent.iterdir()) / 1e6
+    figures["size MB"] = size(location) / 1e6
     return figures
+
+
+def size(location: str) -> int:
+    """Bytes the state takes: the SQLite file (with its WAL), or the PostgreSQL schema's tables."""
+    if not location.startswith("postgresql://"):
+        return sum(p.stat().st_size for p in Path(location).parent.iterdir())
+    import psycopg
+
+    with psycopg.connect(location) as conn:
+        row = conn.execute(
+            "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = current_schema() AND c.relkind = 'r'"
+        ).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 @contextmanager

@@ -32,7 +32,8 @@ def open_store(location: str | Path, *, read_only: bool = False) -> Store:
             ) from None
         return PostgresStore(text, read_only)
     if isinstance(location, Path) and text.lower().startswith(("postgresql:/", "postgres:/")):
-        raise StateError(f"the state {redact_url(text)} looks like a URL that lost its '//': pass it as text")
+        # Not shown: without its '//' the URL's password cannot be told from the rest.
+        raise StateError("the state location is a PostgreSQL URL that lost its '//' as a file path: pass it as text")
     path = Path(location)
     if read_only and not path.exists():
         return EmptyStore(display_path(path))

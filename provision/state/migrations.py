@@ -94,6 +94,7 @@ CREATE TABLE leases (
 _V2_INDEXES = (
     "CREATE INDEX runs_by_start ON runs (started)",
     "CREATE INDEX run_hosts_by_seq ON run_hosts (run_id, seq)",
+    "CREATE INDEX run_hosts_by_status ON run_hosts (run_id, status)",
     "CREATE INDEX leases_by_run ON leases (run_id)",
 )
 

@@ -60,8 +60,8 @@ class Cluster:
     def start(self) -> str:
         """Make and start the cluster; the superuser's URL."""
         init = self._run(
-            str(self.binaries / "initdb"), "-D", str(self.data), "-U", SUPERUSER, "-A", "trust", "-E", "UTF8",
-            "--no-sync",
+            str(self.binaries / "initdb"), "-D", str(self.data), "-U", SUPERUSER, "-A", "trust",
+            "-E", "UTF8", "--no-locale", "--no-sync",
         )  # fmt: skip
         if init.returncode != 0:
             raise ClusterError(f"initdb failed: {init.stderr.strip()}")

@@ -187,3 +187,17 @@ def test_no_password_in_any_message(postgres_url: str) -> None:
         assert secret not in message and "%zz" not in message, message
         assert caught.value.exit_status == ExitStatus.USAGE
         assert "postgresql://u" in message or "postgresql://nobody-here@" in message
+
+
+def test_a_url_given_as_a_path_is_refused_not_made_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StateError, match="lost its '//'") as caught:
+        open_store(Path("postgresql://admin:pw@db.example.com/provision"))
+    assert "pw" not in caught.value.message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_as_the_state_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(StateError, match="is a folder") as caught:
+        open_store(tmp_path)
+    assert caught.value.exit_status == ExitStatus.USAGE
