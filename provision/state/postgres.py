@@ -51,9 +51,13 @@ class PostgresStore(SqlStore):
         super().__init__(redact_url(url), read_only)
         self._url = url
         self._secrets = url_secrets(url)
+        self._guarded = False  # read-only sessions: only once the schema is up to date
         self._conn = self._connect()
         try:
             self._prepare()
+            self._guarded = read_only
+            if read_only:
+                self._guard(self._conn)
         except BaseException:
             self._conn.close()
             raise
@@ -72,9 +76,17 @@ class PostgresStore(SqlStore):
             conn = psycopg.connect(self._url, autocommit=True, **options)
         except psycopg.Error as exc:
             raise StateError(f"cannot connect to the state database {self.location}: {self._say(exc)}") from None
-        if self.read_only:
-            conn.execute("SET default_transaction_read_only = on")
+        if self._guarded:
+            self._guard(conn)
         return conn
+
+    def _guard(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        """A read-only store's session refuses writes on the server too."""
+        try:
+            conn.execute("SET default_transaction_read_only = on")
+        except psycopg.Error as exc:
+            conn.close()
+            raise StateError(f"cannot use the state database {self.location}: {self._say(exc)}") from None
 
     def _live(self, what: str | None) -> psycopg.Connection[tuple[Any, ...]]:
         if self._conn.closed or self._conn.broken:
@@ -148,6 +160,15 @@ class PostgresStore(SqlStore):
         if code.startswith("23"):
             return StateError(f"{doing} the state database {self.location}: {message}")
         return exc  # anything else is a bug in provision: keep its traceback
+
+    def _not_ours(self, tables: set[str]) -> StateError:
+        # A shared schema may hold another application's tables of these names: never advise
+        # dropping them.
+        return StateError(
+            f"the state database {self.location} has tables named {', '.join(sorted(tables))} but no "
+            "provision schema: if they are not provision's, give provision a database or schema of its own "
+            "(docs/state.md); if they are, the state is damaged"
+        )
 
     def _table_columns(self, session: Session) -> dict[str, set[str]]:
         tables: dict[str, set[str]] = {}

@@ -128,12 +128,16 @@ class SqlStore(Store):
         if ours == set(V1_TABLES):
             return 1
         if ours:
-            raise self.damaged(
-                f"unknown schema: it has the tables {', '.join(sorted(ours))} "
-                f"but no {VERSION_TABLE} table and not the tables of version 1"
-            )
+            raise self._not_ours(ours)
         self._check_foreign(set(tables))
         return 0
+
+    def _not_ours(self, tables: set[str]) -> StateError:
+        """Some of the tables provision makes, without a version table: half a schema."""
+        return self.damaged(
+            f"unknown schema: it has the tables {', '.join(sorted(tables))} "
+            f"but no {VERSION_TABLE} table and not the tables of version 1"
+        )
 
     def _check_foreign(self, tables: set[str]) -> None:
         """A store with tables that are not ours, and none of ours: the backend decides."""

@@ -262,3 +262,24 @@ def test_a_damaged_state_stops_a_command_before_anything_runs(tmp_path: Path, mo
     assert result.exit_code == ExitStatus.USAGE, result.output
     assert "state.db is damaged" in result.output and "Move it aside" in result.output
     assert "Traceback" not in result.output
+
+
+def test_tables_of_the_same_names_in_a_shared_schema_are_left_alone(postgres_schema_url: str) -> None:
+    execute(postgres_schema_url, "CREATE TABLE runs (id INTEGER, what TEXT)")
+    with pytest.raises(StateError) as caught:
+        open_store(postgres_schema_url)
+    message = caught.value.message
+    assert "tables named runs" in message and "of its own" in message and "drop" not in message
+    assert execute(postgres_schema_url, "SELECT COUNT(*) FROM runs") == [(0,)]
+
+
+def test_a_read_only_open_brings_a_new_database_up_to_date_then_refuses_writes(location: str, backend: str) -> None:
+    """An empty database (SQLite: an empty file; a missing one stays missing, see test_state_pushes)."""
+    if backend == "sqlite":
+        Path(location).parent.mkdir()
+        Path(location).touch()
+    with open_store(location, read_only=True) as store:
+        assert store.runs() == [] and len(store.fingerprint_key) == 32
+        with pytest.raises(StateError, match="read-only"):
+            store.start_run(run_start("r1"))
+    assert version(location) == [(LATEST,)]
