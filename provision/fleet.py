@@ -77,14 +77,17 @@ Out = TypeVar("Out", bound=HostOutcome)
 
 def outcome_class(result: HostOutcome) -> str:
     """done, failed, unreachable, skipped or aborted: what counts toward --max-fail and resume."""
-    kind = getattr(result, "kind", "")
+    return classify(getattr(result, "kind", ""), result.ok)
+
+
+def classify(kind: str, ok: bool) -> str:
     if kind == SKIPPED_KIND:
         return SKIPPED_CLASS
     if kind == ABORTED_KIND:
         return ABORTED_CLASS
     if kind in UNREACHABLE_KINDS:
         return UNREACHABLE_CLASS
-    return DONE if result.ok else FAILED_CLASS
+    return DONE if ok else FAILED_CLASS
 
 
 # Staging --------------------------------------------------------------------------------------

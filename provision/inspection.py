@@ -14,15 +14,25 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 from provision.checks import FAIL, SKIP, WARN, CheckResult, SmokePlan, health_host, smoke_host, smoke_ini
-from provision.errors import ConfigError, Problem, SecretError, TemplateError
+from provision.errors import ConfigError, Problem, ProvisionError, SecretError, TemplateError
 from provision.fleet import FINISHED, INTERRUPTED
 from provision.jobs import HostJob, UserJob, host_jobs
 from provision.project import Project, prepare, select_targets
 from provision.push import PushOptions
 from provision.render import Renderer
-from provision.rollout import EVERY_HOST, ConnectFactory, RunSettings, write_text_atomically
+from provision.rollout import (
+    EVERY_HOST,
+    ConnectFactory,
+    RunSettings,
+    choose_jobs,
+    input_files,
+    run_summary,
+    write_text_atomically,
+)
+from provision.runs import finish_recording, inputs_digest, start_recording, started_iso
 from provision.secrets import Redactor
-from provision.state import State
+from provision.state import HostOutcome as HostRecord
+from provision.state import UserOutcome, open_store
 from provision.targets import smoke_target
 
 
@@ -38,10 +48,11 @@ class CheckRun:
     stop_reason: str = ""
     not_started: list[str] = field(default_factory=list)
     run_id: str | None = None
+    state_error: ProvisionError | None = None  # the state could not be written (the hosts are still reported)
 
     @property
     def ok(self) -> bool:
-        return all(h.ok for h in self.hosts)
+        return all(h.ok for h in self.hosts) and self.state_error is None
 
     @property
     def interrupted(self) -> bool:
@@ -62,17 +73,19 @@ def health(
     settings: RunSettings = EVERY_HOST,
 ) -> CheckRun:
     """Read-only checks of every chosen host; nothing on a workstation is changed."""
-    prepared = prepare(project, inventory, settings.limit, settings.hosts)
-    settings.on_redactor(prepared.redactor)
-    state = State.read_only(project.state_path)
-    try:
-        jobs = host_jobs(prepared, state)
-        key = state.fingerprint_key
-    finally:
-        state.close()
-    connect = connect_factory(prepared.inventory)
-    now = time.time()
-    run = settings.run(jobs, lambda job: health_host(job, connect, options, key, now), _broken)
+    with open_store(project.state_path) as store:
+        prepared = prepare(project, inventory, settings.limit, settings.hosts)
+        settings.on_redactor(prepared.redactor)
+        records = store.last_pushes(t.host for t in prepared.targets)
+        jobs = choose_jobs(store, host_jobs(prepared, records), settings)
+        connect = connect_factory(prepared.inventory)
+        key, now = store.fingerprint_key, time.time()
+        digest = inputs_digest(input_files(project, prepared.inventory))
+        recording = start_recording(
+            store, command="health", options=check_options(settings), jobs=jobs, to_record=check_record, digest=digest
+        )
+        run = settings.run(jobs, lambda job: health_host(job, connect, options, key, now), _broken, hooks=recording)
+        finish_recording(recording, run.status, run_summary(run.results, run.not_started))
     return CheckRun(
         "health",
         run.results,
@@ -83,6 +96,8 @@ def health(
         run.status,
         run.stop_reason,
         run.not_started,
+        recording.run_id,
+        recording.error,
     )
 
 
@@ -133,12 +148,55 @@ def smoke(
     settings.on_redactor(redactor)
     plans = {job.host: plan for job, plan in jobs}
     connect = connect_factory(loaded)
-    run = settings.run(
-        [job for job, _ in jobs], lambda job: smoke_host(job, connect, options, plans[job.host]), _broken
-    )
+    with open_store(project.state_path) as state:
+        chosen = choose_jobs(state, [job for job, _ in jobs], settings)
+        recording = start_recording(
+            state, command="smoke", options=check_options(settings), jobs=chosen, to_record=check_record, digest=None
+        )
+        run = settings.run(
+            chosen, lambda job: smoke_host(job, connect, options, plans[job.host]), _broken, hooks=recording
+        )
+        finish_recording(recording, run.status, run_summary(run.results, run.not_started))
     return CheckRun(
-        "smoke", run.results, run.started, run.seconds, [], redactor, run.status, run.stop_reason, run.not_started
+        "smoke",
+        run.results,
+        run.started,
+        run.seconds,
+        [],
+        redactor,
+        run.status,
+        run.stop_reason,
+        run.not_started,
+        recording.run_id,
+        recording.error,
     )
+
+
+def check_record(result: CheckResult) -> HostRecord:
+    failed = [c for c in result.checks if c.status == FAIL]
+    kind = getattr(result, "kind", "")
+    return HostRecord(
+        host=result.host,
+        status=result.status,
+        kind=kind,
+        reason=result.reason,
+        seconds=round(result.seconds, 3),
+        attempts=result.attempts,
+        started=started_iso(result.seconds),
+        users=tuple(UserOutcome(c.name, c.status, c.detail, None, None, 0) for c in failed),
+    )
+
+
+def check_options(settings: RunSettings) -> dict[str, Any]:
+    return {
+        "limit": settings.limit,
+        "hosts": list(settings.hosts),
+        "shard": list(settings.shard) if settings.shard else None,
+        "only": settings.only,
+        "from_run": settings.from_run,
+        "forks": settings.forks,
+        "workers": settings.workers,
+    }
 
 
 # Summaries and reports ---------------------------------------------------------------------
@@ -160,6 +218,7 @@ def summary(run: CheckRun) -> str:
 def report_data(run: CheckRun) -> dict[str, Any]:
     return {
         "command": run.command,
+        "run_id": run.run_id,
         "started": run.started,
         "seconds": round(run.seconds, 3),
         "ok": run.ok,

@@ -13,7 +13,7 @@ from provision.model.inventory import Connection, Install
 from provision.project import Prepared
 from provision.render import RenderedIni
 from provision.secrets import Secret
-from provision.state import PushRecord, State
+from provision.state import PushRecord
 from provision.targets import LoadedInventory, Target
 
 
@@ -54,15 +54,16 @@ def host_groups(inventory: LoadedInventory) -> dict[str, tuple[str, ...]]:
     return {name: tuple(host.groups) for name, host in inventory.model.hosts.items()}
 
 
-def host_jobs(prepared: Prepared, state: State | None) -> list[HostJob]:
-    """Jobs for every rendered target, each user with the record of its last push."""
+def host_jobs(prepared: Prepared, records: Mapping[tuple[str, str], PushRecord]) -> list[HostJob]:
+    """Jobs for every rendered target, each user with the record of its last push
+    (records keyed (host, user.casefold()), as Store.last_pushes gives them)."""
     return group_by_host(
         (
             UserJob(
                 r.target,
                 r,
                 prepared.secrets[r.target.id],
-                state.last_push(r.target.host, r.target.user) if state else None,
+                records.get((r.target.host, r.target.user.casefold())),
             )
             for r in prepared.rendered
         ),

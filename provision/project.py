@@ -22,7 +22,7 @@ from provision.targets import LoadedInventory, Target, load_inventory, resolve_t
 class Project:
     profiles_dir: Path
     templates_dir: Path | None
-    state_path: Path
+    state_path: Path | str  # a SQLite file, or a PostgreSQL URL
     environ: Mapping[str, str] = field(repr=False)
     base_dir: Path = Path()
 

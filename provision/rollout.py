@@ -10,7 +10,8 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from provision.fleet import (
     FINISHED,
     INTERRUPTED,
     STOPPED,
+    Amount,
     Between,
     FleetRun,
     HostOutcome,
@@ -27,6 +29,7 @@ from provision.fleet import (
     RunHooks,
     Staging,
     order_jobs,
+    outcome_class,
     plan_batches,
     run_fleet,
     shard_of,
@@ -44,9 +47,20 @@ from provision.push import (
     rollback_host,
     summary,
 )
+from provision.runs import (
+    LEASE_MARGIN,
+    earlier_run,
+    finish_recording,
+    hosts_done,
+    hosts_from_run,
+    inputs_digest,
+    start_recording,
+    started_iso,
+)
 from provision.secrets import Redactor, Secret
 from provision.session import Connect
-from provision.state import State
+from provision.state import HostOutcome as HostRecord
+from provision.state import PushRecord, RunInfo, Store, UserOutcome, open_store
 from provision.targets import LoadedInventory
 from provision.transport.base import Transport
 
@@ -70,10 +84,11 @@ class RunResult:
     stop_reason: str = ""
     not_started: list[str] = field(default_factory=list)
     run_id: str | None = None
+    state_error: ProvisionError | None = None  # the state could not be written (the hosts are still reported)
 
     @property
     def ok(self) -> bool:
-        return all(h.ok for h in self.hosts)
+        return all(h.ok for h in self.hosts) and self.state_error is None
 
     @property
     def stopped(self) -> bool:
@@ -100,6 +115,10 @@ class RunSettings:
     limit: str | None = None
     hosts: tuple[str, ...] = ()
     shard: tuple[int, int] | None = None  # (K, N): only the hosts of part K of N
+    only: str | None = None  # with from_run: the hosts of that run that ended failed, unreachable or changed
+    from_run: str | None = None
+    resume: str | None = None  # a stopped or interrupted run to finish (its own options are used)
+    wait_for_lease: float = 0.0  # seconds to wait for a host another run holds, before skipping it
     staging: Staging = field(default_factory=Staging)
     on_start: Callable[[int], None] = lambda _: None
     on_done: Callable[[HostOutcome], None] = lambda _: None
@@ -116,9 +135,6 @@ class RunSettings:
         canary_groups: frozenset[str] = frozenset(),
         hooks: RunHooks | None = None,
     ) -> FleetRun[Out]:
-        if self.shard is not None:
-            part, parts = self.shard
-            jobs = [job for job in jobs if shard_of(job.host, parts) == part]
         ordered = order_jobs(jobs, self.staging.order, self.staging.seed)
         return run_fleet(
             plan_batches(ordered, self.staging, canary_groups),
@@ -192,19 +208,53 @@ def push(
     options: PushOptions,
     settings: RunSettings = EVERY_HOST,
 ) -> RunResult:
-    prepared = prepare(project, inventory, settings.limit, settings.hosts)
-    settings.on_redactor(prepared.redactor)
-    state = State.open(project.state_path)
-    try:
-        jobs = host_jobs(prepared, state)
+    """Push every chosen user's ini; record the run, each host as it finishes, and what was pushed."""
+    with open_store(project.state_path) as store:
+        resumed = None
+        if settings.resume:
+            resumed = resumable(store, settings.resume, "push")
+            settings, options = replayed(resumed, settings, options)
+        prepared = prepare(project, inventory, settings.limit, settings.hosts)
+        settings.on_redactor(prepared.redactor)
+        digest = inputs_digest(input_files(project, prepared.inventory))
+        if resumed is not None and resumed.digest != digest:
+            raise ConfigError(
+                [
+                    Problem(
+                        "--resume",
+                        None,
+                        "",
+                        f"the profiles, templates or inventory changed since run {resumed.id}; a resume applies "
+                        f"exactly what that run did. Start a new push, or use --only failed --from-run {resumed.id}",
+                    )
+                ]
+            )
+        jobs = choose_jobs(
+            store, host_jobs(prepared, store.last_pushes(t.host for t in prepared.targets)), settings, resumed
+        )
         connect = connect_factory(prepared.inventory)
-        key = state.fingerprint_key
-        run = settings.run(jobs, lambda job: push_host(job, connect, options, key), broken_host)
-        if not options.check:
-            _record(state, jobs, run.results)
-    finally:
-        state.close()
-    redactor = prepared.redactor
+        key = store.fingerprint_key
+        recording = start_recording(
+            store,
+            command="push",
+            options=run_options(settings, options),
+            jobs=jobs,
+            to_record=host_record,
+            digest=digest,
+            resume_of=resumed.id if resumed else None,
+            shard=_shard_text(settings),
+            lease_seconds=None if options.check else lease_seconds(options),
+            wait_for_lease=settings.wait_for_lease,
+            pushes=None if options.check else push_records,
+        )
+        run = settings.run(
+            jobs,
+            lambda job: _slim(push_host(job, connect, options, key)),
+            broken_host,
+            canary_groups=canary_groups(prepared.inventory),
+            hooks=recording,
+        )
+        finish_recording(recording, run.status, run_summary(run.results, run.not_started))
     return RunResult(
         "push",
         options.check,
@@ -212,27 +262,56 @@ def push(
         run.started,
         run.seconds,
         prepared.warnings,
-        redactor,
+        prepared.redactor,
         run.status,
         run.stop_reason,
         run.not_started,
+        recording.run_id,
+        recording.error,
     )
 
 
-def _record(state: State, jobs: list[HostJob], results: list[HostResult]) -> None:
-    """What was pushed, per user; an unchanged user is recorded when the record is missing or stale."""
-    records = {(job.host, u.user): u.record for job in jobs for u in job.users}
-    for host in results:
-        for user in host.users:
-            plan = user.plan
-            if plan is None or user.status not in (CHANGED, UNCHANGED):
-                continue
-            record = records.get((user.host, user.user))
-            if user.status == UNCHANGED and record is not None and record.managed_hash == plan.managed_hash:
-                continue
-            state.record_push(
-                user.host, user.user, plan.managed_keys, plan.managed_hash, plan.fingerprints, user.status
-            )
+def _slim(result: HostResult) -> HostResult:
+    """What comes back from a host, without the file contents (passwords included) it no longer needs."""
+    for user in result.users:
+        if user.plan is not None and user.plan.content is not None:
+            user.plan = replace(user.plan, content=None)
+    return result
+
+
+def push_records(result: HostResult) -> list[PushRecord]:
+    """What was pushed to each user of a host, for the next plan (passwords by fingerprint only)."""
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    return [
+        PushRecord(result.host, user.user, now, plan.managed_keys, plan.managed_hash, plan.fingerprints, user.status)
+        for user in result.users
+        if (plan := user.plan) is not None and user.status in (CHANGED, UNCHANGED)
+    ]
+
+
+def host_record(result: HostResult) -> HostRecord:
+    return HostRecord(
+        host=result.host,
+        status=result.status,
+        kind=result.kind,
+        reason=result.reason,
+        seconds=round(result.seconds, 3),
+        attempts=result.attempts,
+        started=started_iso(result.seconds),
+        users=tuple(
+            UserOutcome(u.user, u.status, u.reason, u.backup, u.restarted, len(u.changes)) for u in result.users
+        ),
+    )
+
+
+def lease_seconds(options: PushOptions) -> float:
+    """As long as one host may take, all attempts included, and a margin; renewed while it works."""
+    waits = 0.0
+    wait = options.backoff * 1.5  # the longest a jittered backoff waits
+    for _ in range(options.retries):
+        waits += wait
+        wait *= 2
+    return options.timeout * (options.retries + 1) + waits + LEASE_MARGIN
 
 
 def rollback(
@@ -243,19 +322,30 @@ def rollback(
     settings: RunSettings = EVERY_HOST,
 ) -> RunResult:
     """Put each chosen user's newest backup back. Needs no profile rendering, nor secrets."""
-    loaded, targets = select_targets(project, inventory, settings.limit, settings.hosts)
-    jobs = group_by_host((UserJob(target) for target in targets), host_groups(loaded))
-    connect = connect_factory(loaded)
-    run = settings.run(jobs, lambda job: rollback_host(job, connect, options), broken_host)
-    state = State.open(project.state_path)
-    try:
-        for host in run.results:
-            for user in host.users:
-                if user.status == RESTORED:
-                    # The restored file holds an older secret, maybe: the next push writes it again.
-                    state.forget(user.host, user.user)
-    finally:
-        state.close()
+    with open_store(project.state_path) as store:
+        loaded, targets = select_targets(project, inventory, settings.limit, settings.hosts)
+        jobs = choose_jobs(store, group_by_host((UserJob(target) for target in targets), host_groups(loaded)), settings)
+        connect = connect_factory(loaded)
+        recording = start_recording(
+            store,
+            command="rollback",
+            options=run_options(settings, options),
+            jobs=jobs,
+            to_record=host_record,
+            digest=None,
+            shard=_shard_text(settings),
+            lease_seconds=lease_seconds(options),
+            wait_for_lease=settings.wait_for_lease,
+            forget=restored_users,
+        )
+        run = settings.run(
+            jobs,
+            lambda job: rollback_host(job, connect, options),
+            broken_host,
+            canary_groups=canary_groups(loaded),
+            hooks=recording,
+        )
+        finish_recording(recording, run.status, run_summary(run.results, run.not_started))
     return RunResult(
         "rollback",
         False,
@@ -267,7 +357,142 @@ def rollback(
         run.status,
         run.stop_reason,
         run.not_started,
+        recording.run_id,
+        recording.error,
     )
+
+
+def restored_users(result: HostResult) -> list[tuple[str, str]]:
+    """Users whose ini was put back: the file may hold an older secret, so the next push writes it again."""
+    return [(result.host, user.user) for user in result.users if user.status == RESTORED]
+
+
+def run_summary(results: Sequence[HostOutcome], not_started: Sequence[str]) -> dict[str, Any]:
+    classes: dict[str, int] = {}
+    statuses: dict[str, int] = {}
+    for result in results:
+        classes[outcome_class(result)] = classes.get(outcome_class(result), 0) + 1
+        statuses[result.status] = statuses.get(result.status, 0) + 1
+    return {
+        "hosts": len(results) + len(not_started),
+        "by_status": statuses,
+        "failed": classes.get("failed", 0),
+        "unreachable": classes.get("unreachable", 0),
+        "skipped": classes.get("skipped", 0),
+        "not_started": len(not_started),
+    }
+
+
+def _shard_text(settings: RunSettings) -> str | None:
+    return f"{settings.shard[0]}/{settings.shard[1]}" if settings.shard else None
+
+
+def canary_groups(inventory: LoadedInventory) -> frozenset[str]:
+    return frozenset(name for name, group in inventory.model.groups.items() if getattr(group, "canary", False))
+
+
+def input_files(project: Project, inventory: LoadedInventory) -> list[Path]:
+    """The files a run applies: profiles, templates (the user's and the built-in ones), inventory, users CSVs."""
+    files = list(project.profiles_dir.glob("*.yaml")) if project.profiles_dir.is_dir() else []
+    for folder in project.templates().directories:
+        files += folder.glob("*.j2")
+    files.append(inventory.path)
+    files += [inventory.path.parent / name for name in inventory.model.users_csv]
+    return files
+
+
+# Options recorded with a run, and replayed by --resume --------------------------------------------
+
+_SELECTION = ("limit", "hosts", "shard", "only", "from_run")
+
+
+def run_options(settings: RunSettings, options: PushOptions) -> dict[str, Any]:
+    staging = settings.staging
+    return {
+        "limit": settings.limit,
+        "hosts": list(settings.hosts),
+        "shard": list(settings.shard) if settings.shard else None,
+        "only": settings.only,
+        "from_run": settings.from_run,
+        "canary": str(staging.canary) if staging.canary is not None else None,
+        "batch": [str(a) for a in staging.batches],
+        "max_fail": str(staging.max_fail) if staging.max_fail is not None else None,
+        "count_unreachable": staging.count_unreachable,
+        "order": staging.order,
+        "seed": staging.seed,
+        "pause_seconds": staging.pause_seconds,
+        "forks": settings.forks,
+        "workers": settings.workers,
+        "check": options.check,
+        "timeout": options.timeout,
+        "backups": options.backups,
+    }
+
+
+def resumable(store: Store, run_id: str, command: str) -> RunInfo:
+    run = earlier_run(store, run_id, command=command)
+    if run.status not in ("stopped", "interrupted", "running"):
+        raise ConfigError(
+            [
+                Problem(
+                    "--resume",
+                    None,
+                    "",
+                    f"run {run.id} {run.status} and went through every host; nothing to resume "
+                    f"(to retry its failed hosts: --only failed --from-run {run.id})",
+                )
+            ]
+        )
+    return run
+
+
+def replayed(run: RunInfo, settings: RunSettings, options: PushOptions) -> tuple[RunSettings, PushOptions]:
+    """The settings and options of the run being resumed; its canary is behind it."""
+    recorded = run.options
+    staging = Staging(
+        canary=None,
+        batches=tuple(Amount.parse(a) for a in recorded.get("batch") or []),
+        max_fail=Amount.parse(recorded["max_fail"]) if recorded.get("max_fail") else None,
+        count_unreachable=bool(recorded.get("count_unreachable")),
+        order=recorded.get("order") or "inventory",
+        seed=int(recorded.get("seed") or 0),
+        pause_seconds=float(recorded.get("pause_seconds") or 0),
+    )
+    shard = recorded.get("shard")
+    settings = replace(
+        settings,
+        limit=recorded.get("limit"),
+        hosts=tuple(recorded.get("hosts") or ()),
+        shard=(int(shard[0]), int(shard[1])) if shard else None,
+        only=recorded.get("only"),
+        from_run=recorded.get("from_run"),
+        staging=staging,
+    )
+    options = replace(
+        options,
+        check=bool(recorded.get("check")),
+        backups=int(recorded.get("backups") or options.backups),
+    )
+    return settings, options
+
+
+def choose_jobs(
+    store: Store, jobs: Sequence[HostJob], settings: RunSettings, resumed: RunInfo | None = None
+) -> list[HostJob]:
+    """The jobs of this run: a shard of the chosen hosts, those of an earlier run (--only --from-run),
+    and, for a resume, those its run did not get through."""
+    chosen = list(jobs)
+    if settings.shard is not None:
+        part, parts = settings.shard
+        chosen = [job for job in chosen if shard_of(job.host, parts) == part]
+    if settings.from_run:
+        earlier = earlier_run(store, settings.from_run)
+        wanted = set(hosts_from_run(store, earlier, settings.only or "failed"))
+        chosen = [job for job in chosen if job.host in wanted]
+    if resumed is not None:
+        done = hosts_done(store, resumed)
+        chosen = [job for job in chosen if job.host not in done]
+    return chosen
 
 
 # The report file -------------------------------------------------------------------------
@@ -277,6 +502,7 @@ def report_data(run: RunResult) -> dict[str, Any]:
     """The report as data: the same as the table, for scripts (no secret values in it)."""
     return {
         "command": run.command,
+        "run_id": run.run_id,
         "check": run.check,
         "started": run.started,
         "seconds": round(run.seconds, 3),

@@ -50,6 +50,8 @@ def _run_checks(
             write_text_atomically(remote.report_path, report_json(run))
         if junit is not None:
             write_junit(run, junit)
+        if run.state_error is not None:
+            app.reporter.error(run.state_error)
     if run.interrupted:
         ctx.exit(ExitStatus.INTERRUPTED)
     if not run.ok:

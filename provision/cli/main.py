@@ -20,6 +20,7 @@ from provision.cli.config import CONFIG_ENV, CONFIG_NAME, add_environment_variab
 from provision.cli.init import init
 from provision.errors import ExitStatus, ProvisionError
 from provision.project import Project
+from provision.state import is_postgres_url
 
 
 class ProvisionGroup(click.Group):
@@ -90,12 +91,13 @@ class ProvisionGroup(click.Group):
 )
 @click.option(
     "--state",
-    "state_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=Path(".provision/state.db"),
+    "state",
+    default=".provision/state.db",
     show_default=True,
     envvar="PROVISION_STATE",
-    help="The controller's record of pushes (SQLite). Env: PROVISION_STATE.",
+    metavar="PATH|URL",
+    help="The controller's state (what was pushed, runs, leases): a SQLite file, or a PostgreSQL URL "
+    "(postgresql://user@host/db) that several admins and controllers share.",
 )
 @click.option(
     "--config",
@@ -119,7 +121,7 @@ def cli(
     profiles_dir: Path,
     templates_dir: Path | None,
     env_file: tuple[Path, ...],
-    state_path: Path,
+    state: str,
     config_file: Path | None,
     verbose: int,
     quiet: bool,
@@ -133,7 +135,8 @@ def cli(
         templates_dir = Path("templates")
     environ: Mapping[str, str] = dict(os.environ)
     reporter = make_reporter(-1 if quiet else verbose)
-    ctx.obj = App(Project(profiles_dir, templates_dir, state_path, environ, Path.cwd()), reporter)
+    location: str | Path = state if is_postgres_url(state) else Path(state)
+    ctx.obj = App(Project(profiles_dir, templates_dir, location, environ, Path.cwd()), reporter)
     if log_file is not None:
         try:
             handler = logging.FileHandler(log_file, encoding="utf-8")

@@ -33,6 +33,7 @@ from provision.rollout import (
     winrm_connect,
     write_report,
 )
+from provision.runs import ONLY
 from provision.secrets import Secret
 
 DEFAULT_PASSWORD_REF = "env:PROVISION_WINRM_PASSWORD"  # noqa: S105 - a reference, not a password
@@ -46,6 +47,8 @@ class RemoteArgs:
     limit: str | None
     hosts: Sequence[str]
     shard: tuple[int, int] | None
+    only: str | None
+    from_run: str | None
     forks: int
     workers: int | None
     timeout: float
@@ -129,6 +132,17 @@ _REMOTE_OPTIONS = [
         "share a fleet: --shard 1/4 on the first, 2/4 on the second...",
     ),
     click.option(
+        "--only",
+        type=click.Choice(ONLY),
+        help="With --from-run: only the hosts of that run that ended so (default: failed).",
+    ),
+    click.option(
+        "--from-run",
+        metavar="RUN",
+        help="Only hosts of an earlier run (an id, or its first characters; see `provision runs`), e.g. "
+        "--only unreachable --from-run RUN in a cron job to reach laptops as they come online.",
+    ),
+    click.option(
         "--forks",
         "-f",
         type=click.IntRange(1, 2048),
@@ -188,6 +202,7 @@ class StagingArgs:
     pause: bool
     pause_seconds: float
     order: str
+    wait_for_lease: float
 
     def staging(self, seed: int) -> Staging:
         order: Order = "random" if self.order == "random" else "group" if self.order == "group" else "inventory"
@@ -238,6 +253,13 @@ _STAGING_OPTIONS = [
         default="inventory",
         show_default=True,
         help="Order in which hosts are taken.",
+    ),
+    click.option(
+        "--wait-for-lease",
+        type=click.FloatRange(0, 86400),
+        default=0,
+        metavar="SECONDS",
+        help="A host another run is working on is skipped (and reported); wait up to this long for it instead.",
     ),
 ]
 
@@ -333,12 +355,17 @@ def fleet_run(
         app.reporter.err.print("[yellow]Warning:[/] TLS certificates are not checked (--no-verify-tls)")
     connect = winrm_connect(creds, verify_tls=not remote.no_verify_tls, timeout=remote.timeout)
     staging = staged.staging(seed=secrets.randbelow(2**31)) if staged is not None else Staging()
+    if remote.only and not remote.from_run:
+        raise click.UsageError("--only needs --from-run RUN")
     settings = RunSettings(
         forks=remote.forks,
         workers=remote.workers if remote.workers is not None else default_workers(),
         limit=remote.limit,
         hosts=tuple(remote.hosts),
         shard=remote.shard,
+        only=remote.only,
+        from_run=remote.from_run,
+        wait_for_lease=staged.wait_for_lease if staged is not None else 0.0,
         staging=staging,
     )
     with handling_interrupts(app.reporter.note):
@@ -363,6 +390,8 @@ def _run(
         app.reporter.fleet(run, diff=diff)
         if remote.report_path is not None:
             write_report(remote.report_path, run)
+        if run.state_error is not None:
+            app.reporter.error(run.state_error)
     if run.interrupted:
         ctx.exit(ExitStatus.INTERRUPTED)
     if not run.ok or run.stopped:
@@ -385,6 +414,12 @@ def _run(
 @click.option(
     "--exit-code", is_flag=True, help=f"With --check: exit {int(ExitStatus.CHANGES)} if anything would change."
 )
+@click.option(
+    "--resume",
+    metavar="RUN",
+    help="Finish a stopped or interrupted push: the hosts it did not get through, with its own options "
+    "(selection, batches, --check) and the same profiles and inventory.",
+)
 @click.pass_context
 def push_command(
     ctx: click.Context,
@@ -394,12 +429,21 @@ def push_command(
     show_diff: bool,
     backups: int,
     exit_code: bool,
+    resume: str | None,
 ) -> None:
     """Put each user's microsip.ini on their workstation, changing only what differs."""
     options = PushOptions(check=check, timeout=remote.timeout, backups=backups)
+    if resume:
+        given = [
+            f"--{name.replace('_', '-')}"
+            for name in ("limit", "hosts", "shard", "only", "from_run", "canary", "batch", "max_fail", "order", "check")
+            if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+        ]
+        if given:
+            raise click.UsageError(f"--resume uses the options of the run it finishes; drop {', '.join(given)}")
 
     def action(project: Project, inventory: Path, connect: ConnectFactory, settings: RunSettings) -> RunResult:
-        return push(project, inventory, connect, options, settings)
+        return push(project, inventory, connect, options, replace(settings, resume=resume))
 
     run = _run(ctx, remote, "check" if check else "push", action, staged=staged, diff=show_diff)
     if check and exit_code and run.pending:

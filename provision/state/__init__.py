@@ -15,7 +15,7 @@ from __future__ import annotations
 from provision.state.base import MOVE_ASIDE_COST, RUN_STATUSES, StateError, StateWriteError, Store
 from provision.state.compat import State
 from provision.state.empty import EmptyStore
-from provision.state.location import open_store, redact_url
+from provision.state.location import is_postgres_url, open_store, redact_url
 from provision.state.records import (
     HostOutcome,
     LeaseHolder,
@@ -41,6 +41,7 @@ __all__ = [
     "StateWriteError",
     "Store",
     "UserOutcome",
+    "is_postgres_url",
     "open_store",
     "redact_url",
 ]

@@ -1,0 +1,229 @@
+"""Runs: every push, rollback, health and smoke is recorded as it goes, and the commands that
+write to workstations lease each host, so two runs never work on one host at the same time.
+
+A run has an id, its options, who ran it and from where, the digest of the profiles,
+templates and inventory it applied, and every host's and user's outcome. The fleet runner
+calls a Recording (its RunHooks) from its own thread: before each batch (leases), as hosts
+finish (outcomes recorded in bunches, leases released), and every few seconds (leases
+renewed). A state that cannot be written stops new hosts from starting but never loses the
+report of the hosts already done.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from provision.errors import ConfigError, Problem
+from provision.fleet import FINISHED, HostOutcome, classify
+from provision.jobs import HostJob
+from provision.state import (
+    HostOutcome as HostRecord,
+)
+from provision.state import (
+    LeaseHolder,
+    PushRecord,
+    RunInfo,
+    RunStart,
+    StateWriteError,
+    Store,
+)
+
+log = logging.getLogger(__name__)
+
+Out = TypeVar("Out", bound=HostOutcome)
+
+LEASE_MARGIN = 60.0  # seconds a lease outlives the longest a host may take
+
+
+def who_and_where() -> tuple[str, str]:
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):  # no login name (a container without a passwd entry)
+        who = "unknown"
+    return who, socket.gethostname()
+
+
+def inputs_digest(files: Iterable[Path]) -> str:
+    """A digest of the inputs a run applied: profile, template and inventory files' bytes."""
+    digest = hashlib.sha256()
+    for path in sorted({p.resolve() for p in files if p.is_file()}):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class Recording(Generic[Out]):
+    """One run being recorded (and, for commands that write, its hosts leased)."""
+
+    store: Store
+    run_id: str
+    holder: LeaseHolder
+    to_record: Callable[[Out], HostRecord]
+    lease_seconds: float | None = None  # None: this command does not lease hosts
+    wait_for_lease: float = 0.0  # seconds to wait for a host another run holds
+    pushes: Callable[[Out], list[PushRecord]] | None = None  # what was pushed, recorded as hosts finish
+    forget: Callable[[Out], list[tuple[str, str]]] | None = None  # (host, user) records to drop
+    error: StateWriteError | None = None  # the first write that failed
+    leased: set[str] = field(default_factory=set)
+
+    # RunHooks ---------------------------------------------------------------------------------
+
+    def admit(self, jobs: Sequence[HostJob]) -> dict[str, str]:
+        if self.error is not None:
+            return {job.host: f"not started: the state could not be written ({self.error.what})" for job in jobs}
+        if self.lease_seconds is None:
+            return {}
+        hosts = [job.host for job in jobs]
+        deadline = time.monotonic() + self.wait_for_lease
+        refused: dict[str, str] = {}
+        while True:
+            try:
+                granted, held = self.store.acquire(hosts, self.holder, self.lease_seconds)
+            except StateWriteError as exc:
+                self._failed(exc)
+                return {host: f"not started: cannot lease it ({exc.what} could not be written)" for host in hosts}
+            self.leased.update(granted)
+            refused = {
+                host: f"held by {info.who} on {info.controller} (run {info.run_id}) until {info.until}"
+                for host, info in held.items()
+            }
+            if not refused or time.monotonic() >= deadline:
+                return refused
+            hosts = sorted(refused)
+            time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+
+    def finished(self, results: Sequence[HostOutcome]) -> None:
+        if self.error is None:
+            done: list[Out] = list(results)  # type: ignore[arg-type]  # the runner gives back our own results
+            try:
+                self.store.record_hosts(self.run_id, [self.to_record(r) for r in done])
+                if self.pushes is not None:
+                    self.store.record_pushes([p for r in done for p in self.pushes(r)])
+                if self.forget is not None:
+                    self.store.forget([pair for r in done for pair in self.forget(r)])
+            except StateWriteError as exc:
+                self._failed(exc)
+            leased = [r.host for r in results if r.host in self.leased]
+        if leased and self.error is None:
+            try:
+                self.store.release(self.run_id, leased)
+            except StateWriteError as exc:
+                self._failed(exc)
+        self.leased.difference_update(leased)
+
+    def tick(self, in_flight: Sequence[str]) -> None:
+        if self.lease_seconds is None or not in_flight or self.error is not None:
+            return
+        try:
+            self.store.renew(self.run_id, in_flight, self.lease_seconds)
+        except StateWriteError as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: StateWriteError) -> None:
+        if self.error is None:
+            self.error = exc
+            log.error("state: %s", exc.message)
+
+
+def start_recording(
+    store: Store,
+    *,
+    command: str,
+    options: dict[str, Any],
+    jobs: Sequence[HostJob],
+    to_record: Callable[[Out], HostRecord],
+    digest: str | None,
+    resume_of: str | None = None,
+    shard: str | None = None,
+    lease_seconds: float | None = None,
+    wait_for_lease: float = 0.0,
+    pushes: Callable[[Out], list[PushRecord]] | None = None,
+    forget: Callable[[Out], list[tuple[str, str]]] | None = None,
+) -> Recording[Out]:
+    """Record the start of a run (a StateWriteError here stops it before any host)."""
+    who, controller = who_and_where()
+    run_id = store.new_run_id()
+    store.start_run(
+        RunStart(
+            id=run_id,
+            command=command,
+            options=options,
+            who=who,
+            controller=controller,
+            started=datetime.now(UTC).isoformat(timespec="seconds"),
+            digest=digest,
+            resume_of=resume_of,
+            hosts_total=len(jobs),
+            shard=shard,
+            groups={job.host: list(job.groups) for job in jobs},
+        )
+    )
+    log.info("run %s: %s of %d host(s) by %s on %s", run_id, command, len(jobs), who, controller)
+    holder = LeaseHolder(run_id, who, controller)
+    return Recording(store, run_id, holder, to_record, lease_seconds, wait_for_lease, pushes, forget)
+
+
+def finish_recording(recording: Recording[Any], status: str, summary: dict[str, Any]) -> None:
+    """Say how the run ended, and give back any lease still held."""
+    if recording.error is not None:
+        return
+    try:
+        if recording.lease_seconds is not None:
+            recording.store.release(recording.run_id)
+        run_status = "failed" if status == FINISHED and summary.get("failed") else status
+        recording.store.finish_run(
+            recording.run_id, run_status, datetime.now(UTC).isoformat(timespec="seconds"), summary
+        )
+    except StateWriteError as exc:
+        recording._failed(exc)
+
+
+def started_iso(seconds: float) -> str:
+    """When a host that took `seconds` and just finished started."""
+    return (datetime.now(UTC) - timedelta(seconds=seconds)).isoformat(timespec="seconds")
+
+
+# Choosing hosts from earlier runs ---------------------------------------------------------------
+
+ONLY = ("failed", "unreachable", "changed")
+
+
+def earlier_run(store: Store, run_id: str, *, command: str | None = None) -> RunInfo:
+    run = store.get_run(run_id)
+    if run is None:
+        raise ConfigError([Problem("--from-run" if command is None else "--resume", None, "", f"no run {run_id!r}")])
+    if command is not None and run.command != command:
+        raise ConfigError([Problem("--resume", None, "", f"run {run.id} is a {run.command}, not a {command}")])
+    return run
+
+
+def hosts_from_run(store: Store, run: RunInfo, only: str) -> list[str]:
+    """The hosts of an earlier run that ended `only` (failed, unreachable or changed)."""
+    outcomes = store.run_hosts(run.id)
+    chosen = []
+    for outcome in outcomes:
+        kind = _class_of(outcome)
+        if only == kind or (only == "changed" and outcome.status in ("changed", "restored")):
+            chosen.append(outcome.host)
+    return chosen
+
+
+PROBLEM_STATUSES = frozenset({"failed", "busy", "drifted"})
+
+
+def _class_of(outcome: HostRecord) -> str:
+    return classify(outcome.kind, outcome.status not in PROBLEM_STATUSES)
+
+
+def hosts_done(store: Store, run: RunInfo) -> set[str]:
+    """Hosts a run got through (whatever their result): not those skipped, aborted or never started."""
+    return {o.host for o in store.run_hosts(run.id) if _class_of(o) not in ("skipped", "aborted")}
