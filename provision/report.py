@@ -29,7 +29,10 @@ if TYPE_CHECKING:
     from provision.inspection import CheckRun
     from provision.push import HostResult
     from provision.rollout import RunResult
+    from provision.runs import RunDetail
+    from provision.state import RunInfo
 
+_RUN_STYLE = {"finished": "green", "running": "cyan", "stopped": "yellow", "interrupted": "yellow", "failed": "red"}
 _CHECK_STYLE = {"ok": "green", "warning": "yellow", "drifted": "bold yellow", "failed": "bold red"}
 _STYLE = {
     "changed": "green",
@@ -278,6 +281,79 @@ class Reporter:
             self._table(table)
         count = f"{len(run.hosts)} host{'' if len(run.hosts) == 1 else 's'}"
         self.out.print(escape(f"{count}: {summary(run)} in {run.seconds:.1f} s{_ending(run)}"))
+
+    # runs --------------------------------------------------------------------------------
+
+    def runs(self, found: Sequence[RunInfo]) -> None:
+        """The recorded runs, newest first, a row each."""
+        if not found:
+            self.out.print("No runs recorded.")
+            return
+        table = Table(show_edge=False, pad_edge=False, box=None)
+        for column in ("run", "command", "status", "started", "by", "hosts", "results"):
+            table.add_column(column, overflow="fold")
+        for run in found:
+            results = ", ".join(f"{n} {status}" for status, n in sorted(run.counts.items(), key=lambda i: -i[1]))
+            table.add_row(
+                escape(run.id),
+                escape(run.command + (" --check" if run.options.get("check") else "")),
+                f"[{_RUN_STYLE.get(run.status, '')}]{escape(run.status)}[/]",
+                escape(run.started.replace("+00:00", "Z")),
+                escape(f"{run.who}@{run.controller}"),
+                f"{run.hosts_done}/{run.hosts_total}",
+                escape(results),
+            )
+        self._table(table)
+
+    def run_detail(self, detail: RunDetail, *, by_group: bool) -> None:
+        """One run: what it was, a summary (per group if asked), what failed, every host."""
+        run = detail.run
+        lines = [
+            f"run {run.id}: {run.command}, {run.status}",
+            f"  started {run.started}" + (f", finished {run.finished}" if run.finished else ""),
+            f"  by {run.who} on {run.controller}" + (f", shard {run.shard}" if run.shard else ""),
+            f"  hosts {run.hosts_done} of {run.hosts_total}" + (f", inputs {run.digest}" if run.digest else ""),
+        ]
+        if run.resume_of:
+            lines.append(f"  resumes run {run.resume_of}")
+        chosen = {k: v for k, v in run.options.items() if v not in (None, [], False, "", 0) and k != "seed"}
+        if chosen:
+            lines.append("  options: " + ", ".join(f"{k}={v}" for k, v in chosen.items()))
+        for line in lines:
+            self.out.print(escape(line))
+        if by_group:
+            table = Table(show_edge=False, pad_edge=False, box=None, title=None)
+            table.add_column("group")
+            table.add_column("hosts")
+            table.add_column("results", overflow="fold")
+            for group, counts in detail.by_group().items():
+                parts = ", ".join(f"{n} {status}" for status, n in sorted(counts.items(), key=lambda i: -i[1]))
+                table.add_row(escape(group), str(sum(counts.values())), escape(parts))
+            self._table(table)
+        failures = [o for o in detail.hosts if o.status in ("failed", "busy", "drifted", "unreachable")]
+        if failures:
+            self.out.print(f"[bold]{len(failures)} host(s) with problems:[/]")
+            for outcome in failures:
+                reason = outcome.reason or "; ".join(f"{u.user}: {u.reason}" for u in outcome.users if u.reason)
+                self.out.print(escape(f"  {outcome.host}: {outcome.status}: {reason}"))
+        table = Table(show_edge=False, pad_edge=False, box=None)
+        for column in ("host", "result", "users", "time", "reason"):
+            table.add_column(column, overflow="fold")
+        for outcome in detail.hosts:
+            users: dict[str, int] = {}
+            for user in outcome.users:
+                users[user.status] = users.get(user.status, 0) + 1
+            table.add_row(
+                escape(outcome.host),
+                escape(outcome.status),
+                escape(", ".join(f"{n} {s}" for s, n in users.items())),
+                f"{outcome.seconds:.1f}s",
+                escape(outcome.reason),
+            )
+        if detail.hosts and not self.quiet:
+            self._table(table)
+        if detail.not_started:
+            self.out.print(escape(f"{len(detail.not_started)} host(s) not started"))
 
     # profiles ----------------------------------------------------------------------------
 

@@ -227,3 +227,109 @@ def _class_of(outcome: HostRecord) -> str:
 def hosts_done(store: Store, run: RunInfo) -> set[str]:
     """Hosts a run got through (whatever their result): not those skipped, aborted or never started."""
     return {o.host for o in store.run_hosts(run.id) if _class_of(o) not in ("skipped", "aborted")}
+
+
+# Reading runs back -------------------------------------------------------------------------------
+
+_RELATIVE = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_when(text: str, *, option: str) -> datetime:
+    """A date or time for --since/--until: 2026-11-29, 2026-11-29T08:00, or 12h / 7d / 2w ago."""
+    raw = text.strip()
+    if raw[:-1].isdigit() and raw[-1:] in _RELATIVE:
+        return datetime.now(UTC) - timedelta(seconds=int(raw[:-1]) * _RELATIVE[raw[-1]])
+    try:
+        when = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ConfigError(
+            [Problem(option, None, "", f"{raw[:60]!r} is not a date (2026-11-29), a time or an age (12h, 7d)")]
+        ) from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class RunDetail:
+    run: RunInfo
+    hosts: list[HostRecord]
+
+    def by_group(self) -> dict[str, dict[str, int]]:
+        """Per inventory group: how many of its hosts ended in each status (and never started)."""
+        groups: dict[str, dict[str, int]] = {}
+        seen: set[str] = set()
+        for outcome in self.hosts:
+            seen.add(outcome.host)
+            for group in self.run.groups.get(outcome.host) or ["(no group)"]:
+                counts = groups.setdefault(group, {})
+                counts[outcome.status] = counts.get(outcome.status, 0) + 1
+        for host, names in self.run.groups.items():
+            if host not in seen:
+                for group in names or ["(no group)"]:
+                    counts = groups.setdefault(group, {})
+                    counts["not started"] = counts.get("not started", 0) + 1
+        return dict(sorted(groups.items()))
+
+    @property
+    def not_started(self) -> list[str]:
+        seen = {o.host for o in self.hosts}
+        return [host for host in self.run.groups if host not in seen]
+
+
+def run_detail(store: Store, run_id: str) -> RunDetail:
+    run = store.get_run(run_id)
+    if run is None:
+        raise ConfigError([Problem("runs show", None, "", f"no run {run_id[:60]!r} in {store.location}")])
+    return RunDetail(run, store.run_hosts(run.id))
+
+
+def run_data(run: RunInfo) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "command": run.command,
+        "status": run.status,
+        "started": run.started,
+        "finished": run.finished,
+        "who": run.who,
+        "controller": run.controller,
+        "hosts_total": run.hosts_total,
+        "hosts_done": run.hosts_done,
+        "counts": run.counts,
+        "summary": run.summary,
+        "digest": run.digest,
+        "resume_of": run.resume_of,
+        "shard": run.shard,
+        "groups": list(run.group_names),
+        "options": run.options,
+    }
+
+
+def detail_data(detail: RunDetail) -> dict[str, Any]:
+    return {
+        **run_data(detail.run),
+        "by_group": detail.by_group(),
+        "not_started": detail.not_started,
+        "hosts": [
+            {
+                "host": o.host,
+                "groups": detail.run.groups.get(o.host, []),
+                "status": o.status,
+                "kind": o.kind,
+                "reason": o.reason,
+                "seconds": o.seconds,
+                "attempts": o.attempts,
+                "started": o.started,
+                "users": [
+                    {
+                        "user": u.user,
+                        "status": u.status,
+                        "reason": u.reason,
+                        "backup": u.backup,
+                        "restarted": u.restarted,
+                        "changed_keys": u.changed_keys,
+                    }
+                    for u in o.users
+                ],
+            }
+            for o in detail.hosts
+        ],
+    }

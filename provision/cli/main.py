@@ -18,6 +18,7 @@ from provision.cli import checks, lab, offline, profiles, remote
 from provision.cli.app import App, add_env_file_option, apply_env_files, make_reporter
 from provision.cli.config import CONFIG_ENV, CONFIG_NAME, add_environment_variables, default_map, find_config
 from provision.cli.init import init
+from provision.cli.runs import runs
 from provision.errors import ExitStatus, ProvisionError
 from provision.project import Project
 from provision.state import is_postgres_url
@@ -161,6 +162,7 @@ cli.add_command(checks.health_command)
 cli.add_command(checks.smoke_command)
 cli.add_command(lab.lab)
 cli.add_command(init)
+cli.add_command(runs)
 
 
 def _close_log(handler: logging.Handler) -> None:
