@@ -101,14 +101,15 @@ class Amount:
     percent: bool = False
 
     @classmethod
-    def parse(cls, text: str) -> Amount:
+    def parse(cls, text: str, *, minimum: int = 1) -> Amount:
+        """`minimum`: the smallest count allowed (0 for --max-fail; a batch needs at least 1)."""
         raw = text.strip()
         percent = raw.endswith("%")
         number = raw.removesuffix("%").strip()
         if not number.isdigit():
             raise ValueError(f"{text!r} is not a number of hosts or a percentage (5, 10%)")
         value = int(number)
-        if value < (0 if percent else 1) or (percent and value > 100):
+        if value < (0 if percent else minimum) or (percent and value > 100):
             raise ValueError(f"{text!r} is out of range")
         return cls(value, percent)
 

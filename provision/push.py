@@ -34,10 +34,27 @@ FAILED = "failed"
 NO_PROFILE = "no profile"
 RESTORED = "restored"
 NO_BACKUP = "no backup"
+# A host's result when it was not worked on: off the network, held by another run, stopped.
+UNREACHABLE = "unreachable"
+SKIPPED = "skipped"
+ABORTED = "aborted"
+_HOST_KINDS = {"unreachable": UNREACHABLE, "refused": UNREACHABLE, "leased": SKIPPED, "aborted": ABORTED}
 
 # A host's result is the worst of its users'.
-_SEVERITY = [UNCHANGED, NO_BACKUP, NO_PROFILE, WOULD_CHANGE, CHANGED, RESTORED, BUSY, FAILED]
-PROBLEMS = frozenset({BUSY, FAILED})
+_SEVERITY = [
+    SKIPPED,
+    UNCHANGED,
+    NO_BACKUP,
+    NO_PROFILE,
+    WOULD_CHANGE,
+    CHANGED,
+    RESTORED,
+    ABORTED,
+    UNREACHABLE,
+    BUSY,
+    FAILED,
+]
+PROBLEMS = frozenset({BUSY, FAILED, UNREACHABLE, ABORTED})
 
 
 @dataclass(frozen=True)
@@ -83,7 +100,7 @@ class HostResult:
     @property
     def status(self) -> str:
         if self.kind:
-            return FAILED
+            return _HOST_KINDS.get(self.kind, FAILED)
         statuses = [u.status for u in self.users] or [UNCHANGED]
         return max(statuses, key=_SEVERITY.index)
 

@@ -452,7 +452,7 @@ def replayed(run: RunInfo, settings: RunSettings, options: PushOptions) -> tuple
     staging = Staging(
         canary=None,
         batches=tuple(Amount.parse(a) for a in recorded.get("batch") or []),
-        max_fail=Amount.parse(recorded["max_fail"]) if recorded.get("max_fail") else None,
+        max_fail=Amount.parse(recorded["max_fail"], minimum=0) if recorded.get("max_fail") else None,
         count_unreachable=bool(recorded.get("count_unreachable")),
         order=recorded.get("order") or "inventory",
         seed=int(recorded.get("seed") or 0),

@@ -159,7 +159,7 @@ def start_recording(
             options=options,
             who=who,
             controller=controller,
-            started=datetime.now(UTC).isoformat(timespec="seconds"),
+            started=datetime.now(UTC).isoformat(timespec="milliseconds"),
             digest=digest,
             resume_of=resume_of,
             hosts_total=len(jobs),
@@ -189,7 +189,7 @@ def finish_recording(recording: Recording[Any], status: str, summary: dict[str, 
 
 def started_iso(seconds: float) -> str:
     """When a host that took `seconds` and just finished started."""
-    return (datetime.now(UTC) - timedelta(seconds=seconds)).isoformat(timespec="seconds")
+    return (datetime.now(UTC) - timedelta(seconds=seconds)).isoformat(timespec="milliseconds")
 
 
 # Choosing hosts from earlier runs ---------------------------------------------------------------

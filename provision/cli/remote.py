@@ -59,7 +59,7 @@ class RemoteArgs:
 
 
 class AmountType(click.ParamType[Amount]):
-    """A number of hosts or a percentage: 5, 10%."""
+    """A number of hosts (0 allowed) or a percentage: 0, 5, 10%."""
 
     name = "N|P%"
 
@@ -67,7 +67,7 @@ class AmountType(click.ParamType[Amount]):
         if isinstance(value, Amount):
             return value
         try:
-            return Amount.parse(str(value))
+            return Amount.parse(str(value), minimum=0)
         except ValueError as exc:
             raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
 

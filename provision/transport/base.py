@@ -12,8 +12,9 @@ from typing import Protocol
 from provision.errors import ProvisionError
 
 # Kinds of failure, as the report shows them.
-UNREACHABLE = "unreachable"
-REFUSED = "refused"
+UNREACHABLE = "unreachable"  # no connection at all: off, no route, no name
+REFUSED = "refused"  # nothing listens on the port
+RESET = "reset"  # the connection was cut in the middle of a conversation
 TLS = "tls"
 AUTH = "auth"
 TIMEOUT = "timeout"

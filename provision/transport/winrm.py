@@ -31,6 +31,7 @@ from provision.transport.base import (
     FAULT,
     PROTOCOL,
     REFUSED,
+    RESET,
     TIMEOUT,
     TLS,
     UNREACHABLE,
@@ -173,7 +174,7 @@ def translate(exc: BaseException, settings: WinRMSettings) -> TransportError:
         if "Connection refused" in text or "Errno 111" in text:
             return TransportError(REFUSED, f"connection refused by {where} (is the WinRM listener on?)")
         if "reset" in text.lower() or "aborted" in text.lower():
-            return TransportError(UNREACHABLE, f"connection to {where} was reset", transient=True)
+            return TransportError(RESET, f"connection to {where} was reset", transient=True)
         return TransportError(UNREACHABLE, f"cannot reach {where}")
     if isinstance(exc, PermissionError):  # requests_ntlm: the server would not start an NTLM login
         return TransportError(AUTH, f"credentials rejected by {where} ({settings.auth}: no challenge)")

@@ -33,4 +33,4 @@ def test_lab_up_push_and_down(tmp_path: Path) -> None:
     assert down.returncode == 0 and "Lab down." in down.stdout
     assert not (tmp_path / "lab" / "lab.pid").exists()
     refused = provision(tmp_path, "--env-file", "lab/lab.env", "push", "-i", "lab/inventory.yaml", "--timeout", "5")
-    assert refused.returncode == 1 and "2 hosts: 2 failed" in refused.stdout
+    assert refused.returncode == 1 and "2 hosts: 2 unreachable" in refused.stdout

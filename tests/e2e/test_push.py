@@ -182,7 +182,7 @@ def test_a_fault_on_one_host_fails_that_host_only(lab: Lab, fault: str) -> None:
     assert result.exit_code == 1, result.output
     hosts = {h["host"]: h for h in report["hosts"]}
     failed = hosts.pop(name)
-    assert failed["status"] == "failed"
+    assert failed["status"] == ("unreachable" if fault == "refused" else "failed")
     text = failed["reason"] + " ".join(u["reason"] for u in failed["users"])
     assert FAULTS[fault][1] in text, text
     if fault != "disk full":

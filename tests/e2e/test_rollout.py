@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from provision.state import open_store
+
 from conftest import EXAMPLES
 from labkit import Lab, running_lab
 
@@ -31,11 +33,12 @@ def name(index: int) -> str:
     return f"lab-{index:03d}"
 
 
-def push(lab: Lab, *args: str) -> dict[str, Any]:
+def push(lab: Lab, *args: str, state: str | None = None) -> dict[str, Any]:
     """push with a report; the report, the exit code and what was printed."""
     path = lab.root / "report.json"
     path.unlink(missing_ok=True)
-    result = lab.run("push", "--timeout", "20", "--report", str(path), *args)
+    where = ["--state", state] if state else []
+    result = lab.run(*where, "push", "--timeout", "20", "--report", str(path), *args)
     data: dict[str, Any] = json.loads(path.read_text("utf-8")) if path.exists() else {}
     data["exit_code"], data["output"] = result.exit_code, result.output
     return data
@@ -67,12 +70,12 @@ def test_a_failing_canary_stops_the_rollout_and_leaves_the_rest_untouched(fleet:
     assert "stopped: 1 failure(s) in the canary batch" in report["output"]
 
 
-def test_max_fail_stops_before_the_next_batch_and_unreachable_hosts_do_not_count(fleet: Lab) -> None:
+def test_max_fail_stops_before_the_next_batch_and_unreachable_hosts_do_not_count(fleet: Lab, location: str) -> None:
     fleet.fleet.refuse(name(3))  # batch 1: a laptop that is off
     fleet.fleet.refuse(name(5))
     fleet.host(name(8)).faults.disk_full = True  # batch 2: two real failures
     fleet.host(name(9)).faults.disk_full = True
-    report = push(fleet, "--batch", "6", "--max-fail", "1")
+    report = push(fleet, "--batch", "6", "--max-fail", "1", state=location)
     assert report["exit_code"] == 1
     statuses = {h["host"]: h["status"] for h in report["hosts"]}
     assert set(statuses) <= {name(i) for i in range(1, 13)}  # batches 3 and 4 never started
@@ -80,6 +83,11 @@ def test_max_fail_stops_before_the_next_batch_and_unreachable_hosts_do_not_count
     assert "2 failure(s) in batch 2" in report["stop_reason"]
     assert touched(fleet) <= {name(i) for i in range(1, 13)}
     assert set(report["not_started"]) >= {name(i) for i in range(13, HOSTS + 1)}
+    with open_store(location) as store:
+        run = store.get_run(report["run_id"])
+        assert run is not None and run.status == "stopped"
+        recorded = {o.host: o for o in store.run_hosts(run.id)}
+    assert set(recorded) == set(statuses) and recorded[name(3)].status == "unreachable"
 
 
 def test_workers_push_the_fleet_and_one_process_reports(fleet: Lab) -> None:
@@ -99,7 +107,7 @@ def running_microsips(lab: Lab) -> dict[str, bool]:
 
 @pytest.mark.parametrize("presses", [1, 2])
 def test_ctrl_c_finishes_or_stops_hosts_in_flight_records_and_leaves_no_microsip_closed(
-    fleet: Lab, presses: int
+    fleet: Lab, presses: int, location: str
 ) -> None:
     for host in fleet.fleet.hosts.values():
         host.faults.latency_ms = 150  # each host takes about a second: some are in flight when Ctrl-C comes
@@ -112,7 +120,7 @@ def test_ctrl_c_finishes_or_stops_hosts_in_flight_records_and_leaves_no_microsip
         "--profiles",
         str(fleet.profiles),
         "--state",
-        str(fleet.root / "state.db"),
+        location,
         "--env-file",
         str(fleet.fleet.env_file),
         "push",
@@ -142,6 +150,11 @@ def test_ctrl_c_finishes_or_stops_hosts_in_flight_records_and_leaves_no_microsip
     done = {h["host"] for h in report["hosts"]}
     assert 2 <= len(done) < HOSTS and len(done) + len(report["not_started"]) == HOSTS
     assert "interrupted" in out.splitlines()[-1]
+    with open_store(location) as store:  # the run and every host it finished are recorded
+        run = store.get_run(report["run_id"])
+        assert run is not None and run.status == "interrupted"
+        assert {o.host for o in store.run_hosts(run.id)} == done
+        assert store.leases() == {}  # nothing left leased
     # Every MicroSIP that ran before runs after: a host in flight was finished, or stopped only
     # at a point where nothing was closed.
     after = running_microsips(fleet)

@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from provision.push import BUSY, CHANGED, FAILED, UNCHANGED, HostResult, UserResult, summary
+from provision.push import BUSY, CHANGED, UNCHANGED, UNREACHABLE, HostResult, UserResult, summary
 from provision.report import Reporter
 from provision.rollout import RunResult
 from provision.secrets import Redactor, Secret
@@ -34,8 +34,8 @@ def results() -> list[HostResult]:
 
 
 def test_a_host_is_as_bad_as_its_worst_user() -> None:
-    assert [h.status for h in results()] == [CHANGED, BUSY, FAILED, UNCHANGED]
-    assert summary(results()) == {UNCHANGED: 1, CHANGED: 1, BUSY: 1, FAILED: 1}
+    assert [h.status for h in results()] == [CHANGED, BUSY, UNREACHABLE, UNCHANGED]  # refused: the listener is off
+    assert summary(results()) == {UNCHANGED: 1, CHANGED: 1, UNREACHABLE: 1, BUSY: 1}
     assert [h.ok for h in results()] == [True, False, False, True]
 
 
@@ -48,7 +48,7 @@ def test_without_a_terminal_each_host_is_a_line_as_it_finishes() -> None:
             progress.on_done(result)
     lines = err.getvalue().splitlines()
     assert lines[0] == "[1/4] ws-1 changed"
-    assert lines[2] == "[3/4] ws-3 failed: connection refused by 10.0.0.3:5986 (pw ********)"
+    assert lines[2] == "[3/4] ws-3 unreachable: connection refused by 10.0.0.3:5986 (pw ********)"
 
 
 def test_on_a_terminal_a_progress_bar_counts_hosts() -> None:
@@ -69,4 +69,4 @@ def test_the_table_and_the_fleet_summary() -> None:
     assert "a: MicroSIP did not close" in text
     assert "hunter2" not in text
     assert "1 changed, 1 unchanged" in text
-    assert text.splitlines()[-1] == "4 hosts: 1 unchanged, 1 changed, 1 busy, 1 failed in 1.2 s"
+    assert text.splitlines()[-1] == "4 hosts: 1 unchanged, 1 changed, 1 unreachable, 1 busy in 1.2 s"
