@@ -71,3 +71,20 @@ def show(app: App, run_id: str, by_group: bool, fmt: str) -> None:
         click.echo(json.dumps(detail_data(detail), indent=2, ensure_ascii=False))
     else:
         app.reporter.run_detail(detail, by_group=by_group)
+
+
+@runs.command()
+@click.option(
+    "--older-than",
+    "older_than",
+    metavar="AGE",
+    required=True,
+    help="Delete runs that started before this: an age (90d, 12w) or a date (2026-01-01).",
+)
+@click.pass_obj
+def prune(app: App, older_than: str) -> None:
+    """Delete old runs from the history (what was pushed, and leases, are kept)."""
+    before = parse_when(older_than, option="--older-than")
+    with open_store(app.project.state_path) as store:
+        count = store.prune(before)
+    app.reporter.line(f"Deleted {count} run(s) that started before {before.isoformat(timespec='seconds')}.")

@@ -122,6 +122,11 @@ class Store(ABC):
         `group` keeps runs that targeted at least one host of that inventory group."""
 
     @abstractmethod
+    def prune(self, before: str | datetime) -> int:
+        """Delete the runs that started before `before` (not running ones), with their hosts and
+        users; the push records and leases stay. Returns how many runs went."""
+
+    @abstractmethod
     def get_run(self, run_id: str) -> RunInfo | None:
         """The run with this id, or with this unique id prefix; an ambiguous prefix is a StateError."""
 

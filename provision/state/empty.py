@@ -38,6 +38,9 @@ class EmptyStore(Store):
     def forget(self, pairs: Iterable[tuple[str, str]]) -> None:
         raise self._refuse()
 
+    def prune(self, before: str | datetime) -> int:
+        raise self._refuse()
+
     def start_run(self, run: RunStart) -> None:
         raise self._refuse()
 

@@ -313,6 +313,20 @@ class SqlStore(Store):
                 (status, finished, rows.to_json(summary), run_id),
             )
 
+    def prune(self, before: str | datetime) -> int:
+        self._writable()
+        with self._transaction("the removal of old runs") as session:
+            old = [r[0] for r in session.execute(
+                "SELECT id FROM runs WHERE started < ? AND status <> 'running'", (_iso(before),)
+            )]  # fmt: skip
+            for start in range(0, len(old), CHUNK):
+                chunk = old[start : start + CHUNK]
+                marks = ", ".join("?" for _ in chunk)
+                for table in ("run_users", "run_hosts", "run_groups", "runs"):
+                    column = "id" if table == "runs" else "run_id"
+                    session.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", chunk)  # noqa: S608
+        return len(old)
+
     def _run_recorded(self, run_id: str) -> bool:
         with self._reading() as session:
             return bool(session.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)))

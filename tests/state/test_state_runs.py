@@ -169,3 +169,15 @@ def test_free_text_with_nul_characters_is_kept_readable(store: Store) -> None:
     store.record_hosts("r1", [host("ws-01", "failed", reason="remote said \x00 oops")])
     (got,) = store.run_hosts("r1")
     assert got.reason == "remote said \ufffd oops"
+
+
+def test_pruning_drops_old_finished_runs_with_their_hosts_and_keeps_the_rest(store: Store) -> None:
+    old = start(store, "20250101T000000-aaaaaa", started="2025-01-01T00:00:00+00:00").id
+    store.record_hosts(old, [host("ws-1", "changed", user("u1"))])
+    store.finish_run(old, "finished", "2025-01-01T00:01:00+00:00", {})
+    stuck = start(store, "20250102T000000-bbbbbb", started="2025-01-02T00:00:00+00:00").id  # still running
+    new = start(store, "20261101T000000-cccccc", started="2026-11-01T00:00:00+00:00").id
+    store.record_hosts(new, [host("ws-1")])
+    assert store.prune("2026-01-01T00:00:00+00:00") == 1
+    assert [r.id for r in store.runs()] == [new, stuck]
+    assert store.run_hosts(old) == [] and [h.host for h in store.run_hosts(new)] == ["ws-1"]
