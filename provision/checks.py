@@ -54,6 +54,7 @@ class CheckResult:
     seconds: float = 0.0
     method: str = ""  # smoke: how the test instance was launched
     attempts: int = 1
+    kind: str = ""  # the kind of transport failure, when the host could not be worked on
 
     @property
     def status(self) -> str:
@@ -81,7 +82,7 @@ class CheckResult:
 
 
 def transport_failure(host: str, exc: TransportError) -> CheckResult:
-    result = CheckResult(host)
+    result = CheckResult(host, kind=exc.kind)
     result.add("winrm", FAIL, f"{exc.kind}: {exc}")
     return result
 

@@ -6,17 +6,14 @@ host -> checks.py per host, `forks` at a time -> CheckRun -> table / JSON / JUni
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from xml.etree import ElementTree as ET
 
-from provision.checks import FAIL, SKIP, WARN, CheckResult, SmokePlan, health_host, smoke_host, smoke_ini
-from provision.errors import ConfigError, Problem, ProvisionError, SecretError, TemplateError
-from provision.fleet import FINISHED, INTERRUPTED
+from provision.checks import FAIL, WARN, CheckResult, SmokePlan, health_host, smoke_host, smoke_ini
+from provision.errors import ConfigError, Problem, SecretError, TemplateError
 from provision.jobs import HostJob, UserJob, host_jobs
+from provision.outcome import RunOutcome
 from provision.project import Project, prepare, select_targets
 from provision.push import PushOptions
 from provision.render import Renderer
@@ -27,7 +24,6 @@ from provision.rollout import (
     choose_jobs,
     input_files,
     run_summary,
-    write_text_atomically,
 )
 from provision.runs import finish_recording, inputs_digest, start_recording, started_iso
 from provision.secrets import Redactor
@@ -35,28 +31,7 @@ from provision.state import HostOutcome as HostRecord
 from provision.state import UserOutcome, open_store
 from provision.targets import smoke_target
 
-
-@dataclass
-class CheckRun:
-    command: str
-    hosts: list[CheckResult]
-    started: str
-    seconds: float
-    warnings: list[Problem]
-    redactor: Redactor = field(repr=False)
-    status: str = FINISHED  # finished, stopped or interrupted
-    stop_reason: str = ""
-    not_started: list[str] = field(default_factory=list)
-    run_id: str | None = None
-    state_error: ProvisionError | None = None  # the state could not be written (the hosts are still reported)
-
-    @property
-    def ok(self) -> bool:
-        return all(h.ok for h in self.hosts) and self.state_error is None
-
-    @property
-    def interrupted(self) -> bool:
-        return self.status == INTERRUPTED
+CheckRun = RunOutcome[CheckResult]
 
 
 def _broken(job: HostJob, reason: str, kind: str) -> CheckResult:
@@ -86,18 +61,15 @@ def health(
         )
         run = settings.run(jobs, lambda job: health_host(job, connect, options, key, now), _broken, hooks=recording)
         finish_recording(recording, run.status, run_summary(run.results, run.not_started))
-    return CheckRun(
+    return CheckRun.of(
         "health",
-        run.results,
-        run.started,
-        run.seconds,
-        prepared.warnings,
-        prepared.redactor,
-        run.status,
-        run.stop_reason,
-        run.not_started,
-        recording.run_id,
-        recording.error,
+        run,
+        jobs,
+        warnings=prepared.warnings,
+        redactor=prepared.redactor,
+        run_id=recording.run_id,
+        state_error=recording.error,
+        verify_tls=settings.verify_tls,
     )
 
 
@@ -157,28 +129,23 @@ def smoke(
             chosen, lambda job: smoke_host(job, connect, options, plans[job.host]), _broken, hooks=recording
         )
         finish_recording(recording, run.status, run_summary(run.results, run.not_started))
-    return CheckRun(
+    return CheckRun.of(
         "smoke",
-        run.results,
-        run.started,
-        run.seconds,
-        [],
-        redactor,
-        run.status,
-        run.stop_reason,
-        run.not_started,
-        recording.run_id,
-        recording.error,
+        run,
+        chosen,
+        redactor=redactor,
+        run_id=recording.run_id,
+        state_error=recording.error,
+        verify_tls=settings.verify_tls,
     )
 
 
 def check_record(result: CheckResult) -> HostRecord:
     failed = [c for c in result.checks if c.status == FAIL]
-    kind = getattr(result, "kind", "")
     return HostRecord(
         host=result.host,
         status=result.status,
-        kind=kind,
+        kind=result.kind,
         reason=result.reason,
         seconds=round(result.seconds, 3),
         attempts=result.attempts,
@@ -196,6 +163,7 @@ def check_options(settings: RunSettings) -> dict[str, Any]:
         "from_run": settings.from_run,
         "forks": settings.forks,
         "workers": settings.workers,
+        "verify_tls": settings.verify_tls,
     }
 
 
@@ -213,80 +181,3 @@ def summary(run: CheckRun) -> str:
     warnings = sum(1 for h in run.hosts for c in h.checks if c.status == WARN)
     text = ", ".join(parts) or "no hosts"
     return text + (f" ({warnings} warning{'s' if warnings != 1 else ''})" if warnings else "")
-
-
-def report_data(run: CheckRun) -> dict[str, Any]:
-    return {
-        "command": run.command,
-        "run_id": run.run_id,
-        "started": run.started,
-        "seconds": round(run.seconds, 3),
-        "ok": run.ok,
-        "summary": summary(run),
-        "hosts": [
-            {
-                "host": h.host,
-                "status": h.status,
-                "seconds": round(h.seconds, 3),
-                "attempts": h.attempts,
-                **({"method": h.method} if h.method else {}),
-                "checks": [
-                    {
-                        "name": c.name,
-                        "status": c.status,
-                        "detail": c.detail,
-                        **({"seconds": round(c.seconds, 3)} if c.seconds is not None else {}),
-                    }
-                    for c in h.checks
-                ],
-            }
-            for h in run.hosts
-        ],
-    }
-
-
-def report_json(run: CheckRun) -> str:
-    return run.redactor(json.dumps(report_data(run), indent=2, ensure_ascii=False)) + "\n"
-
-
-def junit_xml(run: CheckRun) -> str:
-    """One testsuite for the run, one testcase per host; failed checks are its failure,
-    warnings and every check's line go to system-out. A host that could not be reached is
-    an error rather than a failure."""
-    suite = ET.Element(
-        "testsuite",
-        {
-            "name": f"provision {run.command}",
-            "tests": str(len(run.hosts)),
-            "failures": str(sum(1 for h in run.hosts if h.status in ("failed", "drifted") and not _unreachable(h))),
-            "errors": str(sum(1 for h in run.hosts if _unreachable(h))),
-            "skipped": "0",
-            "time": f"{run.seconds:.3f}",
-            "timestamp": run.started.removesuffix("+00:00"),
-        },
-    )
-    for host in run.hosts:
-        case = ET.SubElement(
-            suite,
-            "testcase",
-            {"classname": f"provision.{run.command}", "name": host.host, "time": f"{host.seconds:.3f}"},
-        )
-        failed = [c for c in host.checks if c.status == FAIL]
-        if failed:
-            tag = "error" if _unreachable(host) else "failure"
-            element = ET.SubElement(case, tag, {"message": run.redactor(host.reason)[:1000], "type": host.status})
-            element.text = run.redactor("\n".join(f"{c.name}: {c.detail}" for c in failed))
-        lines = [f"{c.status.upper():4} {c.name}: {c.detail}" for c in host.checks if c.status != SKIP or c.detail]
-        ET.SubElement(case, "system-out").text = run.redactor("\n".join(lines))
-    root = ET.Element("testsuites", {"name": f"provision {run.command}"})
-    root.append(suite)
-    ET.indent(root)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
-
-
-def _unreachable(host: CheckResult) -> bool:
-    return any(c.name in ("winrm", "provision") and c.status == FAIL for c in host.checks)
-
-
-def write_junit(run: CheckRun, path: Path) -> None:
-    write_text_atomically(path, junit_xml(run))

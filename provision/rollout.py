@@ -6,7 +6,6 @@ push.py per host through the fleet runner -> state recorded here, in the caller'
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -17,9 +16,6 @@ from typing import Any
 
 from provision.errors import ConfigError, Problem, ProvisionError, display_path
 from provision.fleet import (
-    FINISHED,
-    INTERRUPTED,
-    STOPPED,
     Amount,
     Between,
     FleetRun,
@@ -35,6 +31,7 @@ from provision.fleet import (
     shard_of,
 )
 from provision.jobs import HostJob, UserJob, group_by_host, host_groups, host_jobs
+from provision.outcome import RunOutcome
 from provision.project import Project, prepare, select_targets
 from provision.push import (
     CHANGED,
@@ -45,7 +42,6 @@ from provision.push import (
     broken_host,
     push_host,
     rollback_host,
-    summary,
 )
 from provision.runs import (
     LEASE_MARGIN,
@@ -71,36 +67,7 @@ class Credentials:
     password: Secret = field(repr=False)
 
 
-@dataclass
-class RunResult:
-    command: str
-    check: bool
-    hosts: list[HostResult]
-    started: str
-    seconds: float
-    warnings: list[Problem]
-    redactor: Redactor = field(repr=False)
-    status: str = FINISHED  # finished, stopped (by the stop rule or at a pause) or interrupted
-    stop_reason: str = ""
-    not_started: list[str] = field(default_factory=list)
-    run_id: str | None = None
-    state_error: ProvisionError | None = None  # the state could not be written (the hosts are still reported)
-
-    @property
-    def ok(self) -> bool:
-        return all(h.ok for h in self.hosts) and self.state_error is None
-
-    @property
-    def stopped(self) -> bool:
-        return self.status == STOPPED
-
-    @property
-    def interrupted(self) -> bool:
-        return self.status == INTERRUPTED
-
-    @property
-    def pending(self) -> bool:
-        return any(u.changes for h in self.hosts for u in h.users)
+RunResult = RunOutcome[HostResult]
 
 
 ConnectFactory = Callable[[LoadedInventory], Connect]
@@ -119,6 +86,7 @@ class RunSettings:
     from_run: str | None = None
     resume: str | None = None  # a stopped or interrupted run to finish (its own options are used)
     wait_for_lease: float = 0.0  # seconds to wait for a host another run holds, before skipping it
+    verify_tls: bool = True  # as the connections were made (recorded with the run and in its report)
     staging: Staging = field(default_factory=Staging)
     on_start: Callable[[int], None] = lambda _: None
     on_done: Callable[[HostOutcome], None] = lambda _: None
@@ -255,19 +223,16 @@ def push(
             hooks=recording,
         )
         finish_recording(recording, run.status, run_summary(run.results, run.not_started))
-    return RunResult(
+    return RunResult.of(
         "push",
-        options.check,
-        run.results,
-        run.started,
-        run.seconds,
-        prepared.warnings,
-        prepared.redactor,
-        run.status,
-        run.stop_reason,
-        run.not_started,
-        recording.run_id,
-        recording.error,
+        run,
+        jobs,
+        warnings=prepared.warnings,
+        redactor=prepared.redactor,
+        run_id=recording.run_id,
+        state_error=recording.error,
+        check=options.check,
+        verify_tls=settings.verify_tls,
     )
 
 
@@ -346,19 +311,8 @@ def rollback(
             hooks=recording,
         )
         finish_recording(recording, run.status, run_summary(run.results, run.not_started))
-    return RunResult(
-        "rollback",
-        False,
-        run.results,
-        run.started,
-        run.seconds,
-        [],
-        Redactor(),
-        run.status,
-        run.stop_reason,
-        run.not_started,
-        recording.run_id,
-        recording.error,
+    return RunResult.of(
+        "rollback", run, jobs, run_id=recording.run_id, state_error=recording.error, verify_tls=settings.verify_tls
     )
 
 
@@ -423,6 +377,7 @@ def run_options(settings: RunSettings, options: PushOptions) -> dict[str, Any]:
         "pause_seconds": staging.pause_seconds,
         "forks": settings.forks,
         "workers": settings.workers,
+        "verify_tls": settings.verify_tls,
         "check": options.check,
         "timeout": options.timeout,
         "backups": options.backups,
@@ -493,56 +448,6 @@ def choose_jobs(
         done = hosts_done(store, resumed)
         chosen = [job for job in chosen if job.host not in done]
     return chosen
-
-
-# The report file -------------------------------------------------------------------------
-
-
-def report_data(run: RunResult) -> dict[str, Any]:
-    """The report as data: the same as the table, for scripts (no secret values in it)."""
-    return {
-        "command": run.command,
-        "run_id": run.run_id,
-        "check": run.check,
-        "started": run.started,
-        "seconds": round(run.seconds, 3),
-        "ok": run.ok,
-        "status": run.status,
-        "stop_reason": run.stop_reason,
-        "not_started": run.not_started,
-        "summary": summary(run.hosts),
-        "hosts": [
-            {
-                "host": h.host,
-                "status": h.status,
-                "reason": h.reason,
-                "kind": h.kind,
-                "seconds": round(h.seconds, 3),
-                "attempts": h.attempts,
-                "users": [
-                    {
-                        "user": u.user,
-                        "status": u.status,
-                        "reason": u.reason,
-                        "backup": u.backup,
-                        "restarted": u.restarted,
-                        "changes": [
-                            {"section": c.section, "key": c.key, "old": c.old, "new": c.new, "note": c.note}
-                            for c in u.changes
-                        ],
-                        "notes": list(u.notes),
-                    }
-                    for u in h.users
-                ],
-            }
-            for h in run.hosts
-        ],
-    }
-
-
-def write_report(path: Path, run: RunResult) -> None:
-    """The JSON report, redacted, written whole or not at all."""
-    write_text_atomically(path, run.redactor(json.dumps(report_data(run), indent=2, ensure_ascii=False)) + "\n")
 
 
 def write_text_atomically(path: Path, text: str) -> None:

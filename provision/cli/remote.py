@@ -20,9 +20,13 @@ from provision.cli.completion import complete_groups
 from provision.errors import ExitStatus, SecretError
 from provision.fleet import Amount, Order, Staging, default_workers
 from provision.interrupt import handling_interrupts
+from provision.outcome import RunOutcome
 from provision.project import Project
 from provision.push import PushOptions
 from provision.report import Reporter
+from provision.report.data import report_json
+from provision.report.files import STDOUT, is_stdout, write_text
+from provision.report.junit import junit_xml
 from provision.rollout import (
     ConnectFactory,
     Credentials,
@@ -31,7 +35,6 @@ from provision.rollout import (
     push,
     rollback,
     winrm_connect,
-    write_report,
 )
 from provision.runs import ONLY
 from provision.secrets import Secret
@@ -55,7 +58,11 @@ class RemoteArgs:
     user: str | None
     password_ref: str
     no_verify_tls: bool
-    report_path: Path | None
+    report_path: str | None
+    fmt: str
+    junit: str | None
+    by_group: bool
+    show: str
 
 
 class AmountType(click.ParamType[Amount]):
@@ -185,8 +192,36 @@ _REMOTE_OPTIONS = [
     click.option(
         "--report",
         "report_path",
-        type=click.Path(path_type=Path, dir_okay=False),
-        help="Also write the results as JSON to this file.",
+        metavar="FILE",
+        help="Also write the results as JSON to this file ('-' for standard output; the table then goes "
+        "to standard error).",
+    ),
+    click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["table", "json"]),
+        default="table",
+        show_default=True,
+        help="table for people; json (the report, on standard output) for scripts.",
+    ),
+    click.option(
+        "--junit",
+        metavar="FILE",
+        help="Also write JUnit XML, a test case per host, for a CI server or a monitoring job ('-' for "
+        "standard output).",
+    ),
+    click.option(
+        "--by-group",
+        is_flag=True,
+        help="Summaries per inventory group (department): on screen, and a test suite per group in --junit.",
+    ),
+    click.option(
+        "--show",
+        type=click.Choice(["auto", "all"]),
+        default="auto",
+        show_default=True,
+        help="Table rows: auto lists every host of a small run, and for a large one the hosts with problems "
+        "and changes first; all lists every host.",
     ),
 ]
 
@@ -354,6 +389,8 @@ def fleet_run(
     if remote.no_verify_tls:
         app.reporter.err.print("[yellow]Warning:[/] TLS certificates are not checked (--no-verify-tls)")
     connect = winrm_connect(creds, verify_tls=not remote.no_verify_tls, timeout=remote.timeout)
+    if remote.fmt == "json" and remote.junit is not None and is_stdout(remote.junit):
+        raise click.UsageError("--format json and --junit - would both write to standard output")
     staging = staged.staging(seed=secrets.randbelow(2**31)) if staged is not None else Staging()
     if remote.only and not remote.from_run:
         raise click.UsageError("--only needs --from-run RUN")
@@ -367,6 +404,7 @@ def fleet_run(
         from_run=remote.from_run,
         wait_for_lease=staged.wait_for_lease if staged is not None else 0.0,
         staging=staging,
+        verify_tls=not remote.no_verify_tls,
     )
     with handling_interrupts(app.reporter.note):
         yield FleetSession(connect, settings, app.reporter, verb, pause=staged is not None and staged.pause)
@@ -381,22 +419,39 @@ def _run(
     staged: StagingArgs | None = None,
     diff: bool = False,
 ) -> RunResult:
-    """The run, then the table, the report and the exit status."""
+    """The run, then what it says (table, JSON, JUnit), and the exit status."""
     app: App = ctx.obj
     with fleet_run(ctx, remote, verb, staged) as session:
         run = session.run(lambda connect, settings: action(app.project, remote.inventory, connect, settings))
-        app.reporter.warnings(run.warnings)
-        app.reporter.redact = run.redactor
-        app.reporter.fleet(run, diff=diff)
-        if remote.report_path is not None:
-            write_report(remote.report_path, run)
-        if run.state_error is not None:
-            app.reporter.error(run.state_error)
+        report_run(app, remote, run, diff=diff)
+    exit_for(ctx, run)
+    return run
+
+
+def report_run(app: App, remote: RemoteArgs, run: RunOutcome[Any], *, diff: bool = False) -> None:
+    """The table (or the JSON report) of a run, the report and JUnit files, a state that could not
+    be written. Standard output carries only JSON when JSON is asked for there."""
+    reporter = app.reporter
+    reporter.use_redactor(run.redactor)
+    reporter.warnings(run.warnings)
+    json_out = remote.fmt == "json" or (remote.report_path is not None and is_stdout(remote.report_path))
+    if remote.fmt == "json":
+        write_text(STDOUT, report_json(run))
+    else:
+        reporter.outcome(run, diff=diff, by_group=remote.by_group, show=remote.show, to_stderr=json_out)
+    if remote.report_path is not None and not (remote.fmt == "json" and is_stdout(remote.report_path)):
+        write_text(remote.report_path, report_json(run))
+    if remote.junit is not None:
+        write_text(remote.junit, junit_xml(run, by_group=remote.by_group))
+    if run.state_error is not None:
+        reporter.error(run.state_error)
+
+
+def exit_for(ctx: click.Context, run: RunOutcome[Any]) -> None:
     if run.interrupted:
         ctx.exit(ExitStatus.INTERRUPTED)
     if not run.ok or run.stopped:
         ctx.exit(ExitStatus.FAILED)
-    return run
 
 
 @click.command(name="push")

@@ -66,7 +66,7 @@ def test_health_finds_drift_and_names_the_keys(lab: Lab) -> None:
     code, data = run_json(lab, "health")
     assert code == 1
     assert status(data)["lab-003"] == "drifted"
-    assert "1 drifted" in data["summary"]
+    assert "1 drifted" in data["summary"]["text"] and data["summary"]["by_status"]["drifted"] == 1
     drift = checks(data, "lab-003")[f"{user}: drift"]
     assert drift["status"] == "fail" and drift["detail"].endswith("[Settings] autoAnswer")
 

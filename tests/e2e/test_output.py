@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -9,8 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import xmlschema
+
 from provision.secrets import read_env_file
 
+from conftest import FIXTURES
 from labkit import Lab
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -83,3 +87,35 @@ def test_the_log_file_tells_the_run_and_never_a_secret(lab: Lab, tmp_path: Path)
     assert "lab-003: WinRM fault 170" in text and "again on a new shell (attempt 2 of 3)" in text
     for secret in read_env_file(lab.fleet.env_file).values():
         assert secret not in text
+
+
+def test_json_on_standard_output_is_the_report_and_nothing_else(lab: Lab) -> None:
+    as_json = subprocess.run(command(lab, "push", "--format", "json"), capture_output=True, text=True, timeout=120)
+    data = json.loads(as_json.stdout)
+    assert data["command"] == "push" and data["summary"]["by_status"] == {"changed": 4}
+    assert set(data) >= {"run_id", "started", "seconds", "status", "ok", "options", "summary", "hosts", "not_started"}
+    dash = subprocess.run(command(lab, "push", "--report", "-"), capture_output=True, text=True, timeout=120)
+    assert json.loads(dash.stdout)["summary"]["by_status"] == {"unchanged": 4}
+    assert "4 hosts: 4 unchanged" in dash.stderr  # the table moved out of the way
+    device = subprocess.run(command(lab, "-q", "push", "--report", "/dev/stdout"), capture_output=True, text=True,
+                            timeout=120)  # fmt: skip
+    summary, _, report = device.stdout.partition("\n")  # -q: the summary line, then the report
+    assert summary.startswith("4 hosts: 4 unchanged") and json.loads(report)["command"] == "push"
+    health = subprocess.run(command(lab, "health", "--format", "json"), capture_output=True, text=True, timeout=120)
+    shape = json.loads(health.stdout)
+    assert set(shape) == set(data) and set(shape["summary"]) == set(data["summary"])  # one shape for all
+
+
+def test_junit_for_push_and_summaries_per_group(lab: Lab, tmp_path: Path) -> None:
+    lab.host("lab-002").faults.disk_full = True
+    lab.fleet.refuse("lab-004")
+    junit = tmp_path / "push.xml"
+    result = lab.run("push", "--timeout", "20", "--junit", str(junit), "--by-group")
+    assert result.exit_code == 1
+    table = [line.split() for line in result.output.splitlines() if line.startswith(("sales ", "support "))]
+    assert table == [["sales", "2", "2", "changed"], ["support", "2", "1", "unreachable,", "1", "failed"]]
+    xml = junit.read_text("utf-8")
+    xmlschema.XMLSchema(FIXTURES / "junit.xsd").validate(xml)
+    assert '<testsuite name="provision push: sales" tests="2" failures="0" errors="0"' in xml
+    assert '<testsuite name="provision push: support" tests="2" failures="1" errors="1"' in xml
+    assert "not enough space on the disk" in xml

@@ -8,7 +8,9 @@ import pytest
 import xmlschema
 
 from provision.checks import DAY, FAIL, PASS, WARN, CheckResult, _judge_exe, smoke_commands
-from provision.inspection import CheckRun, junit_xml, summary
+from provision.inspection import CheckRun
+from provision.report.data import summary_text
+from provision.report.junit import junit_xml
 from provision.secrets import Redactor, Secret
 
 from conftest import FIXTURES
@@ -48,17 +50,17 @@ def test_host_status_and_summary() -> None:
     failed.add("u: drift", FAIL)
     failed.add("winrm", FAIL, "refused: connection refused")
     assert [r.status for r in (ok, warned, drifted, failed)] == ["ok", "warning", "drifted", "failed"]
-    run = CheckRun("health", [ok, warned, drifted, failed], "2026-11-24T10:00:00+00:00", 1.0, [], Redactor())
-    assert summary(run) == "1 ok, 1 with warnings, 1 drifted, 1 failed (1 warning)"
+    run = CheckRun("health", [ok, warned, drifted, failed], "2026-11-24T10:00:00+00:00", 1.0)
+    assert summary_text(run) == "1 ok, 1 with warnings, 1 drifted, 1 failed (1 warning)"
     assert not run.ok
 
 
 def test_junit_is_valid_escaped_and_redacted() -> None:
     bad = CheckResult('ws-<1>&"x"')
     bad.add("hook C:\\a&b.exe", FAIL, "program not found; token s3cr3t <here>")
-    down = CheckResult("ws-2")
-    down.add("winrm", FAIL, "auth: credentials rejected")
-    run = CheckRun("health", [bad, down], "2026-11-24T10:00:00+00:00", 2.5, [], Redactor([Secret("s3cr3t")]))
+    down = CheckResult("ws-2", kind="refused")
+    down.add("winrm", FAIL, "refused: connection refused")
+    run = CheckRun("health", [bad, down], "2026-11-24T10:00:00+00:00", 2.5, redactor=Redactor([Secret("s3cr3t")]))
     xml = junit_xml(run)
     xmlschema.XMLSchema(FIXTURES / "junit.xsd").validate(xml)
     assert "s3cr3t" not in xml and "********" in xml

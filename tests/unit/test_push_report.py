@@ -63,10 +63,25 @@ def test_on_a_terminal_a_progress_bar_counts_hosts() -> None:
 def test_the_table_and_the_fleet_summary() -> None:
     rep, out, _ = reporter(terminal=False)
     rep.redact = Redactor([Secret("hunter2")])
-    run = RunResult("push", False, results(), "2026-11-24T00:00:00+00:00", 1.25, [], rep.redact)
-    rep.fleet(run, diff=False)
+    run = RunResult("push", results(), "2026-11-24T00:00:00+00:00", 1.25)
+    rep.outcome(run)
     text = out.getvalue()
     assert "a: MicroSIP did not close" in text
     assert "hunter2" not in text
     assert "1 changed, 1 unchanged" in text
     assert text.splitlines()[-1] == "4 hosts: 1 unchanged, 1 changed, 1 unreachable, 1 busy in 1.2 s"
+
+
+def test_a_large_fleet_gets_a_compact_table_problems_first() -> None:
+    rep, out, _ = reporter(terminal=False)
+    hosts = [HostResult(f"ws-{i:03d}", [UserResult(f"ws-{i:03d}", "a", UNCHANGED)]) for i in range(60)]
+    hosts[7].users[0].status = CHANGED
+    hosts[42].users[0] = UserResult("ws-042", "a", BUSY, "MicroSIP did not close")
+    hosts[50] = HostResult("ws-050", [], reason="connection refused", kind="refused")
+    rep.outcome(RunResult("push", hosts, "2026-11-24T00:00:00+00:00", 3.0))
+    rows = [line.split()[0] for line in out.getvalue().splitlines()[1:-2]]
+    assert rows == ["ws-042", "ws-050", "ws-007"]  # busy, unreachable, changed; nothing unchanged
+    assert "... and 57 more host(s) with nothing to report (--show all lists them)" in out.getvalue()
+    rep, out, _ = reporter(terminal=False)
+    rep.outcome(RunResult("push", hosts, "2026-11-24T00:00:00+00:00", 3.0), show="all")
+    assert len(out.getvalue().splitlines()) == 62  # header, 60 hosts, summary

@@ -26,9 +26,8 @@ from provision.secrets import MASK
 
 if TYPE_CHECKING:
     from provision.fleet import HostOutcome
-    from provision.inspection import CheckRun
+    from provision.outcome import RunOutcome
     from provision.push import HostResult
-    from provision.rollout import RunResult
     from provision.runs import RunDetail
     from provision.state import RunInfo
 
@@ -160,15 +159,16 @@ class Reporter:
         """A remark about the run on the error stream (an interruption, a stop)."""
         self.err.print(escape(self.redact(text)))
 
-    def _table(self, table: Table) -> None:
+    def _table(self, table: Table, console: Console | None = None) -> None:
         """A table; in a pipe or a log, without the padding at the end of each line."""
-        if self.out.is_terminal:
-            self.out.print(table)
+        console = console or self.out
+        if console.is_terminal:
+            console.print(table)
             return
-        with self.out.capture() as captured:
-            self.out.print(table)
+        with console.capture() as captured:
+            console.print(table)
         for line in captured.get().splitlines():
-            self.out.print(escape(line.rstrip()))
+            console.print(escape(line.rstrip()))
 
     def line(self, text: str) -> None:
         self.out.print(escape(self.redact(text)))
@@ -223,64 +223,47 @@ class Reporter:
         with shown.bar:
             yield shown
 
-    def fleet(self, run: RunResult, *, diff: bool) -> None:
-        """Per-user diffs if asked, the per-host table, and the one-line fleet summary."""
-        from provision.push import summary
+    def outcome(
+        self,
+        run: RunOutcome[Any],
+        *,
+        diff: bool = False,
+        by_group: bool = False,
+        show: str = "auto",
+        to_stderr: bool = False,
+    ) -> None:
+        """A run for people: per-user changes if asked, a table (compact for a large fleet),
+        per-group summaries if asked, and the one-line summary. On standard error when standard
+        output carries a JSON report."""
+        from provision.report.data import summary_data, summary_text
 
+        console = self.err if to_stderr else self.out
         if diff:
             for host in run.hosts:
-                for user in host.users:
+                for user in getattr(host, "users", ()):
                     if not user.changes:
                         continue
-                    self.out.print(f"[bold]{escape(user.target_id)}[/]: {escape(user.status)}")
+                    console.print(f"[bold]{escape(user.target_id)}[/]: {escape(user.status)}")
                     for change in user.changes:
-                        self.out.print("  " + escape(self.redact(change.describe())))
+                        console.print("  " + escape(self.redact(change.describe())))
                     for note in user.notes:
-                        self.out.print("  note: " + escape(self.redact(note)))
-        table = Table(show_edge=False, pad_edge=False, box=None)
-        for column in ("host", "result", "users", "time", "reason"):
-            table.add_column(column, overflow="fold")
-        for host in run.hosts:
-            status = host.status
-            style = _STYLE.get(status, "")
-            table.add_row(
-                escape(host.host),
-                f"[{style}]{escape(status)}[/]" if style else escape(status),
-                escape(_user_counts(host)),
-                f"{host.seconds:.1f}s",
-                escape(self.redact(_host_reason(host))),
-            )
+                        console.print("  note: " + escape(self.redact(note)))
         if run.hosts and not self.quiet:
-            self._table(table)
-        counts = summary(run.hosts)
-        parts = ", ".join(f"{n} {status}" for status, n in counts.items()) or "nothing to do"
+            rows, left = _rows(run.hosts, show)
+            self._table(_hosts_table(run, rows, self.redact), console)
+            if left:
+                console.print(escape(f"... and {left} more host(s) with nothing to report (--show all lists them)"))
+        if by_group and run.hosts and not self.quiet:
+            table = Table(show_edge=False, pad_edge=False, box=None)
+            for column in ("group", "hosts", "results"):
+                table.add_column(column, overflow="fold")
+            for group, counts in summary_data(run)["by_group"].items():
+                parts = ", ".join(f"{n} {status}" for status, n in counts["by_status"].items())
+                table.add_row(escape(group), str(counts["hosts"]), escape(parts))
+            self._table(table, console)
         mode = " (check: nothing written)" if run.check else ""
         hosts = f"{len(run.hosts)} host{'' if len(run.hosts) == 1 else 's'}"
-        self.out.print(escape(f"{hosts}: {parts} in {run.seconds:.1f} s{mode}{_ending(run)}"))
-
-    # health and smoke --------------------------------------------------------------------
-
-    def checks(self, run: CheckRun) -> None:
-        """A row per host: its result, what failed or warned, and the launch method for smoke."""
-        from provision.inspection import summary
-
-        table = Table(show_edge=False, pad_edge=False, box=None)
-        columns = ["host", "result", "time", "details"]
-        if run.command == "smoke":
-            columns.insert(2, "method")
-        for column in columns:
-            table.add_column(column, overflow="fold")
-        for host in run.hosts:
-            style = _CHECK_STYLE.get(host.status, "")
-            row = [escape(host.host), f"[{style}]{escape(host.status)}[/]", f"{host.seconds:.1f}s"]
-            if run.command == "smoke":
-                row.insert(2, escape(host.method or "-"))
-            row.append(escape(self.redact(host.reason)))
-            table.add_row(*row)
-        if run.hosts and not self.quiet:
-            self._table(table)
-        count = f"{len(run.hosts)} host{'' if len(run.hosts) == 1 else 's'}"
-        self.out.print(escape(f"{count}: {summary(run)} in {run.seconds:.1f} s{_ending(run)}"))
+        console.print(escape(f"{hosts}: {summary_text(run)} in {run.seconds:.1f} s{mode}{_ending(run)}"))
 
     # runs --------------------------------------------------------------------------------
 
@@ -379,7 +362,7 @@ class Reporter:
         self.out.print(f"[green]OK[/]: {escape(parts)}")
 
 
-def _ending(run: RunResult | CheckRun) -> str:
+def _ending(run: RunOutcome[Any]) -> str:
     """'; stopped: <why>; 12 not started' for a run that did not go through every host."""
     if run.status == "finished":
         return ""
@@ -411,6 +394,44 @@ def _scalar(value: Any) -> str:
     """A value spelled as YAML would, on one line."""
     text = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=1_000_000)
     return text.removesuffix("\n").removesuffix("\n...").strip()
+
+
+COMPACT = 50  # a run over more hosts than this shows problems and changes first (--show all: every host)
+_QUIET_STATUSES = frozenset({"unchanged", "ok", "skipped", "no backup"})
+
+
+def _rows(hosts: Sequence[Any], show: str) -> tuple[list[Any], int]:
+    """The hosts to show as rows, and how many are left out."""
+    if show == "all" or len(hosts) <= COMPACT:
+        return list(hosts), 0
+    from provision.report.data import status_rank
+
+    notable = [h for h in hosts if h.status not in _QUIET_STATUSES]
+    notable.sort(key=lambda h: -status_rank(h.status))  # the worst first; inventory order within a status
+    shown = notable[:COMPACT]
+    return shown, len(hosts) - len(shown)
+
+
+def _hosts_table(run: RunOutcome[Any], rows: Sequence[Any], redact: Callable[[str], str]) -> Table:
+    table = Table(show_edge=False, pad_edge=False, box=None)
+    checks = run.command in ("health", "smoke", "doctor")
+    columns = ["host", "result", "time", "details"] if checks else ["host", "result", "users", "time", "reason"]
+    if run.command == "smoke":
+        columns.insert(2, "method")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for host in rows:
+        status = host.status
+        style = (_CHECK_STYLE if checks else _STYLE).get(status, "")
+        cells = [escape(host.host), f"[{style}]{escape(status)}[/]" if style else escape(status)]
+        if run.command == "smoke":
+            cells.append(escape(host.method or "-"))
+        if not checks:
+            cells.append(escape(_user_counts(host)))
+        cells.append(f"{host.seconds:.1f}s")
+        cells.append(escape(redact(host.reason if checks else _host_reason(host))))
+        table.add_row(*cells)
+    return table
 
 
 def _user_counts(host: HostResult) -> str:
