@@ -12,6 +12,35 @@ from typing import Annotated
 from pydantic import AfterValidator, StringConstraints
 from pydantic_core import PydanticCustomError
 
+#: The most characters of a bad value an error message quotes.
+QUOTE_MAX = 60
+
+
+def shown(value: object, limit: int = QUOTE_MAX) -> str:
+    """A value as an error message quotes it: short, on one line, and never huge.
+
+    Error messages go to a screen: a 1 MB value must not make a 1 MB message, and a
+    line break in a value must not start a line of its own.
+    """
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, int):
+        if value.bit_length() > 128:
+            return f"a number of about {int(value.bit_length() * 0.30103) + 1} digits"
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return repr(value)
+        return f"{value[:limit]!r}... ({len(value):,} characters)"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
 # C0 and C1 control characters (Unicode category Cc), Unicode line breaks, lone surrogates.
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
