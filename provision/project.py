@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from provision.errors import ConfigError, Problem, ProvisionError, SecretError, TemplateError
+from provision.errors import ConfigError, Problem, SecretError, TemplateError
 from provision.model.store import ProfileStore
 from provision.render import RenderedIni, Renderer, Templates
 from provision.secrets import Redactor, Secret, SecretResolver
@@ -65,16 +65,20 @@ def prepare(project: Project, inventory_path: Path, limit: str | None = None, ho
     warnings: dict[Problem, None] = {}
     for target in targets:
         warnings.update(dict.fromkeys(target.resolved.warnings))
+        version = target.resolved.profile.version
+        found: dict[str, Secret] = {}
+        for account in target.accounts:
+            if account.password is None:
+                continue
+            try:
+                secret = resolver.resolve_ini(account.password.ref, account.password.where, version)
+                found[account.section.lower()] = secret
+            except SecretError as exc:
+                problems.append(Problem(target.id, None, "", exc.message))
+        secrets[target.id] = found
         try:
-            secrets[target.id] = {
-                account.section.lower(): resolver.resolve(account.password.ref, account.password.where)
-                for account in target.accounts
-                if account.password is not None
-            }
             rendered.append(renderer.render(target))
-        except (SecretError, TemplateError) as exc:
-            problems.append(Problem(target.id, None, "", exc.message))
-        except ProvisionError as exc:  # pragma: no cover - every expected error is one of the above
+        except TemplateError as exc:
             problems.append(Problem(target.id, None, "", exc.message))
     if problems:
         raise ConfigError(_collapse(problems))

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from provision.errors import SecretError
+from provision.model.microsip import Version, account_string_max
 from provision.model.values import unsafe_character
 
 MASK = "********"
@@ -68,6 +69,25 @@ class SecretResolver:
                 raise SecretError(f"secret {ref} (used at {where}) is empty")
             cached = self._cache[ref] = Secret(value)
         return cached
+
+    def resolve_ini(self, ref: str, where: str, version: Version) -> Secret:
+        """A secret that becomes an ini value: refused if MicroSIP would read it back changed.
+
+        GetPrivateProfileString trims spaces, strips one pair of quotes and reads at most a
+        buffer's worth; a password that arrives changed fails to register with no clue why.
+        """
+        secret = self.resolve(ref, where)
+        value = secret.reveal()
+        problem = None
+        if value != value.strip():
+            problem = "starts or ends with a space (or other blank); Windows trims it when MicroSIP reads the ini"
+        elif len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            problem = "is wrapped in quotes; Windows strips one pair of quotes when MicroSIP reads the ini"
+        elif len(value) > account_string_max(version):
+            problem = f"is longer than the {account_string_max(version)} characters MicroSIP {version} reads"
+        if problem:
+            raise SecretError(f"secret {ref} (used at {where}) {problem}")
+        return secret
 
     def _lookup(self, ref: str, where: str) -> str:
         scheme, _, name = ref.partition(":")

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from provision.errors import ConfigError, Problem, display_path
-from provision.model.values import shown
+from provision.model.values import QUOTE_MAX, shown
 
 FieldPath = tuple[str | int, ...]
 
@@ -67,12 +67,14 @@ class Located:
 
 
 def dotted(path: Iterable[str | int]) -> str:
+    """A field path as messages show it: `accounts.office.proxy[0]` (a huge key is cut)."""
     out = ""
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            text = part if len(part) <= QUOTE_MAX else part[:QUOTE_MAX] + "..."
+            out += f".{text}" if out else text
     return out
 
 

@@ -205,3 +205,27 @@ def test_limits_that_match_nothing_are_errors_not_empty_runs() -> None:
         select_hosts(model, "salse")
     with pytest.raises(ConfigError, match="'ws-nope' is not in the inventory"):
         select_hosts(model, None, ["ws-nope"])
+
+
+@pytest.mark.parametrize(
+    "where", ["defaults:\n  profiles", "groups:\n  g:\n    profiles", "hosts:\n  ws-01:\n    profiles"]
+)
+def test_inventory_profile_lists_take_names_not_paths(make_project: MakeProject, tmp_path: Path, where: str) -> None:
+    (tmp_path / "evil.yaml").write_text("settings: {enableLog: true}\n")
+    make_project(profiles=PROFILES, inventory=f"{where}: [base, ../evil]\n")
+    with pytest.raises(ConfigError) as info:
+        load_inventory(tmp_path / "inventory.yaml")
+    (problem,) = info.value.problems
+    assert problem.field.endswith("profiles[1]") and problem.line is not None
+    assert "../evil" in problem.message
+
+
+@pytest.mark.parametrize("name", ["ws-01\n", "sales\n"])
+def test_names_with_a_trailing_line_break_are_not_names(name: str) -> None:
+    from pydantic import TypeAdapter, ValidationError
+
+    from provision.model.values import HostName, Name
+
+    for kind in (Name, HostName):
+        with pytest.raises(ValidationError):
+            TypeAdapter(kind).validate_python(name)

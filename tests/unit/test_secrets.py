@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 import logging
+import textwrap
 from pathlib import Path
 
 import pytest
 
 from provision.errors import ConfigError, SecretError
+from provision.model.microsip import Version
 from provision.secrets import MASK, Redactor, Secret, SecretResolver, fingerprint, read_env_file
+
+from conftest import BASE, MakeProject
 
 
 def test_a_secret_never_shows_itself() -> None:
@@ -89,3 +93,59 @@ def test_env_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         read_env_file(path)
     assert "demo.env:2: expected NAME=VALUE" in str(info.value) and "leaks" not in str(info.value)
+
+
+def test_every_missing_secret_is_reported_at_once(make_project: MakeProject, tmp_path: Path) -> None:
+    from provision.project import prepare
+
+    profile = """
+        accounts:
+          office: {server: pbx.example.com, domain: example.com}
+          queue: {server: pbx.example.com, domain: example.com, username: queue, password: env:PW_SHARED}
+    """
+    project = make_project(profiles={"base": profile}, environ={})
+    with pytest.raises(ConfigError) as info:
+        prepare(project, tmp_path / "inventory.yaml")
+    text = str(info.value)
+    assert "environment variable PW_JDOE is not set" in text
+    assert "environment variable PW_SHARED is not set" in text
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (" lead", "starts or ends with a space"),
+        ("trail ", "starts or ends with a space"),
+        ("tab\t", "control character"),
+        ("nbsp\u00a0", "starts or ends with a space"),
+        ('"quoted"', "wrapped in quotes"),
+        ("'quoted'", "wrapped in quotes"),
+        ("x" * 1041, "longer than the 1040 characters MicroSIP 3.22 reads"),
+        ("two\nlines", "line break"),
+    ],
+)
+def test_a_secret_microsip_would_read_back_changed_is_refused_without_its_value(
+    tmp_path: Path, value: str, message: str
+) -> None:
+    resolver = SecretResolver({"PW": value}, tmp_path)
+    with pytest.raises(SecretError) as info:
+        resolver.resolve_ini("env:PW", "inventory.yaml:12", Version("3.22"))
+    assert message in info.value.message
+    assert "env:PW" in info.value.message and "inventory.yaml:12" in info.value.message
+    assert value.strip(" \t'\"") not in info.value.message
+
+
+@pytest.mark.parametrize("value", ['in"side', "a'b'c", "x" * 1040, "é-ü-ß", "semi;colon=equals"])
+def test_a_secret_that_arrives_unchanged_is_accepted(tmp_path: Path, value: str) -> None:
+    assert SecretResolver({"PW": value}, tmp_path).resolve_ini("env:PW", "x", Version("3.22")).reveal() == value
+
+
+def test_the_password_limit_follows_the_profiles_microsip_version(make_project: MakeProject, tmp_path: Path) -> None:
+    from provision.project import prepare
+
+    old = "microsip_version: '3.21.3'\n" + textwrap.dedent(BASE)
+    project = make_project(profiles={"base": old}, environ={"PW_JDOE": "p" * 256})
+    with pytest.raises(ConfigError, match=r"longer than the 255 characters MicroSIP 3\.21\.3 reads"):
+        prepare(project, tmp_path / "inventory.yaml")
+    project = make_project(profiles={"base": BASE}, environ={"PW_JDOE": "p" * 256})
+    assert prepare(project, tmp_path / "inventory.yaml").rendered
