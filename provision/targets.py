@@ -169,6 +169,8 @@ def _host_targets(store: ProfileStore, inv: LoadedInventory, host_name: str) -> 
     ]
     fragments = [Layer(located, ("defaults", "overrides"))] if model.defaults.overrides else []
     connection = model.defaults.connection
+    # Where each connection field was last set, for rules that span layers.
+    set_at: dict[str, FieldPath] = {f: ("defaults", "connection", f) for f in _set_fields(connection)}
     install = model.defaults.microsip
     for i, group_name in enumerate(host.groups):
         group = model.groups.get(group_name)
@@ -182,12 +184,26 @@ def _host_targets(store: ProfileStore, inv: LoadedInventory, host_name: str) -> 
         if group.overrides:
             fragments.append(Layer(located, (*group_path, "overrides")))
         connection = connection.merged(group.connection)
+        set_at.update({f: (*group_path, "connection", f) for f in _set_fields(group.connection)})
         install = install.merged(group.microsip)
     refs += [(n, Reference(located, (*host_path, "profiles", i))) for i, n in enumerate(host.profiles)]
     if host.overrides:
         fragments.append(Layer(located, (*host_path, "overrides")))
     connection = connection.merged(host.connection)
+    set_at.update({f: (*host_path, "connection", f) for f in _set_fields(host.connection)})
     install = install.merged(host.microsip)
+    if connection.auth == "basic" and connection.scheme == "http":
+        # Each layer alone may be fine; the result would send the password in clear text.
+        scheme_at = located.origin(set_at["scheme"])
+        raise ConfigError(
+            [
+                located.problem(
+                    set_at["auth"],
+                    "basic auth sends the password in clear text; it is allowed only with scheme: https "
+                    f"(scheme: http is set at {scheme_at or located.file})",
+                )
+            ]
+        )
     if install.mode == "portable" and not install.exe:
         raise ConfigError(
             [located.problem((*host_path, "microsip"), "portable MicroSIP needs microsip.exe (the exe path)")]
@@ -211,6 +227,10 @@ def _host_targets(store: ProfileStore, inv: LoadedInventory, host_name: str) -> 
     if problems:
         raise ConfigError(problems)
     return targets
+
+
+def _set_fields(connection: Connection) -> set[str]:
+    return {f for f in connection.model_fields_set if getattr(connection, f) is not None}
 
 
 def _target(

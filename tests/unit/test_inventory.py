@@ -229,3 +229,50 @@ def test_names_with_a_trailing_line_break_are_not_names(name: str) -> None:
     for kind in (Name, HostName):
         with pytest.raises(ValidationError):
             TypeAdapter(kind).validate_python(name)
+
+
+@pytest.mark.parametrize(
+    ("inventory", "auth_line", "scheme_line"),
+    [
+        (
+            "defaults:\n  profiles: [base]\n  connection: {auth: basic}\n"
+            "hosts:\n  ws-01:\n    connection: {scheme: http}\n",
+            3,
+            6,
+        ),
+        (
+            "defaults:\n  profiles: [base]\n  connection:\n    scheme: http\n"
+            "groups:\n  g:\n    connection:\n      auth: basic\n"
+            "hosts:\n  ws-01:\n    groups: [g]\n",
+            8,
+            4,
+        ),
+    ],
+)
+def test_basic_auth_over_http_reached_through_layers_is_refused_before_any_host(
+    make_project: MakeProject, tmp_path: Path, inventory: str, auth_line: int, scheme_line: int
+) -> None:
+    project = make_project(profiles=PROFILES, inventory=inventory)
+    with pytest.raises(ConfigError) as info:
+        select_targets(project, tmp_path / "inventory.yaml")
+    (problem,) = info.value.problems
+    assert problem.line == auth_line and problem.field.endswith("connection.auth")
+    assert "allowed only with scheme: https" in problem.message
+    assert f"inventory.yaml:{scheme_line}" in problem.message
+
+
+def test_basic_auth_over_https_after_layers_is_fine(make_project: MakeProject, tmp_path: Path) -> None:
+    inventory = (
+        "defaults:\n  profiles: [base]\n  connection: {auth: basic, scheme: http}\n"
+        "hosts:\n  ws-01:\n    connection: {scheme: https}\n"
+    )
+    project = make_project(profiles=PROFILES, inventory=inventory)
+    with pytest.raises(ConfigError):  # the defaults on their own are refused
+        select_targets(project, tmp_path / "inventory.yaml")
+    inventory = (
+        "defaults:\n  profiles: [base]\n  connection: {auth: basic}\nhosts:\n  ws-01:\n    connection: {port: 5986}\n"
+        "    users: [{name: jdoe, extension: '2101'}]\n"
+    )
+    project = make_project(profiles=PROFILES, inventory=inventory)
+    _, (target,) = select_targets(project, tmp_path / "inventory.yaml")
+    assert (target.connection.auth, target.connection.scheme, target.connection.port) == ("basic", None, 5986)
