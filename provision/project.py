@@ -56,7 +56,15 @@ def select_targets(
 
 def prepare(project: Project, inventory_path: Path, limit: str | None = None, hosts: Sequence[str] = ()) -> Prepared:
     """Resolve, fetch secrets for and render every chosen target; all problems at once."""
-    inventory, targets = select_targets(project, inventory_path, limit, hosts)
+    return prepare_inventory(project, load_inventory(inventory_path), limit, hosts)
+
+
+def prepare_inventory(
+    project: Project, inventory: LoadedInventory, limit: str | None = None, hosts: Sequence[str] = ()
+) -> Prepared:
+    """`prepare` for an inventory already loaded."""
+    chosen = select_hosts(inventory.model, limit, hosts)
+    targets = resolve_targets(project.store(), inventory, chosen)
     resolver = project.secret_resolver()
     renderer = Renderer(project.templates())
     problems: list[Problem] = []

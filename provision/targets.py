@@ -146,6 +146,26 @@ def _match_term(inventory: Inventory, term: str) -> set[str]:
     return {name for name in inventory.hosts if fnmatch.fnmatchcase(name.casefold(), folded)}
 
 
+def profile_references(store: ProfileStore, inventory: LoadedInventory) -> list[Problem]:
+    """Every profile the inventory names, used by a host or not, must exist (with its parents)."""
+    model, located = inventory.model, inventory.located
+    lists: list[tuple[FieldPath, list[str]]] = [(("defaults", "profiles"), model.defaults.profiles)]
+    lists += [(("groups", name, "profiles"), group.profiles) for name, group in model.groups.items()]
+    lists += [(("hosts", name, "profiles"), host.profiles) for name, host in model.hosts.items()]
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for path, names in lists:
+        for index, name in enumerate(names):
+            if name in seen:
+                continue
+            try:
+                store.chain([(name, Reference(located, (*path, index)))])
+                seen.add(name)
+            except ConfigError as exc:
+                problems += exc.problems
+    return problems
+
+
 def resolve_targets(store: ProfileStore, inventory: LoadedInventory, hosts: Iterable[str]) -> list[Target]:
     """Every (host, user) target of the chosen hosts; all problems at once as a ConfigError."""
     targets: list[Target] = []

@@ -241,3 +241,28 @@ def test_works_outside_a_checkout_with_the_built_in_templates(examples_dir: Path
     )
     assert result.exit_code == 0, result.output
     assert len(list((examples_dir / "out").glob("*/*/microsip.ini"))) == 14
+
+
+def test_validate_in_a_folder_without_profiles_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = run("validate")
+    assert result.exit_code == ExitStatus.USAGE, result.output
+    assert "profiles: no profile files (profiles/*.yaml)" in result.output
+    (tmp_path / "profiles").mkdir()
+    result = run("validate")
+    assert result.exit_code == ExitStatus.USAGE, result.output
+    assert "no profile files" in result.output
+
+
+def test_validate_refuses_an_inventory_naming_profiles_that_do_not_exist(project: Path) -> None:
+    write(
+        project / "inventory.yaml",
+        INVENTORY
+        + """
+        groups:
+          unused: {profiles: [base, nope]}
+    """.replace("\n    ", "\n"),
+    )
+    result = run("validate", "-i", "inventory.yaml")
+    assert result.exit_code == ExitStatus.USAGE, result.output
+    assert "inventory.yaml:9: groups.unused.profiles[1]: no profile 'nope'" in result.output
