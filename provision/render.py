@@ -18,7 +18,6 @@ from typing import Any
 
 import jinja2
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 import provision
 from provision.errors import TemplateError, display_path
@@ -27,6 +26,7 @@ from provision.model import microsip
 from provision.model.profile import Profile
 from provision.model.rules import hook_command, ini_value
 from provision.model.values import unsafe_character
+from provision.sandbox import LimitedSandbox, TemplateLimitError, render_budget
 from provision.targets import Target
 
 TEMPLATE = "microsip.ini.j2"
@@ -46,7 +46,7 @@ class Templates:
     def __init__(self, directory: Path | None = None) -> None:
         search = [d for d in (directory, packaged_templates()) if d is not None and d.is_dir()]
         self.directories = search
-        self.env = ImmutableSandboxedEnvironment(
+        self.env = LimitedSandbox(
             loader=jinja2.FileSystemLoader([str(d) for d in search]),
             undefined=jinja2.StrictUndefined,
             autoescape=False,
@@ -55,6 +55,8 @@ class Templates:
             keep_trailing_newline=True,
         )
         self._template: jinja2.Template | None = None
+        # A template over a limit is over it for every target: fail the rest at once.
+        self._over_limit: TemplateError | None = None
 
     def template(self) -> jinja2.Template:
         if self._template is None:
@@ -62,39 +64,54 @@ class Templates:
                 self._template = self.env.get_template(TEMPLATE)
             except jinja2.TemplateSyntaxError as exc:
                 where = f"{display_path(exc.filename or exc.name or TEMPLATE)}:{exc.lineno}"
-                raise TemplateError(f"{where}: template syntax error: {exc.message}") from None
+                raise TemplateError(f"{where}: template syntax error: {_clip(exc.message or '')}") from None
             except jinja2.TemplateNotFound as exc:
                 dirs = ", ".join(display_path(d) for d in self.directories) or "none"
-                raise TemplateError(f"template {exc.name} not found (searched: {dirs})") from None
+                raise TemplateError(f"template {_clip(str(exc.name))} not found (searched: {dirs})") from None
+            except Exception as exc:  # noqa: BLE001 - compiling runs the template's constant parts
+                where = _template_line(exc, None)
+                raise TemplateError(f"{where}: the template cannot be compiled: {_template_message(exc)}") from None
         return self._template
 
     def render(self, context: dict[str, Any]) -> str:
         template = self.template()
+        if self._over_limit is not None:
+            raise self._over_limit
         try:
-            return template.render(context)
-        except (
-            jinja2.UndefinedError,
-            SecurityError,
-            jinja2.TemplateError,
-            TypeError,
-            ValueError,
-        ) as exc:
-            raise TemplateError(f"{_template_line(exc, template)}: {_template_message(exc)}") from None
+            with render_budget():
+                return template.render(context)
+        except Exception as exc:  # noqa: BLE001 - the template is the admin's code: what it raises is its error
+            error = TemplateError(f"{_template_line(exc, template)}: {_template_message(exc)}")
+            if isinstance(exc, TemplateLimitError | RecursionError):
+                self._over_limit = error
+            raise error from None
 
 
-def _template_line(exc: BaseException, template: jinja2.Template) -> str:
+def _template_line(exc: BaseException, template: jinja2.Template | None) -> str:
     for frame in reversed(traceback.extract_tb(exc.__traceback__)):
         if frame.filename and frame.filename.endswith(".j2"):
             return f"{display_path(frame.filename)}:{frame.lineno}"
-    return display_path(template.filename or TEMPLATE)
+    return display_path((template.filename if template else None) or TEMPLATE)
 
 
 def _template_message(exc: BaseException) -> str:
     if isinstance(exc, jinja2.UndefinedError):
-        return f"undefined value: {exc.message}"
+        return f"undefined value: {_clip(exc.message or '')}"
+    if isinstance(exc, TemplateLimitError):
+        return f"{exc} (a microsip.ini template needs far less)"
     if isinstance(exc, SecurityError):
-        return f"not allowed in the sandbox: {exc}"
-    return f"template error: {exc}"
+        return f"not allowed in the sandbox: {_clip(str(exc))}"
+    if isinstance(exc, RecursionError):
+        return "recursion too deep: a macro that calls itself or a template that includes itself"
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    return f"template error: {_clip(str(exc))}"
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    """Python's messages may quote values (a 1 MB string in a TypeError): keep them short."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 @dataclass(frozen=True)

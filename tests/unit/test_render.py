@@ -139,3 +139,74 @@ def test_missing_secrets_fail_the_whole_run_with_every_location(make_project: Ma
         prepare(project, tmp_path / "inventory.yaml")
     assert "ws-01/jdoe: secret env:PW_JDOE (used at" in str(info.value)
     assert "environment variable PW_JDOE is not set" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("template", "line", "message"),
+    [
+        ("[Settings]\n{{ 1/0 }}\n", 2, "division by zero"),
+        ("[Settings]\n\n{{ 9**999999999 }}\n", 3, "limit"),
+        ("[Settings]\n{{ 2**100000 }}\n", 2, "limit"),
+        ("[Settings]\n{{ 'x' * 1000000000 }}\n", 2, "limit"),
+        ("[Settings]\n{{ [1] * 1000000000 }}\n", 2, "limit"),
+        ("[Settings]\n{{ 10**2000 * 10**2000 }}\n", 2, "limit"),
+        ("[Settings]\n{{ '%999999999d' % 1 }}\n", 2, "limit"),
+        ("[Settings]\n{{ '%*d' % (999999999, 1) }}\n", 2, "limit"),
+        ("[Settings]\n{{ '{:>999999999}'.format(1) }}\n", 2, "limit"),
+        ("[Settings]\n{{ 'x'|center(999999999) }}\n", 2, "limit"),
+        ("[Settings]\n{{ 'x'.ljust(999999999) }}\n", 2, "limit"),
+        ("[Settings]\n{{ '%999999999s'|format(1) }}\n", 2, "limit"),
+        ("[Settings]\n{{ ('x' * 100000)|replace('x', 'x' * 100000) }}\n", 2, "limit"),
+        ("[Settings]\n{{ ('\\n' * 100000)|indent(100000) }}\n", 2, "limit"),
+        ("[Settings]\n{{ [1]|batch(999999999, 'x')|list }}\n", 2, "limit"),
+        ("[Settings]\n{{ lipsum(999999999) }}\n", 2, "lipsum"),
+        (
+            "[Settings]\n{% set ns = namespace(s='x') %}{% for i in range(64) %}\n{% set ns.s = ns.s ~ ns.s %}"
+            "{% endfor %}\n",
+            3,
+            "limit",
+        ),
+        (
+            "[Settings]\n{% for a in range(100000) %}{% for b in range(100000) %}\n{% endfor %}{% endfor %}\n",
+            2,
+            "limit",
+        ),
+        (
+            "[Settings]\n{% for a in range(100) %}{% for b in [1] * 100 %}{% for c in 'x' * 100 %}"
+            "\n{% endfor %}{% endfor %}{% endfor %}\n",
+            2,
+            "limit",
+        ),
+        (
+            "[Settings]\n{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}\n"
+            "{{ f(60) }}\n",
+            2,
+            "limit",
+        ),
+        ("[Settings]\n{% macro f() %}{{ f() }}{% endmacro %}\n{{ f() }}\n", 2, "recursion"),
+        ("[Settings]\n{% include 'microsip.ini.j2' %}\n", 2, "recursion"),
+        ("[Settings]\n{{ ([[1]] * 100000)|sum(start=[]) }}\n", 2, "limit"),
+        ("[Settings]\n{{ (['x' * 100000] * 100000)|join }}\n", 2, "limit"),
+        ("[Settings]\n{{ (['x' * 100000] * 100000)|string }}\n", 2, "limit"),
+        ("[Settings]\n{{ ['x' * 100000] * 100000 }}\n", 2, "limit"),
+        ("[Settings]\n{{ ('x' * 100000).translate({120: 'y' * 100000}) }}\n", 2, "sandbox"),
+    ],
+)
+def test_templates_that_would_hang_or_eat_memory_are_template_errors_with_file_and_line(
+    make_project: MakeProject, tmp_path: Path, template: str, line: int, message: str
+) -> None:
+    project = make_project(templates={"microsip.ini.j2": template})
+    with pytest.raises(ConfigError) as info:
+        prepare(project, tmp_path / "inventory.yaml")
+    (problem,) = info.value.problems
+    assert f"microsip.ini.j2:{line}: " in problem.message, problem.message
+    assert message in problem.message
+    assert len(problem.message) < 500
+
+
+def test_a_number_too_big_for_python_to_print_in_a_template_is_a_template_error(
+    make_project: MakeProject, tmp_path: Path
+) -> None:
+    project = make_project(templates={"microsip.ini.j2": "[Settings]\n{{ " + "9" * 5000 + " }}\n"})
+    with pytest.raises(ConfigError, match=r"microsip\.ini\.j2"):
+        prepare(project, tmp_path / "inventory.yaml")
