@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
+import os
+import re
+import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from provision.errors import SecretError
+from dotenv.parser import parse_stream
+
+from provision.errors import ConfigError, Problem, SecretError, display_path
 from provision.model.microsip import Version, account_string_max
 from provision.model.values import unsafe_character
 
@@ -152,32 +158,59 @@ class Redactor:
         return text
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines (with optional `export ` and quotes; # comments), as for docker --env-file."""
-    from provision.errors import ConfigError, Problem, display_path
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
-    values: dict[str, str] = {}
-    problems = []
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """NAME=VALUE lines as python-dotenv reads them (export, quotes, escapes, # comments).
+
+    Values are taken as written: ${VAR} is not expanded, so a secret arrives unchanged.
+    A line that is not NAME=VALUE is an error naming its number, never its text: it may
+    hold a secret.
+    """
+    name = display_path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8"
-        raise ConfigError([Problem(display_path(path), None, "", f"cannot read: {reason}")]) from None
-    for number, line in enumerate(lines, start=1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        stripped = stripped.removeprefix("export ").strip()
-        name, sep, value = stripped.partition("=")
-        name = name.strip()
-        if not sep or not name.replace("_", "").isalnum() or name[0].isdigit():
-            # Do not quote the line: it may hold a secret.
-            problems.append(Problem(display_path(path), number, "", "expected NAME=VALUE"))
-            continue
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        values[name] = value
+        raise ConfigError([Problem(name, None, "", f"cannot read: {reason}")]) from None
+    values: dict[str, str] = {}
+    problems = []
+    for binding in parse_stream(io.StringIO(text)):
+        # The parser counts a binding from the blank lines before it: skip to its text.
+        written = binding.original.string
+        line = binding.original.line + written[: len(written) - len(written.lstrip())].count("\n")
+        if binding.error:
+            problems.append(Problem(name, line, "", "expected NAME=VALUE (a quote left open?)"))
+        elif binding.key is None:
+            continue  # a blank line or a comment
+        elif not _ENV_NAME.fullmatch(binding.key):
+            problems.append(Problem(name, line, "", "NAME must be letters, digits and _, not starting with a digit"))
+        elif binding.value is None:
+            problems.append(Problem(name, line, "", "expected NAME=VALUE (no = on this line)"))
+        else:
+            values[binding.key] = binding.value
     if problems:
         raise ConfigError(problems)
     return values
+
+
+def env_file_warnings(path: Path) -> list[Problem]:
+    """Warnings about an env file that holds secrets: readable or writable by others."""
+    if os.name != "posix":
+        return []  # Windows permissions are ACLs; st_mode says nothing about them
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return []
+    if not mode & 0o077:
+        return []
+    name = display_path(path)
+    return [
+        Problem(
+            name,
+            None,
+            "",
+            f"holds secrets but its mode is {mode:04o} (group or others have access); chmod 600 {name}",
+        )
+    ]

@@ -149,3 +149,50 @@ def test_the_password_limit_follows_the_profiles_microsip_version(make_project: 
         prepare(project, tmp_path / "inventory.yaml")
     project = make_project(profiles={"base": BASE}, environ={"PW_JDOE": "p" * 256})
     assert prepare(project, tmp_path / "inventory.yaml").rendered
+
+
+def test_env_files_are_read_as_python_dotenv_reads_them(tmp_path: Path) -> None:
+    path = tmp_path / "demo.env"
+    path.write_text(
+        'A="multi\nline"\nB="escaped \\" quote"\nC=\'single $X\'\nD=plain # comment\nE=${A}\n', encoding="utf-8"
+    )
+    assert read_env_file(path) == {
+        "A": "multi\nline",
+        "B": 'escaped " quote',
+        "C": "single $X",
+        "D": "plain",
+        "E": "${A}",  # never expanded: a secret arrives as written
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ('GOOD=1\nBAD="unterminated secret-value\n', 2),
+        ('A="two\nlines"\nsecret-value-without-equals\n', 3),
+        ("GOOD=1\nNOVALUE\n", 2),
+        ("GOOD=1\n\nmy-secret-value=1\n", 3),
+        ("1SECRET=x\n", 1),
+    ],
+)
+def test_a_malformed_env_line_is_named_by_number_never_quoted(tmp_path: Path, text: str, line: int) -> None:
+    path = tmp_path / "demo.env"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        read_env_file(path)
+    (problem,) = info.value.problems
+    assert problem.line == line and problem.file.endswith("demo.env")
+    assert "secret" not in problem.message.lower() and "NOVALUE" not in problem.message
+
+
+def test_an_env_file_others_can_read_gets_a_warning(tmp_path: Path) -> None:
+    from provision.secrets import env_file_warnings
+
+    path = tmp_path / "demo.env"
+    path.write_text("A=1\n", encoding="utf-8")
+    path.chmod(0o600)
+    assert env_file_warnings(path) == []
+    for mode in (0o640, 0o604, 0o660):
+        path.chmod(mode)
+        (warning,) = env_file_warnings(path)
+        assert warning.file.endswith("demo.env") and f"{mode:04o}" in warning.message and "chmod 600" in warning.message
