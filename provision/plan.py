@@ -60,12 +60,13 @@ def plan_target(
     """Compare the rendered ini with the workstation's current one (None: there is none).
 
     `secrets` maps each account section (lower case) to its resolved password.
-    Raises IniError when the current file cannot be merged safely.
+    Raises IniError when the current file cannot be merged safely (UnreadableIniError when
+    it cannot be read safely at all: it must then be left as it is).
     """
     target = rendered.target
     desired = rendered.desired
     wanted = desired.keys()
-    text = decode_ini(current) if current else ""
+    text = decode_ini(current, strict=True) if current else ""
     doc = read_ini(text)
     names = {s.lower(): s for s, _ in desired.sections}
     fps = {
