@@ -278,7 +278,7 @@ def merge_ini(
                 option.value = value
             else:
                 _append_option(section, key, value)
-    for section_lower, key_lower in set(remove) - set(desired.keys()):
+    for section_lower, key_lower in sorted(set(remove) - set(desired.keys())):
         name = by_lower.get(section_lower)
         if name is None:
             continue
@@ -287,6 +287,7 @@ def merge_ini(
             del section[key_lower]
             if not any(isinstance(b, Option) for b in section.iter_blocks()):
                 updater.remove_section(name)
+                del by_lower[section_lower]  # a later key of the same section finds it gone
     return str(updater)
 
 

@@ -172,3 +172,9 @@ def test_section_names_with_blanks_are_the_section_windows_reads() -> None:
     doc = read_ini(merged)
     assert not doc.duplicate_sections
     assert doc.get("settings", "autoanswer") == "button" and doc.get("settings", "keep") == "1"
+
+
+def test_removing_the_last_two_keys_of_a_section_drops_it_once() -> None:
+    # Found by tests/property: the second removal looked up the section already dropped.
+    merged = merge_ini("[Settings]\na=1\n", Desired(()), {}, remove=[("settings", "a"), ("settings", "b")])
+    assert read_ini(merged).sections == {}
