@@ -47,13 +47,18 @@ class Secret:
         return MASK
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and hmac.compare_digest(self._value, other._value)
+        return isinstance(other, Secret) and same_text(self._value, other._value)
 
     def __hash__(self) -> int:
         return hash(self._value)
 
     def __reduce__(self) -> str:
         raise TypeError("a Secret cannot be pickled")
+
+
+def same_text(a: str, b: str) -> bool:
+    """Constant-time equality of two texts (hmac.compare_digest refuses non-ASCII str)."""
+    return hmac.compare_digest(a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass"))
 
 
 class SecretResolver:

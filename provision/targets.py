@@ -20,6 +20,7 @@ from provision.model.source import FieldPath, Located, load_yaml, paused_gc
 from provision.model.store import ProfileStore, Reference, ResolvedProfile
 from provision.model.users_csv import load_users_csv
 from provision.model.validation import validate
+from provision.model.values import shown
 
 # Account keys that identify the user rather than the service.
 _IDENTITY = {
@@ -94,14 +95,14 @@ def load_inventory(path: Path) -> LoadedInventory:
         for host_name, row in load_users_csv(csv_path):
             host = hosts.get(host_name)
             if host is None:
-                problems.append(row.problem((), f"host {host_name!r} is not in the inventory"))
+                problems.append(row.problem((), f"host {shown(host_name)} is not in the inventory"))
                 continue
             user, invalid = validate(User, row)
             problems += invalid
             if user is None:
                 continue
             if any(u.name.casefold() == user.name.casefold() for u in host.users):
-                problems.append(row.problem(("name",), f"user {user.name!r} is already listed for {host_name}"))
+                problems.append(row.problem(("name",), f"user {shown(user.name)} is already listed for {host_name}"))
                 continue
             hosts[host_name] = host.model_copy(update={"users": [*host.users, user]})
             sources[host_name].append((row, ()))
@@ -116,7 +117,7 @@ def select_hosts(inventory: Inventory, limit: str | None = None, hosts: Sequence
     names = list(inventory.hosts)
     unknown = [h for h in hosts if h not in inventory.hosts]
     if unknown:
-        raise ConfigError([Problem("--host", None, "", f"{h!r} is not in the inventory") for h in unknown])
+        raise ConfigError([Problem("--host", None, "", f"{shown(h)} is not in the inventory") for h in unknown])
     chosen = [h for h in names if h in hosts] if hosts else names
     if not limit:
         return chosen
@@ -131,7 +132,7 @@ def select_hosts(inventory: Inventory, limit: str | None = None, hosts: Sequence
         term = term.removeprefix("!")
         matched = _match_term(inventory, term)
         if not matched:
-            problems.append(Problem("--limit", None, "", f"{term!r} matches no host or group"))
+            problems.append(Problem("--limit", None, "", f"{shown(term)} matches no host or group"))
         (exclude if negate else include).update(matched)
         positive |= not negate
     if problems:
@@ -197,7 +198,7 @@ def _host_targets(store: ProfileStore, inv: LoadedInventory, host_name: str) -> 
         if group is None:
             known = ", ".join(model.groups) or "none"
             raise ConfigError(
-                [located.problem((*host_path, "groups", i), f"no group {group_name!r} (groups: {known})")]
+                [located.problem((*host_path, "groups", i), f"no group {shown(group_name)} (groups: {known})")]
             )
         group_path: FieldPath = ("groups", group_name)
         refs += [(n, Reference(located, (*group_path, "profiles", j))) for j, n in enumerate(group.profiles)]

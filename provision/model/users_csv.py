@@ -11,7 +11,7 @@ import io
 from pathlib import Path
 
 from provision.errors import ConfigError, Problem, display_path
-from provision.model.source import FieldPath, Located, Origin
+from provision.model.source import FieldPath, Located, Origin, dotted
 
 COLUMNS = ("host", "user", "extension", "display_name", "password", "username", "auth_id")
 _FIELD = {"user": "name"}
@@ -35,7 +35,7 @@ def load_users_csv(path: Path) -> list[tuple[str, Located]]:
         return []
     header = [h.strip().lower() for h in rows[0]]
     problems = [
-        Problem(name, 1, column, f"unknown column; columns are {', '.join(COLUMNS)}")
+        Problem(name, 1, dotted([column]), f"unknown column; columns are {', '.join(COLUMNS)}")
         for column in header
         if column not in COLUMNS
     ]

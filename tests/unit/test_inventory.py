@@ -276,3 +276,16 @@ def test_basic_auth_over_https_after_layers_is_fine(make_project: MakeProject, t
     project = make_project(profiles=PROFILES, inventory=inventory)
     _, (target,) = select_targets(project, tmp_path / "inventory.yaml")
     assert (target.connection.auth, target.connection.scheme, target.connection.port) == ("basic", None, 5986)
+
+
+def test_csv_values_in_errors_are_quoted_short(tmp_path: Path) -> None:
+    # Found by tests/property: a host name from a CSV row was quoted whole.
+    write(tmp_path / "users.csv", "host,user," + "c" * 500 + "\n" + "h" * 500 + ",a\n")
+    path = write(tmp_path / "inv.yaml", "users_csv: [users.csv]\nhosts:\n  ws-01: {}\n")
+    with pytest.raises(ConfigError) as info:
+        load_inventory(path)
+    assert "c" * 61 not in str(info.value)
+    write(tmp_path / "users.csv", "host,user\n" + "h" * 500 + ",a\n")
+    with pytest.raises(ConfigError) as info:
+        load_inventory(path)
+    assert "is not in the inventory" in str(info.value) and "h" * 61 not in str(info.value)
