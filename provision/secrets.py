@@ -24,6 +24,8 @@ from provision.model.microsip import Version, account_string_max
 from provision.model.values import unsafe_character
 
 MASK = "********"
+#: The most a file: secret is read (a password is at most a few hundred characters).
+MAX_SECRET_FILE = 64 * 1024
 
 
 class Secret:
@@ -110,7 +112,17 @@ class SecretResolver:
             path = Path(name).expanduser()
             path = path if path.is_absolute() else self._base_dir / path
             try:
-                return path.read_text(encoding="utf-8").rstrip("\r\n")
+                if not stat.S_ISREG(path.stat().st_mode):
+                    # A FIFO would block and a device never end.
+                    raise SecretError(f"secret {ref} (used at {where}): not a regular file")
+                with path.open("rb") as handle:
+                    data = handle.read(MAX_SECRET_FILE + 1)
+                if len(data) > MAX_SECRET_FILE:
+                    raise SecretError(
+                        f"secret {ref} (used at {where}): the file is larger than {MAX_SECRET_FILE:,} bytes; "
+                        "a secret file holds one password"
+                    )
+                return data.decode("utf-8").rstrip("\r\n")
             except (OSError, UnicodeDecodeError) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not readable as UTF-8"
                 raise SecretError(f"secret {ref} (used at {where}): {reason}") from None

@@ -30,7 +30,10 @@ def load_users_csv(path: Path) -> list[tuple[str, Located]]:
         # Spreadsheet exports on Windows are often in the ANSI code page.
         text = raw.decode("cp1252", errors="replace")
     reader = csv.reader(io.StringIO(text, newline=""))
-    rows = list(reader)
+    try:
+        rows = list(reader)
+    except csv.Error as exc:  # a cell over the csv module's limit (128 KiB), a stray NUL...
+        raise ConfigError([Problem(name, reader.line_num, "", f"not readable as CSV: {exc}")]) from None
     if not rows:
         return []
     header = [h.strip().lower() for h in rows[0]]

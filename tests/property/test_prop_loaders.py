@@ -285,7 +285,24 @@ def test_any_inventory_prepares_or_is_a_config_error(text: str) -> None:
         loads_or_refuses(prepared, root)
 
 
-CELLS = ["ws-01", "ws-02", "jdoe", "ann", "2101", "env:PW", "", " ", '"', '""', "a,b", LONG, "\n", "\x00", "é"]
+CELLS = [
+    "ws-01",
+    "ws-02",
+    "jdoe",
+    "ann",
+    "2101",
+    "env:PW",
+    "",
+    "b" * 140_000,
+    " ",
+    '"',
+    '""',
+    "a,b",
+    LONG,
+    "\n",
+    "\x00",
+    "é",
+]
 csv_text = st.lists(st.lists(st.sampled_from(CELLS) | st.text(max_size=6), max_size=8).map(",".join), max_size=6).map(
     "\n".join
 )

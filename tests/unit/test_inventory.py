@@ -289,3 +289,13 @@ def test_csv_values_in_errors_are_quoted_short(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_inventory(path)
     assert "is not in the inventory" in str(info.value) and "h" * 61 not in str(info.value)
+
+
+def test_a_csv_cell_larger_than_the_csv_reader_takes_is_a_located_error(tmp_path: Path) -> None:
+    write(tmp_path / "users.csv", "host,user\nws-01,a\nws-01," + "b" * 200_000 + "\n")
+    path = write(tmp_path / "inv.yaml", "users_csv: [users.csv]\nhosts:\n  ws-01: {}\n")
+    with pytest.raises(ConfigError) as info:
+        load_inventory(path)
+    (problem,) = info.value.problems
+    assert problem.file.endswith("users.csv") and problem.line == 3
+    assert "b" * 61 not in problem.message

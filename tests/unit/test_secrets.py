@@ -196,3 +196,17 @@ def test_an_env_file_others_can_read_gets_a_warning(tmp_path: Path) -> None:
         path.chmod(mode)
         (warning,) = env_file_warnings(path)
         assert warning.file.endswith("demo.env") and f"{mode:04o}" in warning.message and "chmod 600" in warning.message
+
+
+def test_a_file_secret_is_read_bounded_and_only_from_a_regular_file(tmp_path: Path) -> None:
+    import os
+
+    (tmp_path / "big.txt").write_bytes(b"x" * 100_000)
+    resolver = SecretResolver({}, tmp_path)
+    with pytest.raises(SecretError, match="larger than"):
+        resolver.resolve("file:big.txt", "x")
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(SecretError, match="not a regular file"):
+        resolver.resolve("file:fifo", "x")
+    with pytest.raises(SecretError, match="not a regular file"):
+        resolver.resolve("file:/dev/zero", "x")
