@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from propkit import LONG, loads_or_refuses
 
 from provision.errors import IniError, UnreadableIniError
 from provision.ini import BOM, Desired, Key, decode_ini, merge_ini, read_ini
 from provision.plan import TargetPlan, plan_target
 from provision.project import Prepared, Project, prepare
+
+from .propkit import LONG, loads_or_refuses
 
 blank = st.sampled_from(["", "", "", " ", "\t"])
 section_names = st.one_of(

@@ -17,7 +17,6 @@ from typing import Any
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
-from propkit import LONG, SECRET, loads_or_refuses
 
 from provision.errors import ConfigError
 from provision.model.inventory import Connection, Host, Install, User
@@ -27,6 +26,8 @@ from provision.model.store import ProfileStore
 from provision.project import Project, prepare_inventory
 from provision.secrets import read_env_file
 from provision.targets import load_inventory, profile_references
+
+from .propkit import LONG, SECRET, loads_or_refuses
 
 FIELDS = sorted(
     {

@@ -14,11 +14,12 @@ from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from propkit import check_message
 
 from provision.errors import TemplateError
 from provision.render import TEMPLATE, Templates
 from provision.sandbox import LimitedSandbox
+
+from .propkit import check_message
 
 #: Growth of the process's peak memory one example may cause.
 RSS_LIMIT = 256 * 1024 * 1024
