@@ -21,7 +21,7 @@ from dotenv.parser import parse_stream
 
 from provision.errors import ConfigError, Problem, SecretError, display_path
 from provision.model.microsip import Version, account_string_max
-from provision.model.values import unsafe_character
+from provision.model.values import QUOTE_MAX, unsafe_character
 
 MASK = "********"
 #: The most a file: secret is read (a password is at most a few hundred characters).
@@ -63,6 +63,12 @@ def same_text(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass"))
 
 
+def _about(ref: str, where: str) -> str:
+    """How an error names a secret: its reference (cut if huge) and where it is used."""
+    named = ref if len(ref) <= QUOTE_MAX else ref[:QUOTE_MAX] + "..."
+    return f"secret {named} (used at {where})"
+
+
 class SecretResolver:
     """Resolves references; `environ` and the keyring are passed in, never read globally."""
 
@@ -77,9 +83,9 @@ class SecretResolver:
             value = self._lookup(ref, where)
             bad = unsafe_character(value)
             if bad:
-                raise SecretError(f"secret {ref} (used at {where}) contains {bad}; it would break the ini file")
+                raise SecretError(f"{_about(ref, where)} contains {bad}; it would break the ini file")
             if not value:
-                raise SecretError(f"secret {ref} (used at {where}) is empty")
+                raise SecretError(f"{_about(ref, where)} is empty")
             cached = self._cache[ref] = Secret(value)
         return cached
 
@@ -99,14 +105,14 @@ class SecretResolver:
         elif len(value) > account_string_max(version):
             problem = f"is longer than the {account_string_max(version)} characters MicroSIP {version} reads"
         if problem:
-            raise SecretError(f"secret {ref} (used at {where}) {problem}")
+            raise SecretError(f"{_about(ref, where)} {problem}")
         return secret
 
     def _lookup(self, ref: str, where: str) -> str:
         scheme, _, name = ref.partition(":")
         if scheme == "env":
             if name not in self._environ:
-                raise SecretError(f"secret {ref} (used at {where}): environment variable {name} is not set")
+                raise SecretError(f"{_about(ref, where)}: environment variable {name} is not set")
             return self._environ[name]
         if scheme == "file":
             path = Path(name).expanduser()
@@ -114,21 +120,21 @@ class SecretResolver:
             try:
                 if not stat.S_ISREG(path.stat().st_mode):
                     # A FIFO would block and a device never end.
-                    raise SecretError(f"secret {ref} (used at {where}): not a regular file")
+                    raise SecretError(f"{_about(ref, where)}: not a regular file")
                 with path.open("rb") as handle:
                     data = handle.read(MAX_SECRET_FILE + 1)
                 if len(data) > MAX_SECRET_FILE:
                     raise SecretError(
-                        f"secret {ref} (used at {where}): the file is larger than {MAX_SECRET_FILE:,} bytes; "
+                        f"{_about(ref, where)}: the file is larger than {MAX_SECRET_FILE:,} bytes; "
                         "a secret file holds one password"
                     )
                 return data.decode("utf-8").rstrip("\r\n")
             except (OSError, UnicodeDecodeError) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not readable as UTF-8"
-                raise SecretError(f"secret {ref} (used at {where}): {reason}") from None
+                raise SecretError(f"{_about(ref, where)}: {reason}") from None
         if scheme == "keyring":
             return _keyring_lookup(ref, name, where)
-        raise SecretError(f"secret {ref} (used at {where}): unknown scheme {scheme!r}")
+        raise SecretError(f"{_about(ref, where)}: unknown scheme {scheme!r}")
 
     def secrets(self) -> list[Secret]:
         return list(self._cache.values())
@@ -141,15 +147,14 @@ def _keyring_lookup(ref: str, name: str, where: str) -> str:
         import keyring.errors  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         raise SecretError(
-            f"secret {ref} (used at {where}): keyring references need the keyring extra "
-            "(pip install 'provision[keyring]')"
+            f"{_about(ref, where)}: keyring references need the keyring extra (pip install 'provision[keyring]')"
         ) from None
     try:
         value = keyring.get_password(service, user)
     except keyring.errors.KeyringError as exc:
-        raise SecretError(f"secret {ref} (used at {where}): keyring error: {type(exc).__name__}") from None
+        raise SecretError(f"{_about(ref, where)}: keyring error: {type(exc).__name__}") from None
     if value is None:
-        raise SecretError(f"secret {ref} (used at {where}): not found in the keyring")
+        raise SecretError(f"{_about(ref, where)}: not found in the keyring")
     return str(value)
 
 

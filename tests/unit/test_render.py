@@ -210,3 +210,30 @@ def test_a_number_too_big_for_python_to_print_in_a_template_is_a_template_error(
     project = make_project(templates={"microsip.ini.j2": "[Settings]\n{{ " + "9" * 5000 + " }}\n"})
     with pytest.raises(ConfigError, match=r"microsip\.ini\.j2"):
         prepare(project, tmp_path / "inventory.yaml")
+
+
+@pytest.mark.parametrize("account_id", ["²", "1" * 5000, "١"])
+def test_an_account_id_that_is_no_plain_number_is_a_template_error(
+    make_project: MakeProject, tmp_path: Path, account_id: str
+) -> None:
+    template = (
+        f"[Settings]\naccountId={account_id}\nupdatesInterval=never\n{{% for a in accounts %}}[{{{{ a.section }}}}]\n"
+        "{% for k, v in a.fields.items() %}{{ k }}={{ v }}\n{% endfor %}{% endfor %}"
+    )
+    with pytest.raises(ConfigError) as info:
+        prepare(make_project(templates={"microsip.ini.j2": template}), tmp_path / "inventory.yaml")
+    assert "points at no account" in str(info.value) and "1" * 61 not in str(info.value)
+
+
+def test_a_template_gone_wrong_lists_its_first_problems_short(make_project: MakeProject, tmp_path: Path) -> None:
+    template = "[Settings]\n" + "".join(f"[{'S' * 200}{i}]\n" for i in range(100))
+    with pytest.raises(ConfigError) as info:
+        prepare(make_project(templates={"microsip.ini.j2": template}), tmp_path / "inventory.yaml")
+    text = str(info.value)
+    assert "S" * 61 not in text and "... and" in text and len(text) < 5000
+
+
+def test_an_account_section_with_a_huge_number_is_a_template_error(make_project: MakeProject, tmp_path: Path) -> None:
+    template = "[Settings]\naccountId=1\nupdatesInterval=never\n[Account" + "1" * 5000 + "]\ndomain=d\n"
+    with pytest.raises(ConfigError, match="is not a section MicroSIP reads"):
+        prepare(make_project(templates={"microsip.ini.j2": template}), tmp_path / "inventory.yaml")

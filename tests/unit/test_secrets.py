@@ -210,3 +210,9 @@ def test_a_file_secret_is_read_bounded_and_only_from_a_regular_file(tmp_path: Pa
         resolver.resolve("file:fifo", "x")
     with pytest.raises(SecretError, match="not a regular file"):
         resolver.resolve("file:/dev/zero", "x")
+
+
+def test_a_long_secret_reference_is_quoted_short(tmp_path: Path) -> None:
+    with pytest.raises(SecretError) as info:
+        SecretResolver({}, tmp_path).resolve("file:" + "p" * 1000, "inventory.yaml:3")
+    assert "p" * 61 not in info.value.message and "inventory.yaml:3" in info.value.message
