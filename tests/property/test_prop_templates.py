@@ -12,12 +12,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from provision.errors import TemplateError
-from provision.render import TEMPLATE, Templates
+from provision.project import Project, select_targets
+from provision.render import TEMPLATE, Renderer, Templates
 from provision.sandbox import LimitedSandbox
+from provision.targets import Target
 
 from .propkit import check_message
 
@@ -32,6 +35,9 @@ CONTEXT = {
     "profile": {"chain": ["base"], "description": "", "microsip_version": "3.22"},
     "provision_version": "0.1.0",
 }
+
+PROFILE = "accounts:\n  office: {server: pbx.example.com, domain: example.com}\n"
+INVENTORY = "defaults: {profiles: [base]}\nhosts:\n  ws-01:\n    users: [{name: jdoe, extension: '2101'}]\n"
 
 numbers = st.one_of(st.integers(-3, 12), st.sampled_from([0, 2, 9, 64, 4096, 10**5, 10**9, 2**31, 10**30]))
 texts = st.sampled_from(["''", "'x'", "'ab'", "'%d'", "'%999999999d'", "'{:>99}'", "'{}'", "'\\n'", "'\\t'", "'é'"])
@@ -105,8 +111,18 @@ def _doubling(body: list[str]) -> str:
     )
 
 
+lines = st.one_of(
+    st.sampled_from(["[Settings]\n", "key=value\n", "updatesInterval=never\n", "[Calls]\n", "mainX=1\n", "junk\n"]),
+    st.sampled_from(["accountId=", "[Account", "password=", "[", "x="]).flatmap(
+        lambda head: expressions.map(lambda x: head + "{{ " + x + " }}" + ("]" if head.startswith("[") else "") + "\n")
+    ),
+    st.just(
+        "{% for a in accounts %}[{{ a.section }}]\n{% for k, v in a.fields.items() %}{{ k }}={{ v }}\n{% endfor %}"
+        "{% endfor %}"
+    ),
+)
 statements = st.recursive(
-    st.one_of(st.just("[Settings]\n"), st.just("key=value\n"), expressions.map(lambda x: "{{ " + x + " }}")),
+    st.one_of(lines, expressions.map(lambda x: "{{ " + x + " }}")),
     lambda body: st.one_of(
         st.tuples(expressions, st.lists(body, max_size=3)).map(_for),
         st.tuples(expressions, st.lists(body, max_size=3)).map(_if),
@@ -129,18 +145,32 @@ def peak_rss() -> int:
 # A template over a limit takes the product's worst case (up to ~0.4 s) to be refused:
 # a quarter of the examples the other properties get.
 @settings(max_examples=max(20, settings.default.max_examples // 4))
-@given(templates)
-def test_any_template_renders_or_is_a_template_error_within_bounds(source: str) -> None:
+@pytest.fixture(scope="module")
+def target() -> Target:
+    with tempfile.TemporaryDirectory() as name:
+        root = Path(name)
+        (root / "profiles").mkdir()
+        (root / "profiles" / "base.yaml").write_text(PROFILE, encoding="utf-8")
+        (root / "inventory.yaml").write_text(INVENTORY, encoding="utf-8")
+        project = Project(root / "profiles", None, root / "state.db", {}, root)
+        (found,) = select_targets(project, root / "inventory.yaml")[1]
+        return found
+
+
+@given(source=templates)
+def test_any_template_renders_or_is_a_template_error_within_bounds(target: Target, source: str) -> None:
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         (folder / TEMPLATE).write_text(source, encoding="utf-8")
         (folder / "other.j2").write_text("{{ host.name * 3 }}{% include '" + TEMPLATE + "' %}", encoding="utf-8")
+        templates = Templates(folder)
         before = peak_rss()
         try:
-            text = Templates(folder).render(dict(CONTEXT))
+            text = templates.render(dict(CONTEXT))
+            rendered = Renderer(templates).render(target)  # and read back as MicroSIP would
         except TemplateError as exc:
             check_message(exc)
             assert TEMPLATE in exc.message or "other.j2" in exc.message, exc.message
         else:
-            assert isinstance(text, str)
+            assert isinstance(text, str) and rendered.desired.sections
         assert peak_rss() - before < RSS_LIMIT
