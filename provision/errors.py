@@ -82,6 +82,17 @@ class IniError(ProvisionError):
     """An existing ini cannot be merged safely (for example a duplicated section)."""
 
 
+class UnreadableIniError(IniError):
+    """An existing ini that cannot be read safely: bad encoding, NUL characters, a line no
+    ini reader agrees on. The message reads "unreadable ini: line N: what"; `line` is N
+    (None when the whole file is at fault). The file must be left as it is."""
+
+    def __init__(self, line: int | None, what: str) -> None:
+        where = f"line {line}: " if line is not None else ""
+        super().__init__(f"unreadable ini: {where}{what}")
+        self.line = line
+
+
 def display_path(path: Path | str) -> str:
     """A path as a person expects to see it: relative to the working directory if inside it."""
     p = Path(path)

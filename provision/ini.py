@@ -9,6 +9,7 @@ same rules; editing goes through configupdater so comments and order survive.
 from __future__ import annotations
 
 import codecs
+import configparser
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -16,7 +17,7 @@ from configupdater import ConfigUpdater
 from configupdater.block import Space
 from configupdater.option import Option
 
-from provision.errors import IniError
+from provision.errors import IniError, UnreadableIniError
 
 # UTF-16LE with BOM: MicroSIP reads a file without it in the ANSI code page, which garbles
 # every non-ASCII name (docs/microsip.md).
@@ -24,20 +25,51 @@ BOM = codecs.BOM_UTF16_LE
 
 Key = tuple[str, str]  # (section, key), both lower-case
 
+#: The largest ini read or merged. MicroSIP's own are a few KB (a long call history adds
+#: some); a bigger file is not one to parse: 20 MB took two minutes and 2.6 GB.
+MAX_INI_BYTES = 8 * 1024 * 1024
 
-def decode_ini(data: bytes) -> str:
-    """Text of an ini as MicroSIP would understand it, with \\n line ends."""
+
+def check_ini_size(size: int) -> None:
+    """Refuse an ini of `size` bytes if it is over MAX_INI_BYTES (call before reading it)."""
+    if size > MAX_INI_BYTES:
+        raise IniError(f"the ini is {size:,} bytes; an ini over {MAX_INI_BYTES:,} bytes is refused")
+
+
+def decode_ini(data: bytes, *, strict: bool = False) -> str:
+    """Text of an ini as MicroSIP would understand it, with \\n line ends.
+
+    With `strict`, bytes that are not valid in the file's encoding, and NUL characters
+    (a UTF-16 file that lost its BOM), are an UnreadableIniError naming the line, instead
+    of being replaced: a file about to be merged and written back must not change under
+    the keys provision does not manage.
+    """
+    check_ini_size(len(data))
+    errors = "strict" if strict else "replace"
     if data.startswith(codecs.BOM_UTF16_LE):
-        text = data[2:].decode("utf-16-le", errors="replace")
+        text = _decode(data, 2, "utf-16-le", errors)
     elif data.startswith(codecs.BOM_UTF8):
-        text = data[3:].decode("utf-8", errors="replace")
+        text = _decode(data, 3, "utf-8", errors)
     else:
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             # ANSI, as MicroSIP reads a BOM-less file; cp1252 is the Western default.
-            text = data.decode("cp1252", errors="replace")
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+            text = _decode(data, 0, "cp1252", errors)
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if strict and "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise UnreadableIniError(line, "NUL characters (a UTF-16 file without its byte order mark?)")
+    return text
+
+
+def _decode(data: bytes, skip: int, encoding: str, errors: str) -> str:
+    try:
+        return data[skip:].decode(encoding, errors=errors)
+    except UnicodeDecodeError as exc:
+        before = data[skip : skip + exc.start].decode(encoding, errors="replace").replace("\r\n", "\n")
+        line = before.count("\n") + before.count("\r") + 1
+        raise UnreadableIniError(line, f"bytes that are not {encoding} text (a wrong encoding?)") from None
 
 
 def encode_ini(text: str) -> bytes:
@@ -157,15 +189,23 @@ def _updater() -> ConfigUpdater:
     )
 
 
-def _editable(text: str) -> tuple[str, IniDoc]:
-    """Text configupdater can load without changing what Win32 would read.
+def _editable(text: str) -> tuple[str, list[int]]:
+    """Text configupdater can load without changing what Win32 would read, and for each of
+    its lines the line of `text` it comes from.
 
     Lines Win32 ignores become comments, later duplicates of a key are dropped (the
-    first wins anyway) and indentation goes (configupdater would take an indented line
-    as the continuation of a value). A section that appears twice cannot be merged
-    safely: that is an error for this target.
+    first wins anyway), section names lose the blanks Win32 trims and indentation goes
+    (configupdater would take an indented line as the continuation of a value). A section
+    that appears twice, or one with an empty name, cannot be merged safely: that is an
+    error for this target.
     """
+    if "\x00" in text:
+        nul_line = text.count("\n", 0, text.index("\x00")) + 1
+        raise UnreadableIniError(nul_line, "NUL characters (a UTF-16 file without its byte order mark?)")
     doc = read_ini(text)
+    empty = doc.sections.get("")
+    if empty is not None:
+        raise UnreadableIniError(empty.line, "an empty section name ([])")
     if doc.duplicate_sections:
         name, where = doc.duplicate_sections[0]
         raise IniError(
@@ -175,17 +215,19 @@ def _editable(text: str) -> tuple[str, IniDoc]:
     drop = {number for _, _, number in doc.duplicate_keys}
     ignored = set(doc.ignored_lines)
     lines = []
+    origin = []
     for number, line in enumerate(text.split("\n"), start=1):
         if number in drop:
             continue
+        origin.append(number)
         stripped = line.strip()
         if number in ignored:
             lines.append(f";{stripped}")
         elif stripped.startswith("[") and "]" in stripped:
-            lines.append(stripped[: stripped.index("]") + 1])
+            lines.append(f"[{stripped[1 : stripped.index(']')].strip()}]")
         else:
             lines.append(line.lstrip())
-    return "\n".join(lines), doc
+    return "\n".join(lines), origin
 
 
 def merge_ini(
@@ -204,9 +246,18 @@ def merge_ini(
     """
     if not existing.strip():
         return desired.text(values)
-    text, _ = _editable(existing)
+    text, origin = _editable(existing)
     updater = _updater()
-    updater.read_string(text)
+    try:
+        updater.read_string(text)
+    except configparser.Error as exc:
+        # _editable leaves nothing configupdater should refuse; if it still does, the file
+        # is not one to edit.
+        line = _error_line(exc)
+        raise UnreadableIniError(
+            origin[line - 1] if line and 0 < line <= len(origin) else None,
+            " ".join(str(exc).split())[:200],
+        ) from None
     by_lower = {name.lower(): name for name in updater.sections()}
     keep = set(keep)
     previous_section: str | None = None
@@ -227,7 +278,7 @@ def merge_ini(
                 option.value = value
             else:
                 _append_option(section, key, value)
-    for section_lower, key_lower in set(remove) - set(desired.keys()):
+    for section_lower, key_lower in sorted(set(remove) - set(desired.keys())):
         name = by_lower.get(section_lower)
         if name is None:
             continue
@@ -236,7 +287,15 @@ def merge_ini(
             del section[key_lower]
             if not any(isinstance(b, Option) for b in section.iter_blocks()):
                 updater.remove_section(name)
+                del by_lower[section_lower]  # a later key of the same section finds it gone
     return str(updater)
+
+
+def _error_line(exc: configparser.Error) -> int | None:
+    line = getattr(exc, "lineno", None)
+    if line is None and getattr(exc, "errors", None):
+        line = exc.errors[0][0]  # type: ignore[attr-defined]
+    return line if isinstance(line, int) else None
 
 
 def _add_section(updater: ConfigUpdater, name: str, after: str | None) -> None:

@@ -6,12 +6,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from provision.errors import ConfigError, IniError, Problem, ProvisionError, TemplateError
+from provision.errors import ConfigError, IniError, Problem, ProvisionError, TemplateError, display_path
 from provision.output import read_current, render_file, write_tree
 from provision.plan import TargetPlan, plan_target
-from provision.project import Prepared, Project, prepare
+from provision.project import Prepared, Project, prepare, prepare_inventory
 from provision.secrets import Redactor
 from provision.state import State
+from provision.targets import load_inventory, profile_references
 
 
 @dataclass
@@ -96,6 +97,12 @@ def validate_all(project: Project, inventory: Path | None) -> ValidationResult:
     warnings: dict[Problem, None] = {}
     store = project.store()
     names = store.names()
+    if not names:
+        folder = display_path(project.profiles_dir)
+        missing = "" if project.profiles_dir.is_dir() else "; the folder does not exist"
+        problems.append(
+            Problem(folder, None, "", f"no profile files ({folder}/*.yaml){missing}; --profiles DIR names the folder")
+        )
     for name in names:
         try:
             resolved = store.resolve(store.chain([(name, None)]))
@@ -111,7 +118,9 @@ def validate_all(project: Project, inventory: Path | None) -> ValidationResult:
     counts = {"profiles": len(names)}
     if inventory is not None and templates_ok:
         try:
-            prepared = prepare(project, inventory)
+            loaded = load_inventory(inventory)
+            problems += profile_references(store, loaded)
+            prepared = prepare_inventory(project, loaded)
             warnings.update(dict.fromkeys(prepared.warnings))
             counts["hosts"] = len({t.host for t in prepared.targets})
             counts["targets"] = len(prepared.targets)

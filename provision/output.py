@@ -9,12 +9,13 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from provision.errors import ProvisionError, display_path
-from provision.ini import encode_ini
+from provision.errors import IniError, ProvisionError, display_path
+from provision.ini import MAX_INI_BYTES, check_ini_size, encode_ini
 from provision.render import RenderedIni
 from provision.secrets import MASK, Secret
 
@@ -99,10 +100,24 @@ def _ensure_dir(folder: str, mode: int, created: list[str]) -> None:
 
 
 def read_current(root: Path, host: str, user: str) -> bytes | None:
+    """DIR/<host>/<user>/microsip.ini, or None if there is none.
+
+    A file over MAX_INI_BYTES, or one that is not a regular file (a FIFO would block, a
+    device never end), is refused by its size before a byte of it is read."""
     path = ini_path(root, host, user)
+    name = display_path(path)
     try:
-        return path.read_bytes()
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise IniError(f"{name} is not a regular file")
+        check_ini_size(info.st_size)
+        with path.open("rb") as handle:
+            data = handle.read(MAX_INI_BYTES + 1)
+        check_ini_size(len(data))  # it grew since
+        return data
     except FileNotFoundError:
         return None
+    except IniError as exc:
+        raise IniError(exc.message if exc.message.startswith(name) else f"{name}: {exc.message}") from None
     except OSError as exc:
-        raise ProvisionError(f"cannot read {display_path(path)}: {exc.strerror or exc}") from None
+        raise ProvisionError(f"cannot read {name}: {exc.strerror or exc}") from None

@@ -8,14 +8,13 @@ at the last push with the current one, and keeps the encrypted value when they m
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from provision.ini import BOM, Key, decode_ini, encode_ini, merge_ini, read_ini, win32_value
 from provision.render import RenderedIni
-from provision.secrets import MASK, Secret, fingerprint
+from provision.secrets import MASK, Secret, fingerprint, same_text
 from provision.state import PushRecord
 
 
@@ -60,12 +59,13 @@ def plan_target(
     """Compare the rendered ini with the workstation's current one (None: there is none).
 
     `secrets` maps each account section (lower case) to its resolved password.
-    Raises IniError when the current file cannot be merged safely.
+    Raises IniError when the current file cannot be merged safely (UnreadableIniError when
+    it cannot be read safely at all: it must then be left as it is).
     """
     target = rendered.target
     desired = rendered.desired
     wanted = desired.keys()
-    text = decode_ini(current) if current else ""
+    text = decode_ini(current, strict=True) if current else ""
     doc = read_ini(text)
     names = {s.lower(): s for s, _ in desired.sections}
     fps = {
@@ -133,12 +133,12 @@ def _password_change(old: str | None, secret: Secret, fp: str, record: PushRecor
     """Why the password must be written, or '' if the workstation already has this secret."""
     if not old:
         return "not set on the workstation"
-    if hmac.compare_digest(win32_value(old), secret.reveal()):
+    if same_text(win32_value(old), secret.reveal()):
         return ""  # pushed, and MicroSIP has not started since to encrypt it
     recorded = record.fingerprints.get(section) if record else None
     if recorded is None:
         return "no record of the secret pushed; it is written again"
-    return "" if hmac.compare_digest(recorded, fp) else "secret changed"
+    return "" if same_text(recorded, fp) else "secret changed"
 
 
 def managed_hash(wanted: Mapping[Key, str], fingerprints: Mapping[str, str]) -> str:

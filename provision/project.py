@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from provision.errors import ConfigError, Problem, ProvisionError, SecretError, TemplateError
+from provision.errors import ConfigError, Problem, SecretError, TemplateError
 from provision.model.store import ProfileStore
 from provision.render import RenderedIni, Renderer, Templates
 from provision.secrets import Redactor, Secret, SecretResolver
@@ -56,7 +56,15 @@ def select_targets(
 
 def prepare(project: Project, inventory_path: Path, limit: str | None = None, hosts: Sequence[str] = ()) -> Prepared:
     """Resolve, fetch secrets for and render every chosen target; all problems at once."""
-    inventory, targets = select_targets(project, inventory_path, limit, hosts)
+    return prepare_inventory(project, load_inventory(inventory_path), limit, hosts)
+
+
+def prepare_inventory(
+    project: Project, inventory: LoadedInventory, limit: str | None = None, hosts: Sequence[str] = ()
+) -> Prepared:
+    """`prepare` for an inventory already loaded."""
+    chosen = select_hosts(inventory.model, limit, hosts)
+    targets = resolve_targets(project.store(), inventory, chosen)
     resolver = project.secret_resolver()
     renderer = Renderer(project.templates())
     problems: list[Problem] = []
@@ -65,16 +73,20 @@ def prepare(project: Project, inventory_path: Path, limit: str | None = None, ho
     warnings: dict[Problem, None] = {}
     for target in targets:
         warnings.update(dict.fromkeys(target.resolved.warnings))
+        version = target.resolved.profile.version
+        found: dict[str, Secret] = {}
+        for account in target.accounts:
+            if account.password is None:
+                continue
+            try:
+                secret = resolver.resolve_ini(account.password.ref, account.password.where, version)
+                found[account.section.lower()] = secret
+            except SecretError as exc:
+                problems.append(Problem(target.id, None, "", exc.message))
+        secrets[target.id] = found
         try:
-            secrets[target.id] = {
-                account.section.lower(): resolver.resolve(account.password.ref, account.password.where)
-                for account in target.accounts
-                if account.password is not None
-            }
             rendered.append(renderer.render(target))
-        except (SecretError, TemplateError) as exc:
-            problems.append(Problem(target.id, None, "", exc.message))
-        except ProvisionError as exc:  # pragma: no cover - every expected error is one of the above
+        except TemplateError as exc:
             problems.append(Problem(target.id, None, "", exc.message))
     if problems:
         raise ConfigError(_collapse(problems))

@@ -18,7 +18,6 @@ from typing import Any
 
 import jinja2
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 import provision
 from provision.errors import TemplateError, display_path
@@ -26,11 +25,13 @@ from provision.ini import Desired, Key, read_ini
 from provision.model import microsip
 from provision.model.profile import Profile
 from provision.model.rules import hook_command, ini_value
-from provision.model.values import unsafe_character
+from provision.model.values import QUOTE_MAX, unsafe_character
+from provision.sandbox import LimitedSandbox, TemplateLimitError, render_budget
 from provision.targets import Target
 
 TEMPLATE = "microsip.ini.j2"
-_ACCOUNT_SECTION = re.compile(r"^account([1-9][0-9]*)$")
+_ACCOUNT_SECTION = re.compile(r"account([1-9][0-9]{0,8})")
+_ACCOUNT_ID = re.compile(r"[0-9]{1,9}")  # ASCII digits: str.isdigit also takes '²' and '١'
 
 
 def packaged_templates() -> Path:
@@ -46,7 +47,7 @@ class Templates:
     def __init__(self, directory: Path | None = None) -> None:
         search = [d for d in (directory, packaged_templates()) if d is not None and d.is_dir()]
         self.directories = search
-        self.env = ImmutableSandboxedEnvironment(
+        self.env = LimitedSandbox(
             loader=jinja2.FileSystemLoader([str(d) for d in search]),
             undefined=jinja2.StrictUndefined,
             autoescape=False,
@@ -55,6 +56,8 @@ class Templates:
             keep_trailing_newline=True,
         )
         self._template: jinja2.Template | None = None
+        # A template over a limit is over it for every target: fail the rest at once.
+        self._over_limit: TemplateError | None = None
 
     def template(self) -> jinja2.Template:
         if self._template is None:
@@ -62,39 +65,54 @@ class Templates:
                 self._template = self.env.get_template(TEMPLATE)
             except jinja2.TemplateSyntaxError as exc:
                 where = f"{display_path(exc.filename or exc.name or TEMPLATE)}:{exc.lineno}"
-                raise TemplateError(f"{where}: template syntax error: {exc.message}") from None
+                raise TemplateError(f"{where}: template syntax error: {_clip(exc.message or '')}") from None
             except jinja2.TemplateNotFound as exc:
                 dirs = ", ".join(display_path(d) for d in self.directories) or "none"
-                raise TemplateError(f"template {exc.name} not found (searched: {dirs})") from None
+                raise TemplateError(f"template {_clip(str(exc.name))} not found (searched: {dirs})") from None
+            except Exception as exc:  # noqa: BLE001 - compiling runs the template's constant parts
+                where = _template_line(exc, None)
+                raise TemplateError(f"{where}: the template cannot be compiled: {_template_message(exc)}") from None
         return self._template
 
     def render(self, context: dict[str, Any]) -> str:
         template = self.template()
+        if self._over_limit is not None:
+            raise self._over_limit
         try:
-            return template.render(context)
-        except (
-            jinja2.UndefinedError,
-            SecurityError,
-            jinja2.TemplateError,
-            TypeError,
-            ValueError,
-        ) as exc:
-            raise TemplateError(f"{_template_line(exc, template)}: {_template_message(exc)}") from None
+            with render_budget():
+                return template.render(context)
+        except Exception as exc:  # noqa: BLE001 - the template is the admin's code: what it raises is its error
+            error = TemplateError(f"{_template_line(exc, template)}: {_template_message(exc)}")
+            if isinstance(exc, TemplateLimitError | RecursionError):
+                self._over_limit = error
+            raise error from None
 
 
-def _template_line(exc: BaseException, template: jinja2.Template) -> str:
+def _template_line(exc: BaseException, template: jinja2.Template | None) -> str:
     for frame in reversed(traceback.extract_tb(exc.__traceback__)):
         if frame.filename and frame.filename.endswith(".j2"):
             return f"{display_path(frame.filename)}:{frame.lineno}"
-    return display_path(template.filename or TEMPLATE)
+    return display_path((template.filename if template else None) or TEMPLATE)
 
 
 def _template_message(exc: BaseException) -> str:
     if isinstance(exc, jinja2.UndefinedError):
-        return f"undefined value: {exc.message}"
+        return f"undefined value: {_clip(exc.message or '')}"
+    if isinstance(exc, TemplateLimitError):
+        return f"{exc} (a microsip.ini template needs far less)"
     if isinstance(exc, SecurityError):
-        return f"not allowed in the sandbox: {exc}"
-    return f"template error: {exc}"
+        return f"not allowed in the sandbox: {_clip(str(exc))}"
+    if isinstance(exc, RecursionError):
+        return "recursion too deep: a macro that calls itself or a template that includes itself"
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    return f"template error: {_clip(str(exc))}"
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    """Python's messages may quote values (a 1 MB string in a TypeError): keep them short."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 @dataclass(frozen=True)
@@ -197,9 +215,9 @@ def check_rendered(text: str, target: Target, tokens: dict[str, str]) -> Desired
     where = f"{TEMPLATE} for {target.id}"
     errors: list[str] = []
     for name, line in doc.duplicate_sections:
-        errors.append(f"line {line}: section [{name}] appears twice")
+        errors.append(f"line {line}: section [{_q(name)}] appears twice")
     for section, key, line in doc.duplicate_keys:
-        errors.append(f"line {line}: [{section}] {key} appears twice (MicroSIP would read the first)")
+        errors.append(f"line {line}: [{_q(section)}] {_q(key)} appears twice (MicroSIP would read the first)")
     for line in doc.ignored_lines:
         errors.append(f"line {line}: neither a section, a key=value line nor a ; comment")
     settings = doc.sections.get("settings")
@@ -207,39 +225,53 @@ def check_rendered(text: str, target: Target, tokens: dict[str, str]) -> Desired
         errors.append("no [Settings] section")
     numbers = []
     for lower, sec in doc.sections.items():
-        match = _ACCOUNT_SECTION.match(lower)
+        match = _ACCOUNT_SECTION.fullmatch(lower)
         if match:
             numbers.append(int(match.group(1)))
-            errors += [f"[{sec.name}] has no {k}" for k in ("domain", "server", "username") if not sec.values.get(k)]
+            errors += [
+                f"[{_q(sec.name)}] has no {k}" for k in ("domain", "server", "username") if not sec.values.get(k)
+            ]
         elif lower in microsip.OWNED_SECTIONS:
-            errors.append(f"[{sec.name}] belongs to MicroSIP and the user; a template may not write it")
+            errors.append(f"[{_q(sec.name)}] belongs to MicroSIP and the user; a template may not write it")
         elif lower != "settings":
-            errors.append(f"[{sec.name}] is not a section MicroSIP reads")
+            errors.append(f"[{_q(sec.name)}] is not a section MicroSIP reads")
         for key, value in sec.values.items():
             bad = unsafe_character(value)
             if bad:
-                errors.append(f"[{sec.name}] {sec.names[key]} contains {bad}")
+                errors.append(f"[{_q(sec.name)}] {_q(sec.names[key])} contains {bad}")
             limit = _value_limit(bool(match), key)
             if len(value) > limit:
-                errors.append(f"[{sec.name}] {sec.names[key]} is longer than MicroSIP reads ({limit})")
+                errors.append(f"[{_q(sec.name)}] {_q(sec.names[key])} is longer than MicroSIP reads ({limit})")
     if sorted(numbers) != list(range(1, len(numbers) + 1)):
-        errors.append(f"accounts must be numbered 1..N without gaps (found {sorted(numbers)})")
+        errors.append(f"accounts must be numbered 1..N without gaps (found {_q(str(sorted(numbers)))})")
     if settings is not None:
         account_id = settings.values.get("accountid")
         if account_id is None:
             errors.append("[Settings] has no accountId; without it MicroSIP ignores [Account1]")
-        elif not account_id.isdigit() or not 1 <= int(account_id) <= len(numbers):
-            errors.append(f"[Settings] accountId={account_id} points at no account")
+        elif not _ACCOUNT_ID.fullmatch(account_id) or not 1 <= int(account_id) <= len(numbers):
+            errors.append(f"[Settings] accountId={_q(account_id)} points at no account")
         wanted = target.resolved.profile.settings.updatesInterval
         if wanted is not None and settings.values.get("updatesinterval") != wanted:
             errors.append(f"[Settings] updatesInterval must be {wanted!r} (an update prompt blocks the workstation)")
         for key in settings.values:
             if key in microsip.USER_STATE_KEYS:
-                errors.append(f"[Settings] {settings.names[key]} is user state MicroSIP rewrites; do not manage it")
+                errors.append(f"[Settings] {_q(settings.names[key])} is user state MicroSIP rewrites; do not manage it")
     errors += _check_tokens(doc.keys(), tokens)
     if errors:
-        raise TemplateError(f"{where}: the rendered ini is not valid:\n" + "\n".join(f"  {e}" for e in errors))
+        shown = errors[:MAX_REPORTED] + (
+            [f"... and {len(errors) - MAX_REPORTED} more"] if len(errors) > MAX_REPORTED else []
+        )
+        raise TemplateError(f"{where}: the rendered ini is not valid:\n" + "\n".join(f"  {e}" for e in shown))
     return Desired.from_doc(doc)
+
+
+#: Problems listed for one rendered ini; a template gone wrong can make thousands.
+MAX_REPORTED = 20
+
+
+def _q(text: str) -> str:
+    """A name from the rendered text, as a message shows it: at most QUOTE_MAX characters."""
+    return text if len(text) <= QUOTE_MAX else text[:QUOTE_MAX] + "..."
 
 
 def _value_limit(account: bool, key: str) -> int:
@@ -255,8 +287,8 @@ def _check_tokens(keys: dict[Key, str], tokens: dict[str, str]) -> list[str]:
     errors = []
     for (section, key), value in keys.items():
         if "@@secret-" in value and (tokens.get(value) != section or key != "password"):
-            errors.append(f"[{section}] {key}: a secret may only be the value of an account's password")
+            errors.append(f"[{_q(section)}] {_q(key)}: a secret may only be the value of an account's password")
     for token, section in tokens.items():
         if keys.get((section, "password")) != token:
-            errors.append(f"[{section}] password must be written exactly as {{{{ account.fields.password }}}}")
+            errors.append(f"[{_q(section)}] password must be written exactly as {{{{ account.fields.password }}}}")
     return errors

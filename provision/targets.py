@@ -20,6 +20,7 @@ from provision.model.source import FieldPath, Located, load_yaml, paused_gc
 from provision.model.store import ProfileStore, Reference, ResolvedProfile
 from provision.model.users_csv import load_users_csv
 from provision.model.validation import validate
+from provision.model.values import shown
 
 # Account keys that identify the user rather than the service.
 _IDENTITY = {
@@ -94,14 +95,14 @@ def load_inventory(path: Path) -> LoadedInventory:
         for host_name, row in load_users_csv(csv_path):
             host = hosts.get(host_name)
             if host is None:
-                problems.append(row.problem((), f"host {host_name!r} is not in the inventory"))
+                problems.append(row.problem((), f"host {shown(host_name)} is not in the inventory"))
                 continue
             user, invalid = validate(User, row)
             problems += invalid
             if user is None:
                 continue
             if any(u.name.casefold() == user.name.casefold() for u in host.users):
-                problems.append(row.problem(("name",), f"user {user.name!r} is already listed for {host_name}"))
+                problems.append(row.problem(("name",), f"user {shown(user.name)} is already listed for {host_name}"))
                 continue
             hosts[host_name] = host.model_copy(update={"users": [*host.users, user]})
             sources[host_name].append((row, ()))
@@ -116,7 +117,7 @@ def select_hosts(inventory: Inventory, limit: str | None = None, hosts: Sequence
     names = list(inventory.hosts)
     unknown = [h for h in hosts if h not in inventory.hosts]
     if unknown:
-        raise ConfigError([Problem("--host", None, "", f"{h!r} is not in the inventory") for h in unknown])
+        raise ConfigError([Problem("--host", None, "", f"{shown(h)} is not in the inventory") for h in unknown])
     chosen = [h for h in names if h in hosts] if hosts else names
     if not limit:
         return chosen
@@ -131,7 +132,7 @@ def select_hosts(inventory: Inventory, limit: str | None = None, hosts: Sequence
         term = term.removeprefix("!")
         matched = _match_term(inventory, term)
         if not matched:
-            problems.append(Problem("--limit", None, "", f"{term!r} matches no host or group"))
+            problems.append(Problem("--limit", None, "", f"{shown(term)} matches no host or group"))
         (exclude if negate else include).update(matched)
         positive |= not negate
     if problems:
@@ -144,6 +145,26 @@ def _match_term(inventory: Inventory, term: str) -> set[str]:
         return {name for name, host in inventory.hosts.items() if term in host.groups}
     folded = term.casefold()
     return {name for name in inventory.hosts if fnmatch.fnmatchcase(name.casefold(), folded)}
+
+
+def profile_references(store: ProfileStore, inventory: LoadedInventory) -> list[Problem]:
+    """Every profile the inventory names, used by a host or not, must exist (with its parents)."""
+    model, located = inventory.model, inventory.located
+    lists: list[tuple[FieldPath, list[str]]] = [(("defaults", "profiles"), model.defaults.profiles)]
+    lists += [(("groups", name, "profiles"), group.profiles) for name, group in model.groups.items()]
+    lists += [(("hosts", name, "profiles"), host.profiles) for name, host in model.hosts.items()]
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for path, names in lists:
+        for index, name in enumerate(names):
+            if name in seen:
+                continue
+            try:
+                store.chain([(name, Reference(located, (*path, index)))])
+                seen.add(name)
+            except ConfigError as exc:
+                problems += exc.problems
+    return problems
 
 
 def resolve_targets(store: ProfileStore, inventory: LoadedInventory, hosts: Iterable[str]) -> list[Target]:
@@ -169,25 +190,41 @@ def _host_targets(store: ProfileStore, inv: LoadedInventory, host_name: str) -> 
     ]
     fragments = [Layer(located, ("defaults", "overrides"))] if model.defaults.overrides else []
     connection = model.defaults.connection
+    # Where each connection field was last set, for rules that span layers.
+    set_at: dict[str, FieldPath] = {f: ("defaults", "connection", f) for f in _set_fields(connection)}
     install = model.defaults.microsip
     for i, group_name in enumerate(host.groups):
         group = model.groups.get(group_name)
         if group is None:
             known = ", ".join(model.groups) or "none"
             raise ConfigError(
-                [located.problem((*host_path, "groups", i), f"no group {group_name!r} (groups: {known})")]
+                [located.problem((*host_path, "groups", i), f"no group {shown(group_name)} (groups: {known})")]
             )
         group_path: FieldPath = ("groups", group_name)
         refs += [(n, Reference(located, (*group_path, "profiles", j))) for j, n in enumerate(group.profiles)]
         if group.overrides:
             fragments.append(Layer(located, (*group_path, "overrides")))
         connection = connection.merged(group.connection)
+        set_at.update({f: (*group_path, "connection", f) for f in _set_fields(group.connection)})
         install = install.merged(group.microsip)
     refs += [(n, Reference(located, (*host_path, "profiles", i))) for i, n in enumerate(host.profiles)]
     if host.overrides:
         fragments.append(Layer(located, (*host_path, "overrides")))
     connection = connection.merged(host.connection)
+    set_at.update({f: (*host_path, "connection", f) for f in _set_fields(host.connection)})
     install = install.merged(host.microsip)
+    if connection.auth == "basic" and connection.scheme == "http":
+        # Each layer alone may be fine; the result would send the password in clear text.
+        scheme_at = located.origin(set_at["scheme"])
+        raise ConfigError(
+            [
+                located.problem(
+                    set_at["auth"],
+                    "basic auth sends the password in clear text; it is allowed only with scheme: https "
+                    f"(scheme: http is set at {scheme_at or located.file})",
+                )
+            ]
+        )
     if install.mode == "portable" and not install.exe:
         raise ConfigError(
             [located.problem((*host_path, "microsip"), "portable MicroSIP needs microsip.exe (the exe path)")]
@@ -211,6 +248,10 @@ def _host_targets(store: ProfileStore, inv: LoadedInventory, host_name: str) -> 
     if problems:
         raise ConfigError(problems)
     return targets
+
+
+def _set_fields(connection: Connection) -> set[str]:
+    return {f for f in connection.model_fields_set if getattr(connection, f) is not None}
 
 
 def _target(

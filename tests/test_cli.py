@@ -241,3 +241,67 @@ def test_works_outside_a_checkout_with_the_built_in_templates(examples_dir: Path
     )
     assert result.exit_code == 0, result.output
     assert len(list((examples_dir / "out").glob("*/*/microsip.ini"))) == 14
+
+
+def test_validate_in_a_folder_without_profiles_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = run("validate")
+    assert result.exit_code == ExitStatus.USAGE, result.output
+    assert "profiles: no profile files (profiles/*.yaml)" in result.output
+    (tmp_path / "profiles").mkdir()
+    result = run("validate")
+    assert result.exit_code == ExitStatus.USAGE, result.output
+    assert "no profile files" in result.output
+
+
+def test_validate_refuses_an_inventory_naming_profiles_that_do_not_exist(project: Path) -> None:
+    write(
+        project / "inventory.yaml",
+        INVENTORY
+        + """
+        groups:
+          unused: {profiles: [base, nope]}
+    """.replace("\n    ", "\n"),
+    )
+    result = run("validate", "-i", "inventory.yaml")
+    assert result.exit_code == ExitStatus.USAGE, result.output
+    assert "inventory.yaml:9: groups.unused.profiles[1]: no profile 'nope'" in result.output
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"[]\r\nkey=1\r\n", "ws-02/ann: failed: unreadable ini: line 1: an empty section name ([])"),
+        (
+            b"\xff\xfe[\x00S\x00]\x00\r\x00\n\x00\x00\xd8",
+            "ws-02/ann: failed: unreadable ini: line 2: bytes that are not",
+        ),
+        ("[Settings]\r\nname=Zoë\r\n".encode("utf-16-le"), "ws-02/ann: failed: unreadable ini: line 1: NUL characters"),
+        (None, "ws-02/ann: failed: current/ws-02/ann/microsip.ini: the ini is 20,971,520 bytes; an ini over"),
+    ],
+)
+def test_diff_reports_an_unreadable_or_huge_current_ini_as_that_target_failing(
+    project: Path, content: bytes | None, message: str
+) -> None:
+    write(
+        project / "inventory.yaml",
+        INVENTORY
+        + """
+          ws-02:
+            users:
+              - {name: ann, extension: "2102", password: env:PW_JDOE}
+    """.replace("\n    ", "\n"),
+    )
+    path = project / "current" / "ws-02" / "ann" / "microsip.ini"
+    path.parent.mkdir(parents=True)
+    if content is None:
+        with path.open("wb") as handle:
+            handle.truncate(20 * 1024 * 1024)  # sparse: 20 MB that were never written
+    else:
+        path.write_bytes(content)
+    before = path.stat()
+    result = run("diff", "-i", "inventory.yaml", "--against", "current")
+    assert result.exit_code == ExitStatus.FAILED, result.output
+    assert message in result.output
+    assert "ws-01/jdoe: new file" in result.output and "Traceback" not in result.output
+    assert path.stat().st_mtime_ns == before.st_mtime_ns

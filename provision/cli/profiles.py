@@ -11,6 +11,7 @@ from provision.cli.app import App
 from provision.errors import ProvisionError
 from provision.model.profile import Profile
 from provision.model.reference import reference_markdown
+from provision.model.values import shown
 from provision.project import select_targets
 
 
@@ -60,7 +61,7 @@ def show(app: App, name: str | None, resolved: bool, for_target: str | None, inv
         _, targets = select_targets(app.project, inventory, hosts=[host])
         chosen = [t for t in targets if not user or t.user.casefold() == user.casefold()]
         if not chosen:
-            raise ProvisionError(f"{host} has no user {user!r}")
+            raise ProvisionError(f"{shown(host)} has no user {shown(user)}")
         target = chosen[0]
         app.reporter.line(f"# {target.id}")
         app.reporter.resolved(target.resolved.located, target.resolved.chain)

@@ -81,7 +81,7 @@ class Version:
     def __init__(self, text: str) -> None:
         match = _VERSION_RE.match(text.strip())
         if not match:
-            raise ValueError(f"{text!r} is not a version like 3.22 or 3.21.6")
+            raise ValueError("is not a version like 3.22 or 3.21.6")
         major, minor, patch = match.groups()
         self.text = text.strip()
         self.parts = (int(major), int(minor), int(patch or 0))
@@ -106,3 +106,8 @@ class Version:
 #: assumes (3.14 names its files differently and keys portable mode on the working directory).
 OLDEST_SUPPORTED = Version("3.19.27")
 CURRENT = Version("3.22")
+
+
+def account_string_max(version: Version) -> int:
+    """Characters MicroSIP reads of an [AccountN] value: 1040 from 3.21.6, 255 before."""
+    return ACCOUNT_STRING_MAX if version >= Version("3.21.6") else ACCOUNT_STRING_MAX_OLD

@@ -21,6 +21,7 @@ from provision.model.values import (
     SecretRef,
     SettingText,
     check_ini_text,
+    shown,
 )
 
 
@@ -156,7 +157,7 @@ class Settings(StrictModel):
         unknown = [c for c in codecs if c not in KNOWN_CODECS]
         if unknown:
             raise ValueError(
-                f"unknown codec {unknown[0]!r}: MicroSIP ignores it (codecs are name/clock/channels, "
+                f"unknown codec {shown(unknown[0])}: MicroSIP ignores it (codecs are name/clock/channels, "
                 f"e.g. PCMA/8000/1, opus/48000/2)"
             )
         if len(set(codecs)) != len(codecs):
@@ -196,7 +197,7 @@ class Hook(StrictModel):
             check_ini_text(arg)
             if any(c in arg for c in ' \t"'):
                 raise ValueError(
-                    f"argument {arg!r} contains a space or quote; MicroSIP splits and re-joins "
+                    f"argument {shown(arg)} contains a space or quote; MicroSIP splits and re-joins "
                     "arguments without quoting, so it would arrive in pieces"
                 )
         return args

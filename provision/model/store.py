@@ -12,6 +12,7 @@ from provision.model.profile import Profile
 from provision.model.rules import check_profile
 from provision.model.source import FieldPath, Located, load_yaml
 from provision.model.validation import validate
+from provision.model.values import NAME_RULE, is_name, shown
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,14 @@ class ProfileStore:
 
     def load(self, name: str, referenced: Reference | None = None) -> Located:
         if name not in self._files:
+            if not is_name(name):
+                # A name, never a path: `extends: ../../x` must not reach outside the folder.
+                message = f"{shown(name)} is not a profile name ({NAME_RULE}; the file is profiles/<name>.yaml)"
+                where = (
+                    display_path(self.directory / f"{name}.yaml") if "/" not in name else display_path(self.directory)
+                )
+                problem = referenced.problem(message) if referenced else Problem(where, None, "", message)
+                raise ConfigError([problem])
             path = self.path(name)
             if not path.is_file():
                 where = f"no profile {name!r}: {display_path(path)} does not exist"

@@ -11,7 +11,7 @@ import io
 from pathlib import Path
 
 from provision.errors import ConfigError, Problem, display_path
-from provision.model.source import FieldPath, Located, Origin
+from provision.model.source import FieldPath, Located, Origin, dotted
 
 COLUMNS = ("host", "user", "extension", "display_name", "password", "username", "auth_id")
 _FIELD = {"user": "name"}
@@ -30,12 +30,15 @@ def load_users_csv(path: Path) -> list[tuple[str, Located]]:
         # Spreadsheet exports on Windows are often in the ANSI code page.
         text = raw.decode("cp1252", errors="replace")
     reader = csv.reader(io.StringIO(text, newline=""))
-    rows = list(reader)
+    try:
+        rows = list(reader)
+    except csv.Error as exc:  # a cell over the csv module's limit (128 KiB), a stray NUL...
+        raise ConfigError([Problem(name, reader.line_num, "", f"not readable as CSV: {exc}")]) from None
     if not rows:
         return []
     header = [h.strip().lower() for h in rows[0]]
     problems = [
-        Problem(name, 1, column, f"unknown column; columns are {', '.join(COLUMNS)}")
+        Problem(name, 1, dotted([column]), f"unknown column; columns are {', '.join(COLUMNS)}")
         for column in header
         if column not in COLUMNS
     ]

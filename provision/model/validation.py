@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from collections.abc import Iterable, Sequence
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from provision.errors import Problem
 from provision.model.microsip import NOT_MICROSIP_KEYS
 from provision.model.source import FieldPath, Located
+from provision.model.values import shown
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -62,6 +64,12 @@ def _data_path(data: Any, loc: Sequence[Any], *, missing: bool) -> FieldPath:
     return tuple(path)
 
 
+# pydantic's "Input should be ...", "String should have ...": said of the field here.
+_SHOULD = re.compile(r"^(?:Input|String|Value|List|Dictionary|Tuple|Set) should ")
+#: A message longer than this is cut: a validator may have quoted more than it should.
+MESSAGE_MAX = 300
+
+
 def _message(error: Any, model: type[BaseModel], path: FieldPath) -> str:
     kind = error["type"]
     field = path[-1] if path else ""
@@ -72,17 +80,19 @@ def _message(error: Any, model: type[BaseModel], path: FieldPath) -> str:
     message = str(error["msg"])
     for noise in ("Value error, ", "Assertion failed, "):
         message = message.removeprefix(noise)
-    if kind in {"literal_error", "enum"}:
-        message = "must be " + message.removeprefix("Input should be ")
-        if field not in _SECRET_FIELDS:
-            message += f" (got {error['input']!r})"
-    elif message.startswith("Input should be"):
-        message = "must be " + message.removeprefix("Input should be ")
+    message = _SHOULD.sub("must ", message)
+    if len(message) > MESSAGE_MAX:
+        message = message[:MESSAGE_MAX] + "..."
+    value = error.get("input")
+    secret = any(part in _SECRET_FIELDS for part in path if isinstance(part, str))
+    if not secret and (value is None or isinstance(value, str | int | float)):
+        # Show what was written (never a password): at most QUOTE_MAX characters of it.
+        message += f" (got {shown(value)})"
     return message
 
 
 def unknown_key_message(key: str, known: Iterable[str]) -> str:
-    message = f"unknown key {key!r}"
+    message = f"unknown key {shown(key)}"
     known = list(known)
     hint = NOT_MICROSIP_KEYS.get(key.lower())
     folded = {k.lower(): k for k in known}

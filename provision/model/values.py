@@ -12,6 +12,35 @@ from typing import Annotated
 from pydantic import AfterValidator, StringConstraints
 from pydantic_core import PydanticCustomError
 
+#: The most characters of a bad value an error message quotes.
+QUOTE_MAX = 60
+
+
+def shown(value: object, limit: int = QUOTE_MAX) -> str:
+    """A value as an error message quotes it: short, on one line, and never huge.
+
+    Error messages go to a screen: a 1 MB value must not make a 1 MB message, and a
+    line break in a value must not start a line of its own.
+    """
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, int):
+        if value.bit_length() > 128:
+            return f"a number of about {int(value.bit_length() * 0.30103) + 1} digits"
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return repr(value)
+        return f"{value[:limit]!r}... ({len(value):,} characters)"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
 # C0 and C1 control characters (Unicode category Cc), Unicode line breaks, lone surrogates.
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
@@ -51,22 +80,28 @@ AccountText = Annotated[str, StringConstraints(max_length=1040), AfterValidator(
 #: Free text that never reaches the ini (descriptions).
 Description = Annotated[str, StringConstraints(max_length=2000)]
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-_HOST_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,252})$")
+# fullmatch, not match with $: "$" also matches before a final line break.
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+_HOST_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,252})")
+NAME_RULE = "letters, digits, '_' or '-' (at most 64), starting with a letter or digit"
+
+
+def is_name(text: str) -> bool:
+    """A name of a profile, group or account: it names a file, so it is never a path."""
+    return _NAME_RE.fullmatch(text) is not None
+
+
 _USER_FORBIDDEN = set('/\\[]:;|=,+*?<>"@%')
 
 
 def check_name(text: str) -> str:
-    if not _NAME_RE.match(text):
-        raise PydanticCustomError(
-            "name",
-            "must be letters, digits, '_' or '-' (at most 64), starting with a letter or digit",
-        )
+    if not is_name(text):
+        raise PydanticCustomError("name", f"must be {NAME_RULE}")
     return text
 
 
 def check_host_name(text: str) -> str:
-    if not _HOST_RE.match(text) or ".." in text:
+    if not _HOST_RE.fullmatch(text) or ".." in text:
         raise PydanticCustomError("host_name", "is not a valid host name (letters, digits, '.', '-', '_')")
     return text
 
@@ -87,12 +122,12 @@ Name = Annotated[str, AfterValidator(check_name)]
 HostName = Annotated[str, AfterValidator(check_host_name)]
 UserName = Annotated[str, AfterValidator(check_user_name)]
 
-_SECRET_RE = re.compile(r"^(?:env:[A-Za-z_][A-Za-z0-9_]*|file:.+|keyring:[^/\s]+/.+)$")
+_SECRET_RE = re.compile(r"env:[A-Za-z_][A-Za-z0-9_]*|file:.+|keyring:[^/\s]+/.+")
 
 
 def check_secret_ref(text: str) -> str:
     # The value may be a plaintext password typed by mistake: never echo it.
-    if not _SECRET_RE.match(text):
+    if not _SECRET_RE.fullmatch(text):
         raise PydanticCustomError(
             "secret_ref",
             "must be a secret reference (env:NAME, file:PATH or keyring:SERVICE/USER); "

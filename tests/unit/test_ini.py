@@ -120,3 +120,61 @@ def test_a_duplicated_section_is_refused_rather_than_guessed() -> None:
 def test_merge_into_an_empty_file_writes_the_managed_keys() -> None:
     text, doc = merged_doc("")
     assert doc.get("account1", "password") == "new-plain" and text.startswith("[Settings]\naccountId=1\n")
+
+
+SETTINGS = Desired((("Settings", (("autoAnswer", "button"),)),))
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "what"),
+    [
+        ("[]\nx=1\n", 1, "empty section name"),
+        ("[Settings]\na=1\n[]\nb=2\n", 3, "empty section name"),
+        ("[Settings]\na=1\n[  ]\n", 3, "empty section name"),
+        ("[Settings]\nname=Zo\x00\x00\n", 2, "NUL"),
+    ],
+)
+def test_an_ini_that_cannot_be_merged_safely_is_unreadable_with_its_line(text: str, line: int, what: str) -> None:
+    from provision.errors import UnreadableIniError
+
+    with pytest.raises(UnreadableIniError) as info:
+        merge_ini(text, SETTINGS, {})
+    assert info.value.line == line
+    assert info.value.message.startswith(f"unreadable ini: line {line}: ") and what in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("data", "line"),
+    [
+        (BOM + "[Settings]\r\na=1\r\n".encode("utf-16-le") + b"\x00\xd8", 3),  # a lone surrogate
+        (BOM + "[Settings]\r\na=1\r\n".encode("utf-16-le") + b"x", 3),  # an odd byte
+        (b"\xef\xbb\xbf[Settings]\na=\xff\xfe\n", 2),  # UTF-8 BOM, then not UTF-8
+        ("[Settings]\r\nname=Zoë\r\n".encode("utf-16-le"), 1),  # UTF-16 without its BOM
+    ],
+)
+def test_an_ini_in_a_wrong_encoding_is_unreadable_not_garbled(data: bytes, line: int) -> None:
+    from provision.errors import UnreadableIniError
+
+    with pytest.raises(UnreadableIniError) as info:
+        decode_ini(data, strict=True)
+    assert info.value.line == line and "unreadable ini" in info.value.message
+
+
+def test_an_ini_over_the_size_cap_is_refused_before_it_is_decoded() -> None:
+    from provision.ini import MAX_INI_BYTES
+
+    with pytest.raises(IniError, match=r"is 8,388,609 bytes; an ini over 8,388,608 bytes is refused"):
+        decode_ini(b"x" * (MAX_INI_BYTES + 1))
+
+
+def test_section_names_with_blanks_are_the_section_windows_reads() -> None:
+    merged = merge_ini("[ Settings ]\nkeep=1\n", SETTINGS, {})
+    doc = read_ini(merged)
+    assert not doc.duplicate_sections
+    assert doc.get("settings", "autoanswer") == "button" and doc.get("settings", "keep") == "1"
+
+
+def test_removing_the_last_two_keys_of_a_section_drops_it_once() -> None:
+    # Found by tests/property: the second removal looked up the section already dropped.
+    merged = merge_ini("[Settings]\na=1\n", Desired(()), {}, remove=[("settings", "a"), ("settings", "b")])
+    assert read_ini(merged).sections == {}

@@ -205,3 +205,97 @@ def test_limits_that_match_nothing_are_errors_not_empty_runs() -> None:
         select_hosts(model, "salse")
     with pytest.raises(ConfigError, match="'ws-nope' is not in the inventory"):
         select_hosts(model, None, ["ws-nope"])
+
+
+@pytest.mark.parametrize(
+    "where", ["defaults:\n  profiles", "groups:\n  g:\n    profiles", "hosts:\n  ws-01:\n    profiles"]
+)
+def test_inventory_profile_lists_take_names_not_paths(make_project: MakeProject, tmp_path: Path, where: str) -> None:
+    (tmp_path / "evil.yaml").write_text("settings: {enableLog: true}\n")
+    make_project(profiles=PROFILES, inventory=f"{where}: [base, ../evil]\n")
+    with pytest.raises(ConfigError) as info:
+        load_inventory(tmp_path / "inventory.yaml")
+    (problem,) = info.value.problems
+    assert problem.field.endswith("profiles[1]") and problem.line is not None
+    assert "../evil" in problem.message
+
+
+@pytest.mark.parametrize("name", ["ws-01\n", "sales\n"])
+def test_names_with_a_trailing_line_break_are_not_names(name: str) -> None:
+    from pydantic import TypeAdapter, ValidationError
+
+    from provision.model.values import HostName, Name
+
+    for kind in (Name, HostName):
+        with pytest.raises(ValidationError):
+            TypeAdapter(kind).validate_python(name)
+
+
+@pytest.mark.parametrize(
+    ("inventory", "auth_line", "scheme_line"),
+    [
+        (
+            "defaults:\n  profiles: [base]\n  connection: {auth: basic}\n"
+            "hosts:\n  ws-01:\n    connection: {scheme: http}\n",
+            3,
+            6,
+        ),
+        (
+            "defaults:\n  profiles: [base]\n  connection:\n    scheme: http\n"
+            "groups:\n  g:\n    connection:\n      auth: basic\n"
+            "hosts:\n  ws-01:\n    groups: [g]\n",
+            8,
+            4,
+        ),
+    ],
+)
+def test_basic_auth_over_http_reached_through_layers_is_refused_before_any_host(
+    make_project: MakeProject, tmp_path: Path, inventory: str, auth_line: int, scheme_line: int
+) -> None:
+    project = make_project(profiles=PROFILES, inventory=inventory)
+    with pytest.raises(ConfigError) as info:
+        select_targets(project, tmp_path / "inventory.yaml")
+    (problem,) = info.value.problems
+    assert problem.line == auth_line and problem.field.endswith("connection.auth")
+    assert "allowed only with scheme: https" in problem.message
+    assert f"inventory.yaml:{scheme_line}" in problem.message
+
+
+def test_basic_auth_over_https_after_layers_is_fine(make_project: MakeProject, tmp_path: Path) -> None:
+    inventory = (
+        "defaults:\n  profiles: [base]\n  connection: {auth: basic, scheme: http}\n"
+        "hosts:\n  ws-01:\n    connection: {scheme: https}\n"
+    )
+    project = make_project(profiles=PROFILES, inventory=inventory)
+    with pytest.raises(ConfigError):  # the defaults on their own are refused
+        select_targets(project, tmp_path / "inventory.yaml")
+    inventory = (
+        "defaults:\n  profiles: [base]\n  connection: {auth: basic}\nhosts:\n  ws-01:\n    connection: {port: 5986}\n"
+        "    users: [{name: jdoe, extension: '2101'}]\n"
+    )
+    project = make_project(profiles=PROFILES, inventory=inventory)
+    _, (target,) = select_targets(project, tmp_path / "inventory.yaml")
+    assert (target.connection.auth, target.connection.scheme, target.connection.port) == ("basic", None, 5986)
+
+
+def test_csv_values_in_errors_are_quoted_short(tmp_path: Path) -> None:
+    # Found by tests/property: a host name from a CSV row was quoted whole.
+    write(tmp_path / "users.csv", "host,user," + "c" * 500 + "\n" + "h" * 500 + ",a\n")
+    path = write(tmp_path / "inv.yaml", "users_csv: [users.csv]\nhosts:\n  ws-01: {}\n")
+    with pytest.raises(ConfigError) as info:
+        load_inventory(path)
+    assert "c" * 61 not in str(info.value)
+    write(tmp_path / "users.csv", "host,user\n" + "h" * 500 + ",a\n")
+    with pytest.raises(ConfigError) as info:
+        load_inventory(path)
+    assert "is not in the inventory" in str(info.value) and "h" * 61 not in str(info.value)
+
+
+def test_a_csv_cell_larger_than_the_csv_reader_takes_is_a_located_error(tmp_path: Path) -> None:
+    write(tmp_path / "users.csv", "host,user\nws-01,a\nws-01," + "b" * 200_000 + "\n")
+    path = write(tmp_path / "inv.yaml", "users_csv: [users.csv]\nhosts:\n  ws-01: {}\n")
+    with pytest.raises(ConfigError) as info:
+        load_inventory(path)
+    (problem,) = info.value.problems
+    assert problem.file.endswith("users.csv") and problem.line == 3
+    assert "b" * 61 not in problem.message

@@ -102,3 +102,28 @@ def test_a_validation_error_points_at_the_layer_that_wrote_the_bad_value(tmp_pat
         store.resolve(store.chain([("bad", None)]))
     problem = info.value.problems[0]
     assert problem.file.endswith("bad.yaml") and problem.line == 3 and problem.field == "settings.autoAnswer"
+
+
+@pytest.mark.parametrize("parent", ["../../evil", "/etc/evil", "sub/dir", "..", "base\n", "with space", ""])
+def test_extends_takes_profile_names_not_paths(tmp_path: Path, parent: str) -> None:
+    write(tmp_path / "evil.yaml", "settings: {enableLog: true}\n")
+    write(tmp_path / "profiles" / "sub" / "dir.yaml", "settings: {enableLog: true}\n")
+    store = make_store(tmp_path / "profiles", base="{}\n", sales=f"description: x\nextends: [base, {parent!r}]\n")
+    with pytest.raises(ConfigError) as info:
+        store.chain([("sales", None)])
+    (problem,) = info.value.problems
+    assert (problem.file.endswith("sales.yaml"), problem.line, problem.field) == (True, 2, "extends[1]")
+    assert "not a profile name" in problem.message
+
+
+def test_a_profile_asked_for_by_a_path_is_refused(tmp_path: Path) -> None:
+    write(tmp_path / "evil.yaml", "settings: {enableLog: true}\n")
+    store = make_store(tmp_path / "profiles", base="{}\n")
+    with pytest.raises(ConfigError, match="not a profile name"):
+        store.load("../evil")
+
+
+def test_a_profile_file_whose_name_is_not_a_name_is_reported(tmp_path: Path) -> None:
+    store = make_store(tmp_path, **{"base": "{}\n", "two words": "{}\n"})
+    with pytest.raises(ConfigError, match="not a profile name"):
+        store.chain([("two words", None)])

@@ -142,3 +142,21 @@ def test_a_utf8_bom_file_is_rewritten_even_if_keys_match(make_project: MakeProje
     utf8 = b"\xef\xbb\xbf" + decode_ini(first.content or b"").encode()
     (change,) = plan(prepared, state, utf8).changes
     assert change.key == "(encoding)" and "cannot read the first section" in change.note
+
+
+def test_a_password_with_non_ascii_characters_is_compared_not_a_crash(
+    make_project: MakeProject, tmp_path: Path
+) -> None:
+    # Found by tests/property: hmac.compare_digest refuses str with non-ASCII characters.
+    prepared, state = setup(make_project, tmp_path, pw="pässwörd-ü")
+    first = plan(prepared, state, None)
+    assert plan(prepared, state, first.content).changes == ()
+    other = (first.content or b"").decode("utf-16-le").replace("pässwörd-ü", "ändere").encode("utf-16-le")
+    (change,) = plan(prepared, state, other).changes
+    assert change.key == "password"
+
+
+def test_secrets_with_non_ascii_characters_compare() -> None:
+    from provision.secrets import Secret
+
+    assert Secret("é") == Secret("é") and Secret("é") != Secret("e")

@@ -139,3 +139,101 @@ def test_missing_secrets_fail_the_whole_run_with_every_location(make_project: Ma
         prepare(project, tmp_path / "inventory.yaml")
     assert "ws-01/jdoe: secret env:PW_JDOE (used at" in str(info.value)
     assert "environment variable PW_JDOE is not set" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("template", "line", "message"),
+    [
+        ("[Settings]\n{{ 1/0 }}\n", 2, "division by zero"),
+        ("[Settings]\n\n{{ 9**999999999 }}\n", 3, "limit"),
+        ("[Settings]\n{{ 2**100000 }}\n", 2, "limit"),
+        ("[Settings]\n{{ 'x' * 1000000000 }}\n", 2, "limit"),
+        ("[Settings]\n{{ [1] * 1000000000 }}\n", 2, "limit"),
+        ("[Settings]\n{{ 10**2000 * 10**2000 }}\n", 2, "limit"),
+        ("[Settings]\n{{ '%999999999d' % 1 }}\n", 2, "limit"),
+        ("[Settings]\n{{ '%*d' % (999999999, 1) }}\n", 2, "limit"),
+        ("[Settings]\n{{ '{:>999999999}'.format(1) }}\n", 2, "limit"),
+        ("[Settings]\n{{ 'x'|center(999999999) }}\n", 2, "limit"),
+        ("[Settings]\n{{ 'x'.ljust(999999999) }}\n", 2, "limit"),
+        ("[Settings]\n{{ '%999999999s'|format(1) }}\n", 2, "limit"),
+        ("[Settings]\n{{ ('x' * 100000)|replace('x', 'x' * 100000) }}\n", 2, "limit"),
+        ("[Settings]\n{{ ('\\n' * 100000)|indent(100000) }}\n", 2, "limit"),
+        ("[Settings]\n{{ [1]|batch(999999999, 'x')|list }}\n", 2, "limit"),
+        ("[Settings]\n{{ lipsum(999999999) }}\n", 2, "lipsum"),
+        (
+            "[Settings]\n{% set ns = namespace(s='x') %}{% for i in range(64) %}\n{% set ns.s = ns.s ~ ns.s %}"
+            "{% endfor %}\n",
+            3,
+            "limit",
+        ),
+        (
+            "[Settings]\n{% for a in range(100000) %}{% for b in range(100000) %}\n{% endfor %}{% endfor %}\n",
+            2,
+            "limit",
+        ),
+        (
+            "[Settings]\n{% for a in range(100) %}{% for b in [1] * 100 %}{% for c in 'x' * 100 %}"
+            "\n{% endfor %}{% endfor %}{% endfor %}\n",
+            2,
+            "limit",
+        ),
+        (
+            "[Settings]\n{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}\n"
+            "{{ f(60) }}\n",
+            2,
+            "limit",
+        ),
+        ("[Settings]\n{% macro f() %}{{ f() }}{% endmacro %}\n{{ f() }}\n", 2, "recursion"),
+        ("[Settings]\n{% include 'microsip.ini.j2' %}\n", 2, "recursion"),
+        ("[Settings]\n{{ ([[1]] * 100000)|sum(start=[]) }}\n", 2, "limit"),
+        ("[Settings]\n{{ (['x' * 100000] * 100000)|join }}\n", 2, "limit"),
+        ("[Settings]\n{{ (['x' * 100000] * 100000)|string }}\n", 2, "limit"),
+        ("[Settings]\n{{ ['x' * 100000] * 100000 }}\n", 2, "limit"),
+        ("[Settings]\n{{ ('x' * 100000).translate({120: 'y' * 100000}) }}\n", 2, "sandbox"),
+    ],
+)
+def test_templates_that_would_hang_or_eat_memory_are_template_errors_with_file_and_line(
+    make_project: MakeProject, tmp_path: Path, template: str, line: int, message: str
+) -> None:
+    project = make_project(templates={"microsip.ini.j2": template})
+    with pytest.raises(ConfigError) as info:
+        prepare(project, tmp_path / "inventory.yaml")
+    (problem,) = info.value.problems
+    assert f"microsip.ini.j2:{line}: " in problem.message, problem.message
+    assert message in problem.message
+    assert len(problem.message) < 500
+
+
+def test_a_number_too_big_for_python_to_print_in_a_template_is_a_template_error(
+    make_project: MakeProject, tmp_path: Path
+) -> None:
+    project = make_project(templates={"microsip.ini.j2": "[Settings]\n{{ " + "9" * 5000 + " }}\n"})
+    with pytest.raises(ConfigError, match=r"microsip\.ini\.j2"):
+        prepare(project, tmp_path / "inventory.yaml")
+
+
+@pytest.mark.parametrize("account_id", ["²", "1" * 5000, "١"])
+def test_an_account_id_that_is_no_plain_number_is_a_template_error(
+    make_project: MakeProject, tmp_path: Path, account_id: str
+) -> None:
+    template = (
+        f"[Settings]\naccountId={account_id}\nupdatesInterval=never\n{{% for a in accounts %}}[{{{{ a.section }}}}]\n"
+        "{% for k, v in a.fields.items() %}{{ k }}={{ v }}\n{% endfor %}{% endfor %}"
+    )
+    with pytest.raises(ConfigError) as info:
+        prepare(make_project(templates={"microsip.ini.j2": template}), tmp_path / "inventory.yaml")
+    assert "points at no account" in str(info.value) and "1" * 61 not in str(info.value)
+
+
+def test_a_template_gone_wrong_lists_its_first_problems_short(make_project: MakeProject, tmp_path: Path) -> None:
+    template = "[Settings]\n" + "".join(f"[{'S' * 200}{i}]\n" for i in range(100))
+    with pytest.raises(ConfigError) as info:
+        prepare(make_project(templates={"microsip.ini.j2": template}), tmp_path / "inventory.yaml")
+    text = str(info.value)
+    assert "S" * 61 not in text and "... and" in text and len(text) < 5000
+
+
+def test_an_account_section_with_a_huge_number_is_a_template_error(make_project: MakeProject, tmp_path: Path) -> None:
+    template = "[Settings]\naccountId=1\nupdatesInterval=never\n[Account" + "1" * 5000 + "]\ndomain=d\n"
+    with pytest.raises(ConfigError, match="is not a section MicroSIP reads"):
+        prepare(make_project(templates={"microsip.ini.j2": template}), tmp_path / "inventory.yaml")

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 import logging
+import textwrap
 from pathlib import Path
 
 import pytest
 
 from provision.errors import ConfigError, SecretError
+from provision.model.microsip import Version
 from provision.secrets import MASK, Redactor, Secret, SecretResolver, fingerprint, read_env_file
+
+from conftest import BASE, MakeProject
 
 
 def test_a_secret_never_shows_itself() -> None:
@@ -89,3 +93,126 @@ def test_env_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         read_env_file(path)
     assert "demo.env:2: expected NAME=VALUE" in str(info.value) and "leaks" not in str(info.value)
+
+
+def test_every_missing_secret_is_reported_at_once(make_project: MakeProject, tmp_path: Path) -> None:
+    from provision.project import prepare
+
+    profile = """
+        accounts:
+          office: {server: pbx.example.com, domain: example.com}
+          queue: {server: pbx.example.com, domain: example.com, username: queue, password: env:PW_SHARED}
+    """
+    project = make_project(profiles={"base": profile}, environ={})
+    with pytest.raises(ConfigError) as info:
+        prepare(project, tmp_path / "inventory.yaml")
+    text = str(info.value)
+    assert "environment variable PW_JDOE is not set" in text
+    assert "environment variable PW_SHARED is not set" in text
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (" lead", "starts or ends with a space"),
+        ("trail ", "starts or ends with a space"),
+        ("tab\t", "control character"),
+        ("nbsp\u00a0", "starts or ends with a space"),
+        ('"quoted"', "wrapped in quotes"),
+        ("'quoted'", "wrapped in quotes"),
+        ("x" * 1041, "longer than the 1040 characters MicroSIP 3.22 reads"),
+        ("two\nlines", "line break"),
+    ],
+)
+def test_a_secret_microsip_would_read_back_changed_is_refused_without_its_value(
+    tmp_path: Path, value: str, message: str
+) -> None:
+    resolver = SecretResolver({"PW": value}, tmp_path)
+    with pytest.raises(SecretError) as info:
+        resolver.resolve_ini("env:PW", "inventory.yaml:12", Version("3.22"))
+    assert message in info.value.message
+    assert "env:PW" in info.value.message and "inventory.yaml:12" in info.value.message
+    assert value.strip(" \t'\"") not in info.value.message
+
+
+@pytest.mark.parametrize("value", ['in"side', "a'b'c", "x" * 1040, "é-ü-ß", "semi;colon=equals"])
+def test_a_secret_that_arrives_unchanged_is_accepted(tmp_path: Path, value: str) -> None:
+    assert SecretResolver({"PW": value}, tmp_path).resolve_ini("env:PW", "x", Version("3.22")).reveal() == value
+
+
+def test_the_password_limit_follows_the_profiles_microsip_version(make_project: MakeProject, tmp_path: Path) -> None:
+    from provision.project import prepare
+
+    old = "microsip_version: '3.21.3'\n" + textwrap.dedent(BASE)
+    project = make_project(profiles={"base": old}, environ={"PW_JDOE": "p" * 256})
+    with pytest.raises(ConfigError, match=r"longer than the 255 characters MicroSIP 3\.21\.3 reads"):
+        prepare(project, tmp_path / "inventory.yaml")
+    project = make_project(profiles={"base": BASE}, environ={"PW_JDOE": "p" * 256})
+    assert prepare(project, tmp_path / "inventory.yaml").rendered
+
+
+def test_env_files_are_read_as_python_dotenv_reads_them(tmp_path: Path) -> None:
+    path = tmp_path / "demo.env"
+    path.write_text(
+        'A="multi\nline"\nB="escaped \\" quote"\nC=\'single $X\'\nD=plain # comment\nE=${A}\n', encoding="utf-8"
+    )
+    assert read_env_file(path) == {
+        "A": "multi\nline",
+        "B": 'escaped " quote',
+        "C": "single $X",
+        "D": "plain",
+        "E": "${A}",  # never expanded: a secret arrives as written
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ('GOOD=1\nBAD="unterminated secret-value\n', 2),
+        ('A="two\nlines"\nsecret-value-without-equals\n', 3),
+        ("GOOD=1\nNOVALUE\n", 2),
+        ("GOOD=1\n\nmy-secret-value=1\n", 3),
+        ("1SECRET=x\n", 1),
+    ],
+)
+def test_a_malformed_env_line_is_named_by_number_never_quoted(tmp_path: Path, text: str, line: int) -> None:
+    path = tmp_path / "demo.env"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        read_env_file(path)
+    (problem,) = info.value.problems
+    assert problem.line == line and problem.file.endswith("demo.env")
+    assert "secret" not in problem.message.lower() and "NOVALUE" not in problem.message
+
+
+def test_an_env_file_others_can_read_gets_a_warning(tmp_path: Path) -> None:
+    from provision.secrets import env_file_warnings
+
+    path = tmp_path / "demo.env"
+    path.write_text("A=1\n", encoding="utf-8")
+    path.chmod(0o600)
+    assert env_file_warnings(path) == []
+    for mode in (0o640, 0o604, 0o660):
+        path.chmod(mode)
+        (warning,) = env_file_warnings(path)
+        assert warning.file.endswith("demo.env") and f"{mode:04o}" in warning.message and "chmod 600" in warning.message
+
+
+def test_a_file_secret_is_read_bounded_and_only_from_a_regular_file(tmp_path: Path) -> None:
+    import os
+
+    (tmp_path / "big.txt").write_bytes(b"x" * 100_000)
+    resolver = SecretResolver({}, tmp_path)
+    with pytest.raises(SecretError, match="larger than"):
+        resolver.resolve("file:big.txt", "x")
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(SecretError, match="not a regular file"):
+        resolver.resolve("file:fifo", "x")
+    with pytest.raises(SecretError, match="not a regular file"):
+        resolver.resolve("file:/dev/zero", "x")
+
+
+def test_a_long_secret_reference_is_quoted_short(tmp_path: Path) -> None:
+    with pytest.raises(SecretError) as info:
+        SecretResolver({}, tmp_path).resolve("file:" + "p" * 1000, "inventory.yaml:3")
+    assert "p" * 61 not in info.value.message and "inventory.yaml:3" in info.value.message

@@ -1,0 +1,1 @@
+"""Property-based tests (a package, so its conftest does not shadow tests/conftest.py)."""
