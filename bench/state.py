@@ -31,9 +31,7 @@ from typing import Any
 from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "state"))
-
-from pgcluster import Cluster, ClusterError, server_binaries  # noqa: E402
+sys.path.insert(0, str(ROOT / "tests"))
 
 from provision.state import (  # noqa: E402
     HostOutcome,
@@ -44,6 +42,8 @@ from provision.state import (  # noqa: E402
     UserOutcome,
     open_store,
 )
+
+from pgcluster import Cluster, ClusterError, server_binaries  # noqa: E402
 
 USERS = ("jdoe", "asmith", "bwong", "cmeyer")
 

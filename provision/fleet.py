@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_connections
@@ -131,7 +131,7 @@ Order = Literal["inventory", "random", "group"]
 class Staging:
     """How the hosts are taken: canary, batch sizes, stop rule, pauses, order."""
 
-    canary: Amount | str | None = None  # N, P% of the hosts, or a group's name
+    canary: Amount | str | None = None  # N, P% of the hosts, or group names (comma-separated)
     batches: tuple[Amount, ...] = ()  # sizes in order; the last repeats
     max_fail: Amount | None = None  # more failures than this in a batch or overall: stop
     count_unreachable: bool = False  # unreachable hosts count as failures toward max_fail
@@ -155,18 +155,23 @@ def order_jobs(jobs: Sequence[HostJob], order: Order, seed: int = 0) -> list[Hos
     return list(jobs)
 
 
-def plan_batches(
-    jobs: Sequence[HostJob], staging: Staging, canary_groups: frozenset[str] = frozenset()
-) -> list[list[HostJob]]:
+def with_canary_groups(staging: Staging, jobs: Sequence[HostJob], canary_groups: frozenset[str]) -> Staging:
+    """Without --canary, the hosts of groups marked `canary: true` are the canary of a batched rollout."""
+    if staging.canary is not None or not staging.batches:
+        return staging
+    present = sorted({g for job in jobs for g in job.groups} & canary_groups)
+    return replace(staging, canary=",".join(present)) if present else staging
+
+
+def plan_batches(jobs: Sequence[HostJob], staging: Staging) -> list[list[HostJob]]:
     """Split the (ordered) jobs into batches: the canary first, then the batch sizes.
 
-    The canary is N or P% of the first hosts, or the hosts of a named group; without
-    --canary, hosts of groups marked `canary: true` go first when the rollout is staged."""
+    The canary is N or P% of the first hosts, or the hosts of the named groups."""
     remaining = list(jobs)
     batches: list[list[HostJob]] = []
     canary = staging.canary
-    if isinstance(canary, str) or (canary is None and staging.batches and canary_groups):
-        groups = {canary} if isinstance(canary, str) else set(canary_groups)
+    if isinstance(canary, str):
+        groups = {g.strip() for g in canary.split(",")}
         first = [job for job in remaining if groups & set(job.groups)]
         if first:
             batches.append(first)

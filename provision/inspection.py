@@ -93,8 +93,9 @@ def smoke(
         seen.add(target.host)
         try:
             test = smoke_target(store, target, profile)
+            version = test.resolved.profile.version
             secrets = {
-                a.section.lower(): resolver.resolve(a.password.ref, a.password.where)
+                a.section.lower(): resolver.resolve_ini(a.password.ref, a.password.where, version)
                 for a in test.accounts
                 if a.password
             }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,7 +11,7 @@ from provision.output import read_current, render_file, write_tree
 from provision.plan import TargetPlan, plan_target
 from provision.project import Prepared, Project, prepare, prepare_inventory
 from provision.secrets import Redactor
-from provision.state import State
+from provision.state import PushRecord, open_store
 from provision.targets import load_inventory, profile_references
 
 
@@ -61,14 +61,12 @@ def diff_tree(
 ) -> DiffResult:
     """What a push would change, using DIR/<host>/<user>/microsip.ini as the workstations' current files."""
     prepared = prepare(project, inventory, limit, hosts)
-    state = State.read_only(project.state_path)
-    try:
-        return _diff(prepared, against, state)
-    finally:
-        state.close()
+    with open_store(project.state_path, read_only=True) as store:
+        records = store.last_pushes(t.host for t in prepared.targets)
+        return _diff(prepared, against, records, store.fingerprint_key)
 
 
-def _diff(prepared: Prepared, against: Path, state: State) -> DiffResult:
+def _diff(prepared: Prepared, against: Path, records: Mapping[tuple[str, str], PushRecord], key: bytes) -> DiffResult:
     plans: list[TargetPlan] = []
     failed: list[tuple[str, str]] = []
     new: set[str] = set()
@@ -78,8 +76,8 @@ def _diff(prepared: Prepared, against: Path, state: State) -> DiffResult:
             current = read_current(against, target.host, target.user)
             if current is None:
                 new.add(target.id)
-            record = state.last_push(target.host, target.user)
-            plans.append(plan_target(rendered, prepared.secrets[target.id], current, record, state.fingerprint_key))
+            record = records.get((target.host, target.user.casefold()))
+            plans.append(plan_target(rendered, prepared.secrets[target.id], current, record, key))
         except (IniError, ProvisionError) as exc:
             failed.append((target.id, exc.message))
     return DiffResult(plans, failed, new, prepared.warnings, prepared.redactor)

@@ -29,6 +29,7 @@ from provision.fleet import (
     plan_batches,
     run_fleet,
     shard_of,
+    with_canary_groups,
 )
 from provision.jobs import HostJob, UserJob, group_by_host, host_groups, host_jobs
 from provision.outcome import RunOutcome
@@ -103,14 +104,15 @@ class RunSettings:
         canary_groups: frozenset[str] = frozenset(),
         hooks: RunHooks | None = None,
     ) -> FleetRun[Out]:
-        ordered = order_jobs(jobs, self.staging.order, self.staging.seed)
+        staging = with_canary_groups(self.staging, jobs, canary_groups)
+        ordered = order_jobs(jobs, staging.order, staging.seed)
         return run_fleet(
-            plan_batches(ordered, self.staging, canary_groups),
+            plan_batches(ordered, staging),
             work,
             broken,
             forks=self.forks,
             workers=self.workers,
-            staging=self.staging,
+            staging=staging,
             progress=Progress(self.on_start, self.on_done, self.on_note),
             hooks=hooks,
             between=self.between,
@@ -342,7 +344,7 @@ def _shard_text(settings: RunSettings) -> str | None:
 
 
 def canary_groups(inventory: LoadedInventory) -> frozenset[str]:
-    return frozenset(name for name, group in inventory.model.groups.items() if getattr(group, "canary", False))
+    return frozenset(name for name, group in inventory.model.groups.items() if group.canary)
 
 
 def input_files(project: Project, inventory: LoadedInventory) -> list[Path]:

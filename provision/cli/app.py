@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import stat
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -16,7 +15,7 @@ from rich.console import Console
 from provision.errors import display_path
 from provision.project import Project
 from provision.report import Reporter
-from provision.secrets import read_env_file
+from provision.secrets import env_file_warnings, read_env_file
 
 
 @dataclass
@@ -55,12 +54,7 @@ def apply_env_files(app: App, files: Iterable[Path]) -> None:
     read gets a warning too (it may hold passwords)."""
     for path in files:
         values = read_env_file(path)
-        mode = path.stat().st_mode
-        if mode & (stat.S_IRGRP | stat.S_IROTH):
-            app.reporter.err.print(
-                f"[yellow]Warning:[/] {display_path(path)} is readable by others; it may hold passwords "
-                f"(chmod 600 {display_path(path)})"
-            )
+        app.reporter.warnings(env_file_warnings(path))
         environ = app.project.environ
         for name, value in values.items():
             earlier = app.env_sources.get(name)

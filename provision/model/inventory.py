@@ -96,6 +96,11 @@ class Group(StrictModel):
     connection: Connection = Field(default_factory=Connection, description="Connection settings for members.")
     microsip: Install = Field(default_factory=Install, description="Where MicroSIP is on members.")
     overrides: dict[str, Any] = Field(default_factory=dict, description="Profile keys for members.")
+    canary: bool = Field(
+        default=False,
+        description="Members go first in a batched rollout (push --batch) when --canary is not given, "
+        "and any failure among them stops it.",
+    )
 
 
 class Host(StrictModel):

@@ -13,7 +13,6 @@ docs/state.md says what is stored and how to set up PostgreSQL for several contr
 from __future__ import annotations
 
 from provision.state.base import MOVE_ASIDE_COST, RUN_STATUSES, StateError, StateWriteError, Store
-from provision.state.compat import State
 from provision.state.empty import EmptyStore
 from provision.state.location import is_postgres_url, open_store, redact_url
 from provision.state.records import (
@@ -36,7 +35,6 @@ __all__ = [
     "PushRecord",
     "RunInfo",
     "RunStart",
-    "State",
     "StateError",
     "StateWriteError",
     "Store",

@@ -57,6 +57,17 @@ def test_canary_first_then_batches(fleet: Lab) -> None:
     assert {h["status"] for h in report["hosts"]} == {"changed"} and len(report["hosts"]) == HOSTS
 
 
+def test_a_group_marked_canary_goes_first_when_batching(fleet: Lab) -> None:
+    inventory = fleet.fleet.inventory
+    text = inventory.read_text("utf-8")
+    inventory.write_text(text.replace("  support:\n", "  support:\n    canary: true\n", 1), "utf-8")
+    fleet.host(name(4)).faults.disk_full = True  # a support host: the canary fails
+    report = push(fleet, "--batch", "5")
+    assert "batch 1 of 4: 12 host(s)" in report["output"]  # the 12 support hosts, then 5, 5, 2
+    assert report["status"] == "stopped" and "canary" in report["stop_reason"]
+    assert touched(fleet) == {name(i) for i in range(2, HOSTS + 1, 2)}
+
+
 def test_a_failing_canary_stops_the_rollout_and_leaves_the_rest_untouched(fleet: Lab) -> None:
     fleet.host(name(2)).faults.disk_full = True
     before = {n: fleet.ini(n, fleet.user(n)) for n in fleet.fleet.hosts}

@@ -1,4 +1,4 @@
-"""Push records and the fingerprint key, on both stores; the State shim the first callers use."""
+"""Push records and the fingerprint key, on both stores."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from provision.errors import ExitStatus
-from provision.state import EmptyStore, PushRecord, State, StateError, Store, open_store
+from provision.state import EmptyStore, PushRecord, StateError, Store, open_store
 
 from .conftest import OpenStore, execute
 
@@ -131,26 +131,6 @@ def test_the_sqlite_file_is_private(tmp_path: Path) -> None:
     open_store(path).close()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-
-
-def test_the_state_shim_keeps_the_first_interface(tmp_path: Path) -> None:
-    path = tmp_path / ".provision" / "state.db"
-    state = State.open(path)
-    state.record_push("ws-01", "JDoe", frozenset({("settings", "a")}), "h", {"account1": "fp"}, "changed")
-    found = state.last_push("ws-01", "jdoe")
-    assert found is not None and found.fingerprints == {"account1": "fp"} and found.pushed_at.endswith("+00:00")
-    key = state.fingerprint_key
-    state.close()
-    again = State.read_only(path)
-    assert again.fingerprint_key == key and again.last_push("ws-01", "jdoe") == found
-    again.close()
-    state = State.open(path)
-    state.forget("ws-01", "jdoe")
-    assert state.last_push("ws-01", "jdoe") is None
-    state.close()
-    missing = State.read_only(tmp_path / "none" / "state.db")
-    with pytest.raises(StateError):
-        missing.record_push("ws-01", "jdoe", frozenset(), "h", {}, "changed")
 
 
 def test_text_columns_keep_unicode(store: Store, location: str) -> None:

@@ -27,6 +27,7 @@ from provision.fleet import (
     plan_batches,
     run_fleet,
     shard_of,
+    with_canary_groups,
 )
 from provision.interrupt import current_abort
 from provision.jobs import HostJob
@@ -86,10 +87,10 @@ def test_a_group_can_be_the_canary_and_canary_groups_go_first_when_batching() ->
     fleet = jobs(6, {4: ("pilot",), 5: ("pilot", "sales")})
     by_name = plan_batches(fleet, Staging(canary="pilot", batches=(Amount(2),)))
     assert names(by_name[0]) == ["ws-004", "ws-005"] and [len(b) for b in by_name] == [2, 2, 2]
-    marked = plan_batches(fleet, Staging(batches=(Amount(3),)), canary_groups=frozenset({"pilot"}))
-    assert names(marked[0]) == ["ws-004", "ws-005"]
-    unstaged = plan_batches(fleet, Staging(), canary_groups=frozenset({"pilot"}))
-    assert [len(b) for b in unstaged] == [6]  # no batching asked: one batch, inventory order
+    marked = with_canary_groups(Staging(batches=(Amount(3),)), fleet, frozenset({"pilot", "absent"}))
+    assert marked.canary == "pilot" and names(plan_batches(fleet, marked)[0]) == ["ws-004", "ws-005"]
+    unstaged = with_canary_groups(Staging(), fleet, frozenset({"pilot"}))
+    assert [len(b) for b in plan_batches(fleet, unstaged)] == [6]  # no batching asked: one batch
 
 
 def test_order_random_is_reproducible_from_its_seed_and_group_keeps_inventory_order_inside() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from provision.ini import Desired, decode_ini, encode_ini, merge_ini, read_ini
 from provision.plan import TargetPlan, plan_target
 from provision.project import Prepared, prepare
-from provision.state import State
+from provision.state import PushRecord, Store, open_store
 
 from conftest import FIXTURES, MakeProject
 
@@ -32,19 +32,21 @@ PROFILE = """
 
 def setup(
     make_project: MakeProject, tmp_path: Path, profile: str = PROFILE, pw: str = "s3cret-jdoe!"
-) -> tuple[Prepared, State]:
+) -> tuple[Prepared, Store]:
     project = make_project(profiles={"base": profile}, environ={"PW_JDOE": pw})
-    return prepare(project, tmp_path / "inventory.yaml"), State.open(project.state_path)
+    return prepare(project, tmp_path / "inventory.yaml"), open_store(project.state_path)
 
 
-def plan(prepared: Prepared, state: State, current: bytes | None) -> TargetPlan:
+def plan(prepared: Prepared, state: Store, current: bytes | None) -> TargetPlan:
     (rendered,) = prepared.rendered
     record = state.last_push("ws-01", "jdoe")
     return plan_target(rendered, prepared.secrets["ws-01/jdoe"], current, record, state.fingerprint_key)
 
 
-def record(state: State, result: TargetPlan) -> None:
-    state.record_push("ws-01", "jdoe", result.managed_keys, result.managed_hash, result.fingerprints, "changed")
+def record(state: Store, result: TargetPlan) -> None:
+    pushed = PushRecord("ws-01", "jdoe", "2026-11-29T08:00:00+00:00", result.managed_keys, result.managed_hash,
+                        result.fingerprints, "changed")  # fmt: skip
+    state.record_pushes([pushed])
 
 
 def microsip_runs(content: bytes) -> bytes:
