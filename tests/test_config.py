@@ -123,7 +123,7 @@ def test_env_files_anywhere_repeatable_later_wins_with_a_warning(folder: Path) -
                  "--env-file", "b.env", "--include-secrets")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "SIP_PW_2101 from b.env overrides a.env" in result.output
-    assert "b.env is readable by others" in result.output and "a.env is readable" not in result.output
+    assert "b.env: holds secrets but its mode is 0644" in result.output and "a.env: holds" not in result.output
     assert "first" not in result.output and "second" not in result.output  # values never shown
     ini = (folder / "out" / "ws-sales-01" / "jdoe" / "microsip.ini").read_bytes().decode("utf-16")
     assert "password=second" in ini
