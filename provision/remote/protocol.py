@@ -1,0 +1,261 @@
+"""The agent's protocol: operation names, request and reply fields, status words.
+
+One JSON request per line on the agent's standard input, one JSON reply line each on its
+standard output. The controller (push, checks, doctor) builds requests and reads replies
+with these types; the lab's twin of the agent answers with them; a test checks that the
+PowerShell (remote/scripts/*.ps1) speaks exactly these words, and no others.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal, TypedDict
+
+
+class Op(StrEnum):
+    DISCOVER = "discover"
+    APPLY = "apply"
+    ROLLBACK = "rollback"
+    HEALTH = "health"
+    SMOKE = "smoke"
+    SMOKE_CLEANUP = "smoke-cleanup"
+
+
+class UserStatus(StrEnum):
+    """A user's outcome, as the agent words it."""
+
+    OK = "ok"  # discover, health: found and read
+    NO_PROFILE = "no-profile"  # the account never logged on to this host
+    WRITTEN = "written"  # apply: the new ini is in place (or already was)
+    REREAD = "reread"  # apply: the ini changed since discover; here is what it is now
+    BUSY = "busy"  # apply, rollback: MicroSIP could not be closed; nothing written
+    FAILED = "failed"  # a step failed; `reason` says which and why
+    RESTORED = "restored"  # rollback: the newest backup is back
+    NO_BACKUP = "no-backup"  # rollback: nothing to restore
+
+
+class StepStatus(StrEnum):
+    """A smoke step: judged by the agent (pass, fail) or left to the controller (done)."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    DONE = "done"
+
+
+class Method(StrEnum):
+    """How smoke launches its test copy of MicroSIP."""
+
+    COPY = "copy"  # a renamed copy of the exe beside its own ini
+    SWITCH = "switch"  # the exe with /i:<ini> (custom builds)
+
+
+class InstallMode(StrEnum):
+    INSTALLED = "installed"
+    PORTABLE = "portable"
+
+
+# Requests ------------------------------------------------------------------------------------
+
+
+class Install(TypedDict):
+    mode: str  # InstallMode
+    exe: str | None  # %USERPROFILE% stands for each user's profile folder
+
+
+class UserName(TypedDict):
+    name: str
+
+
+class DiscoverRequest(TypedDict):
+    op: Literal[Op.DISCOVER]
+    install: Install
+    users: list[UserName]
+
+
+class ApplyUser(TypedDict):
+    name: str
+    ini_path: str
+    close: bool  # close the user's MicroSIP first
+    restart: bool  # start MicroSIP afterwards even if this request did not close it
+    exe: str | None  # the exe to start then
+    expected_sha256: str | None  # the ini as discover read it (None: there was none)
+    new_sha256: str
+    content_b64: str  # the new ini; holds the SIP password: only ever handled by .NET
+
+
+class ApplyRequest(TypedDict):
+    op: Literal[Op.APPLY]
+    backups: int
+    exit_wait_ms: int
+    users: list[ApplyUser]
+
+
+class RollbackUser(TypedDict):
+    name: str
+    ini_path: str
+
+
+class RollbackRequest(TypedDict):
+    op: Literal[Op.ROLLBACK]
+    exit_wait_ms: int
+    users: list[RollbackUser]
+
+
+class HealthRequest(TypedDict):
+    op: Literal[Op.HEALTH]
+    install: Install
+    users: list[UserName]
+    hooks: list[str]
+    log_patterns: list[str]
+
+
+class SmokeCommand(TypedDict, total=False):
+    name: str
+    argument: str
+    expect: list[str] | None
+    exits: bool
+
+
+class SmokeRequest(TypedDict):
+    op: Literal[Op.SMOKE]
+    exe: str
+    method: str  # Method
+    folder: str
+    ini_b64: str  # the test ini; holds the test account's password
+    ready_ms: int
+    step_ms: int
+    settle_ms: int
+    ready_patterns: list[str]
+    commands: list[SmokeCommand]
+
+
+class SmokeCleanupRequest(TypedDict):
+    op: Literal[Op.SMOKE_CLEANUP]
+    folder: str
+
+
+Request = DiscoverRequest | ApplyRequest | RollbackRequest | HealthRequest | SmokeRequest | SmokeCleanupRequest
+
+
+# Replies -------------------------------------------------------------------------------------
+
+
+class Reply(TypedDict, total=False):
+    ok: bool
+    error: str  # when ok is false: why the request failed as a whole
+
+
+class UserIni(TypedDict, total=False):
+    """discover and health: one user's ini and MicroSIP."""
+
+    name: str
+    status: str  # UserStatus
+    reason: str
+    profile_path: str
+    ini_path: str
+    exists: bool
+    content_b64: str
+    sha256: str
+    running: bool
+    exe: ExeInfo  # health only
+    log: LogLine  # health only
+
+
+class ExeInfo(TypedDict, total=False):
+    path: str
+    exists: bool
+    version: str | None
+    build_time: int | None  # PE TimeDateStamp, seconds since 1970
+
+
+class LogLine(TypedDict, total=False):
+    exists: bool
+    line: str | None
+
+
+class DiscoverReply(Reply, total=False):
+    users: list[UserIni]
+
+
+class ApplyOutcome(TypedDict, total=False):
+    """apply and rollback: what happened to one user."""
+
+    name: str
+    status: str  # UserStatus
+    reason: str
+    sha256: str | None  # reread: the ini now
+    content_b64: str  # reread: its content
+    closed: bool  # reread: MicroSIP was closed for this request and awaits its restart
+    exe: str | None  # reread: the exe to restart
+    backup: str | None
+    restarted: bool
+
+
+class ApplyReply(Reply, total=False):
+    users: list[ApplyOutcome]
+
+
+class Hook(TypedDict):
+    path: str
+    exists: bool
+
+
+class HealthReply(Reply, total=False):
+    users: list[UserIni]
+    hooks: list[Hook]
+    devices: list[str]
+
+
+class SmokeStep(TypedDict, total=False):
+    name: str
+    status: str  # StepStatus
+    reason: str | None
+    line: str | None
+    alive: bool | None
+    ms: int
+
+
+class Cleanup(TypedDict, total=False):
+    ok: bool
+    reason: str | None
+
+
+class SmokeReply(Reply, total=False):
+    exe: ExeInfo
+    method: str
+    steps: list[SmokeStep]
+    cleanup: Cleanup
+
+
+REQUEST_TYPES: tuple[type[Any], ...] = (
+    Install,
+    UserName,
+    DiscoverRequest,
+    ApplyUser,
+    ApplyRequest,
+    RollbackUser,
+    RollbackRequest,
+    HealthRequest,
+    SmokeCommand,
+    SmokeRequest,
+    SmokeCleanupRequest,
+)
+REPLY_TYPES: tuple[type[Any], ...] = (
+    Reply,
+    UserIni,
+    ExeInfo,
+    LogLine,
+    DiscoverReply,
+    ApplyOutcome,
+    ApplyReply,
+    Hook,
+    HealthReply,
+    SmokeStep,
+    Cleanup,
+    SmokeReply,
+)
+
+
+def fields(types: tuple[type[Any], ...]) -> set[str]:
+    """Every field name of these TypedDicts."""
+    return {name for t in types for name in t.__annotations__}
