@@ -21,6 +21,7 @@ from provision.plan import plan_target
 from provision.push import PushOptions, by_user
 from provision.remote import INSTALLED_EXE
 from provision.remote.agent import Agent
+from provision.remote.protocol import Op, UserStatus
 from provision.render import RenderedIni
 from provision.secrets import Secret
 from provision.session import Connect, converse
@@ -105,7 +106,7 @@ def health_host(job: HostJob, connect: Connect, options: PushOptions, key: bytes
 def _health(agent: Agent, job: HostJob, key: bytes, now: float) -> CheckResult:
     clock = time.monotonic()
     request = {
-        "op": "health",
+        "op": Op.HEALTH,
         "install": {"mode": job.install.mode or "installed", "exe": job.install.exe},
         "users": [{"name": u.user} for u in job.users],
         "hooks": sorted({p for u in job.users for p in _hook_programs(u)}),
@@ -157,7 +158,7 @@ def _judge_exe(result: CheckResult, exe: dict[str, Any] | None, now: float) -> N
 
 def _judge_user(result: CheckResult, user: UserJob, entry: dict[str, Any], devices: set[str], key: bytes) -> None:
     name = user.user
-    if entry.get("status") == "no-profile":
+    if entry.get("status") == UserStatus.NO_PROFILE:
         result.add(f"{name}: ini", WARN, "never logged on to this host")
         return
     if not entry.get("exists"):
@@ -232,7 +233,7 @@ def smoke_host(job: HostJob, connect: Connect, options: PushOptions, plan: Smoke
     folder = f"C:\\ProgramData\\provision\\smoke-{token.token_hex(4)}"
     method = "switch" if job.install.ini_switch else "copy"
     request = {
-        "op": "smoke",
+        "op": Op.SMOKE,
         "exe": exe,
         "method": method,
         "folder": folder,
@@ -311,7 +312,7 @@ def _cleanup_after_timeout(
     """The agent did not answer: its shell is gone, and with it the test instance; remove the folder."""
 
     def talk(agent: Agent) -> tuple[str, str]:
-        cleanup = agent.request({"op": "smoke-cleanup", "folder": folder}).get("cleanup") or {}
+        cleanup = agent.request({"op": Op.SMOKE_CLEANUP, "folder": folder}).get("cleanup") or {}
         if cleanup.get("ok"):
             return PASS, "removed after the timeout"
         return FAIL, str(cleanup.get("reason"))

@@ -22,6 +22,7 @@ from provision.errors import IniError
 from provision.jobs import HostJob, UserJob
 from provision.plan import KeyChange, TargetPlan, plan_target
 from provision.remote.agent import Agent
+from provision.remote.protocol import Op, UserStatus
 from provision.session import Connect, SessionOptions, converse
 from provision.transport.base import TransportError
 
@@ -130,7 +131,7 @@ def _push(agent: Agent, job: HostJob, options: PushOptions, fingerprint_key: byt
 def _discover(agent: Agent, job: HostJob) -> dict[str, dict[str, Any]]:
     """Each user's ini and whether their MicroSIP runs."""
     install = {"mode": job.install.mode or "installed", "exe": job.install.exe}
-    reply = agent.request({"op": "discover", "install": install, "users": [{"name": u.user} for u in job.users]})
+    reply = agent.request({"op": Op.DISCOVER, "install": install, "users": [{"name": u.user} for u in job.users]})
     return by_user(reply, [u.user for u in job.users])
 
 
@@ -160,7 +161,7 @@ def _content(entry: dict[str, Any]) -> bytes | None:
 def _plan_user(
     host: str, user: UserJob, entry: dict[str, Any], key: bytes, current: bytes | None = None
 ) -> tuple[UserResult, TargetPlan | None]:
-    if entry.get("status") == "no-profile":
+    if entry.get("status") == UserStatus.NO_PROFILE:
         return UserResult(host, user.user, NO_PROFILE, "the user has never logged on to this host"), None
     if current is None:
         current = _content(entry)
@@ -182,7 +183,7 @@ def _apply(
     key: bytes,
 ) -> None:
     request = {
-        "op": "apply",
+        "op": Op.APPLY,
         "backups": options.backups,
         "exit_wait_ms": options.exit_wait_ms,
         "users": [_apply_user(user, entry, plan, close=bool(entry.get("running"))) for user, entry, plan in to_apply],
@@ -191,7 +192,7 @@ def _apply(
     again: list[dict[str, Any]] = []
     for user, entry, _ in to_apply:
         answer = reply[user.user.casefold()]
-        if answer.get("status") == "reread":
+        if answer.get("status") == UserStatus.REREAD:
             # MicroSIP saved its settings while closing: merge again on what it wrote.
             reread = {**entry, "sha256": answer.get("sha256"), "content_b64": answer.get("content_b64")}
             result, plan = _plan_user(job.host, user, reread, key)
@@ -210,7 +211,7 @@ def _apply(
             name = item["name"]
             answer = reply[name.casefold()]
             result = results[name]
-            if answer.get("status") == "reread":
+            if answer.get("status") == UserStatus.REREAD:
                 result.status, result.reason = FAILED, "the ini kept changing while MicroSIP was closing"
                 result.plan = None
             else:
@@ -235,10 +236,10 @@ def _take_answer(result: UserResult, answer: dict[str, Any]) -> None:
     status = answer.get("status")
     result.backup = answer.get("backup")
     result.restarted = bool(answer.get("restarted"))
-    if status == "written":
+    if status == UserStatus.WRITTEN:
         return
     result.plan = None
-    if status == "busy":
+    if status == UserStatus.BUSY:
         result.status, result.reason = BUSY, str(answer.get("reason") or "MicroSIP did not close")
     else:
         result.status, result.reason = FAILED, f"write failed: {answer.get('reason') or 'unknown reason'}"
@@ -257,13 +258,13 @@ def _rollback(agent: Agent, job: HostJob, options: PushOptions) -> HostResult:
     users = []
     for user in job.users:
         entry = found[user.user.casefold()]
-        if entry.get("status") == "no-profile":
+        if entry.get("status") == UserStatus.NO_PROFILE:
             results[user.user] = UserResult(job.host, user.user, NO_PROFILE, "never logged on to this host")
         else:
             results[user.user] = UserResult(job.host, user.user, FAILED)
             users.append({"name": user.user, "ini_path": entry["ini_path"]})
     if users:
-        request = {"op": "rollback", "exit_wait_ms": options.exit_wait_ms, "users": users}
+        request = {"op": Op.ROLLBACK, "exit_wait_ms": options.exit_wait_ms, "users": users}
         answers = by_user(agent.request(request), [item["name"] for item in users])
         for item in users:
             answer = answers[item["name"].casefold()]
@@ -271,11 +272,11 @@ def _rollback(agent: Agent, job: HostJob, options: PushOptions) -> HostResult:
             status = answer.get("status")
             result.backup = answer.get("backup")
             result.restarted = bool(answer.get("restarted"))
-            if status == "restored":
+            if status == UserStatus.RESTORED:
                 result.status = RESTORED
-            elif status == "no-backup":
+            elif status == UserStatus.NO_BACKUP:
                 result.status, result.reason = NO_BACKUP, "no backup to restore"
-            elif status == "busy":
+            elif status == UserStatus.BUSY:
                 result.status, result.reason = BUSY, str(answer.get("reason") or "MicroSIP did not close")
             else:
                 result.reason = f"restore failed: {answer.get('reason') or 'unknown reason'}"

@@ -8,8 +8,10 @@ running instance; processes are matched to users by owner.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
+import shutil
 import threading
 import time
 from collections import Counter
@@ -41,6 +43,7 @@ class SimUser:
     name: str
     logged_on: bool = True  # has an interactive session, so scheduled tasks run for them
     has_profile: bool = True  # False: the account never logged on here
+    sid: str = ""  # S-1-5-21-...; given by the host
 
 
 @dataclass
@@ -73,6 +76,15 @@ def pe_build_time(data: bytes) -> int | None:
     return int.from_bytes(data[offset + 8 : offset + 12], "little")
 
 
+class PSError(Exception):
+    """A PowerShell terminating error, worded as Windows words it (what `$_.Exception.Message` gives)."""
+
+
+def method_error(method: str, arguments: int, message: str) -> PSError:
+    """A .NET exception thrown by a method called from PowerShell."""
+    return PSError(f'Exception calling "{method}" with "{arguments}" argument(s): "{message}"')
+
+
 REGISTERED = "registration success, status=200 (OK)"
 REGISTRATION_FAILED = "SIP registration failed, status=401 (Unauthorized)"
 
@@ -90,11 +102,16 @@ class SimulatedHost:
         self.name = name
         self.root = root
         self.users = {u.name.casefold(): u for u in users}
+        for number, user in enumerate(users, start=1001):
+            user.sid = user.sid or f"S-1-5-21-1004336348-1177238915-682003330-{number}"
         self.mode = mode
         self.portable_exe = portable_exe
         self.faults = Faults()
         self.microsip_version = "3.22.3"
         self.ini_switch = False  # a custom build that takes /i:<ini>
+        # The agent's bounded waits (for MicroSIP to close, to start) run this much faster
+        # than asked: tests of a MicroSIP that never closes need not wait the full 10 s.
+        self.wait_scale = 1.0
         self._build_time = int(time.time()) - 200 * 86_400  # built 200 days ago
         self.audio_devices = [
             "Speakers (Realtek(R) Audio)",
@@ -173,6 +190,120 @@ class SimulatedHost:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(content)
 
+    # Windows primitives, as the agent's cmdlets and .NET calls meet them -------------------
+
+    def test_path(self, windows_path: str) -> bool:
+        """Test-Path -LiteralPath: never throws."""
+        try:
+            return self.path(windows_path).exists()
+        except OSError:
+            return False
+
+    def read_all_bytes(self, windows_path: str) -> bytes:
+        """[System.IO.File]::ReadAllBytes."""
+        file = self._file(windows_path, "ReadAllBytes", 1)
+        return file.read_bytes()
+
+    def file_hash(self, windows_path: str) -> str:
+        """Get-FileHash -Algorithm SHA256, lower case."""
+        if not self.test_path(windows_path):
+            raise PSError(f"Cannot find path '{windows_path}' because it does not exist.")
+        return hashlib.sha256(self.path(windows_path).read_bytes()).hexdigest()
+
+    def write_all_bytes(self, windows_path: str, content: bytes) -> None:
+        """[System.IO.File]::WriteAllBytes."""
+        with self.lock:
+            file = self.path(windows_path)
+            if not file.parent.is_dir():
+                raise method_error("WriteAllBytes", 2, f"Could not find a part of the path '{windows_path}'.")
+            if self.faults.disk_full:
+                raise method_error("WriteAllBytes", 2, "There is not enough space on the disk.")
+            file.write_bytes(content)
+
+    def file_replace(self, source: str, destination: str) -> None:
+        """[System.IO.File]::Replace(source, destination, $null): the destination keeps its
+        identity (ACL, creation time), the source is gone."""
+        with self.lock:
+            src = self._file(source, "Replace", 3)
+            dst = self._file(destination, "Replace", 3)
+            src.replace(dst)
+
+    def file_move(self, source: str, destination: str) -> None:
+        """[System.IO.File]::Move: .NET Framework has no overwrite; an existing destination throws."""
+        with self.lock:
+            src = self._file(source, "Move", 2)
+            if self.test_path(destination):
+                raise method_error("Move", 2, "Cannot create a file when that file already exists.")
+            dst = self.path(destination)
+            if not dst.parent.is_dir():
+                raise method_error("Move", 2, "Could not find a part of the path.")
+            src.replace(dst)
+
+    def new_directory(self, windows_path: str) -> None:
+        """New-Item -ItemType Directory -Force: every missing folder on the way is created."""
+        with self.lock:
+            self.path(windows_path).mkdir(parents=True, exist_ok=True)
+
+    def copy_item(self, source: str, destination: str) -> None:
+        """Copy-Item -LiteralPath."""
+        with self.lock:
+            if not self.test_path(source):
+                raise PSError(f"Cannot find path '{source}' because it does not exist.")
+            data = self.path(source).read_bytes()
+            if self.faults.disk_full:
+                raise PSError("There is not enough space on the disk.")
+            self.path(destination).write_bytes(data)
+
+    def child_items(self, folder: str) -> list[Path]:
+        """Get-ChildItem -LiteralPath: a missing folder is an error (ItemNotFoundException)."""
+        with self.lock:
+            if not self.test_path(folder):
+                raise PSError(f"Cannot find path '{folder}' because it does not exist.")
+            return sorted(self.path(folder).iterdir())
+
+    def remove_item(self, windows_path: str) -> None:
+        with self.lock:
+            target = self.path(windows_path)
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+            else:
+                raise PSError(f"Cannot find path '{windows_path}' because it does not exist.")
+
+    def _file(self, windows_path: str, method: str, arguments: int) -> Path:
+        file = self.path(windows_path)
+        if not file.is_file():
+            raise method_error(method, arguments, f"Could not find file '{windows_path}'.")
+        return file
+
+    def sid(self, name: str) -> str:
+        """NTAccount.Translate(SecurityIdentifier): throws for an unknown account."""
+        found = self.users.get(name.casefold())
+        if found is None:
+            raise method_error("Translate", 1, "Some or all identity references could not be translated.")
+        return found.sid
+
+    def profile_image_path(self, sid: str) -> str | None:
+        """ProfileList\\<SID>\\ProfileImagePath, or None if the key is not there."""
+        found = next((u for u in self.users.values() if u.sid == sid), None)
+        if found is None or not found.has_profile:
+            return None
+        return f"C:\\Users\\{found.name}"
+
+    def win32_processes(self) -> list[SimProcess]:
+        """Get-CimInstance Win32_Process: a snapshot; processes may end right after it."""
+        with self.lock:
+            return list(self.processes.values())
+
+    def get_owner(self, pid: int) -> str:
+        """Invoke-CimMethod GetOwner: a process that has ended since the snapshot throws."""
+        with self.lock:
+            process = self.processes.get(pid)
+            if process is None:
+                raise PSError("Not found ")
+            return process.user
+
     # Processes and MicroSIP ----------------------------------------------------------------
 
     def user_microsips(self, user: str) -> list[SimProcess]:
@@ -180,20 +311,21 @@ class SimulatedHost:
 
     def run_in_session(self, user: str, exe: str, argument: str) -> None:
         """A scheduled task running `exe argument` in the user's interactive session."""
-        found = self.users.get(user.casefold())
-        if found is None or not found.logged_on:
-            return  # "run only when the user is logged on": nothing happens
-        running = [p for p in self.user_microsips(user) if p.exe.casefold() == exe.casefold()]
-        if argument == "/exit":
-            # The second instance forwards /exit to the first; nothing runs if none does.
-            for process in running:
-                if not (self.faults.microsip_wont_exit or self.faults.microsip_unkillable):
-                    self._microsip_exit(process)
-        elif argument == "/minimized":
-            if not running:
-                self.start_microsip(user, exe)
-        else:
-            raise AssertionError(f"the lab's MicroSIP got an argument provision never sends: {argument!r}")
+        with self.lock:
+            found = self.users.get(user.casefold())
+            if found is None or not found.logged_on:
+                return  # "run only when the user is logged on": nothing happens
+            running = [p for p in self.user_microsips(user) if p.exe.casefold() == exe.casefold()]
+            if argument == "/exit":
+                # The second instance forwards /exit to the first; nothing runs if none does.
+                for process in running:
+                    if not (self.faults.microsip_wont_exit or self.faults.microsip_unkillable):
+                        self._microsip_exit(process)
+            elif argument == "/minimized":
+                if not running:
+                    self.start_microsip(user, exe)
+            else:
+                raise AssertionError(f"the lab's MicroSIP got an argument provision never sends: {argument!r}")
 
     def start_microsip(self, user: str, exe: str | None = None) -> SimProcess:
         """MicroSIP starts: creates its ini if missing, encrypts plaintext passwords."""

@@ -11,13 +11,14 @@ import base64
 import binascii
 import hashlib
 import json
+import queue
 import re
-import shutil
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
 
-from provision.lab.host import SimProcess, SimulatedHost, pe_build_time
+from provision.lab.host import PSError, SimProcess, SimulatedHost, pe_build_time
 from provision.remote import (
     CMD_LIMIT,
     CREATE_PROCESS_LIMIT,
@@ -27,6 +28,7 @@ from provision.remote import (
     agent_text,
     script,
 )
+from provision.remote.protocol import InstallMode, Method, Op, StepStatus, UserStatus
 
 
 class Program:
@@ -93,340 +95,429 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+class Killed(BaseException):
+    """powershell.exe was ended (its shell deleted): it stops wherever it is."""
+
+
 class AgentProgram(Program):
-    """provision's agent: the first stdin line must be the exact agent text; then JSON requests."""
+    """provision's agent, in a thread of its own as powershell.exe is a process of its own.
+
+    The first stdin line must be the exact agent text; then one JSON request per line, each
+    answered by the twin (AgentTwin) as the agent's scripts would. Deleting the shell ends it
+    between two steps, wherever it is, as Windows ends the process."""
 
     def __init__(self, host: SimulatedHost) -> None:
         super().__init__()
         self.host = host
         self._pending = b""
-        self._trusted = False
-        self.started: list[int] = []
-        self.hung = False  # processes started in the shell: they end with it
+        self._lines: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._worker: threading.Thread | None = None
+        self.started: list[int] = []  # processes started in the shell: they end with it
+        self.killed = threading.Event()
 
     def feed(self, data: bytes, end: bool) -> None:
         if self.done:
             return
-        if self.host.faults.hang or self.hung:
-            return  # a command that never answers
         self._pending += data
-        while b"\n" in self._pending and not self.done:
+        while b"\n" in self._pending:
             line, _, self._pending = self._pending.partition(b"\n")
-            self._line(line)
+            self._lines.put(line)
         if end:
-            self.finish(0)
+            self._lines.put(None)
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._run, name=f"agent-{self.host.name}", daemon=True)
+            self._worker.start()
 
-    def _line(self, line: bytes) -> None:
+    def _run(self) -> None:
+        twin = AgentTwin(self.host, self)
+        try:
+            first = self._lines.get()
+            if first is None:
+                self.finish(0)
+                return
+            if not self._trusted(first):
+                return
+            while True:
+                line = self._lines.get()
+                self.check()
+                if line is None:
+                    self.finish(0)
+                    return
+                if self.host.faults.hang:
+                    continue  # a command that never answers
+                try:
+                    message = json.loads(line.decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    self.fail("lab: standard input is not JSON")
+                    return
+                reply = twin.handle(message)
+                self.check()
+                self.stdout += (json.dumps(reply) + "\n").encode("utf-8")
+        except (Killed, _Hang):
+            return
+
+    def _trusted(self, line: bytes) -> bool:
         try:
             message = json.loads(line.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
             self.fail("lab: standard input is not JSON")
-            return
-        if not self._trusted:
-            text = message.get("agent") if isinstance(message, dict) else None
-            if text != agent_text():
-                self.fail(f"lab: refused an unrecognised agent script (sha256 {_digest(str(text))})")
-                return
-            self._trusted = True
-            return
-        with self.host.lock:
-            try:
-                reply = handle(self.host, message, self.started)
-            except _Hang:
-                self.hung = True
-                return
-        self.stdout += (json.dumps(reply) + "\n").encode("utf-8")
+            return False
+        text = message.get("agent") if isinstance(message, dict) else None
+        if text != agent_text():
+            self.fail(f"lab: refused an unrecognised agent script (sha256 {_digest(str(text))})")
+            return False
+        return True
+
+    def check(self) -> None:
+        """Between two steps: a process that was ended goes no further."""
+        if self.killed.is_set():
+            raise Killed
+
+    def sleep(self, seconds: float) -> None:
+        """Start-Sleep, cut short if the process is ended."""
+        if self.killed.wait(max(0.0, seconds)):
+            raise Killed
 
     def terminate(self) -> None:
         """The shell is deleted: its job object ends every process started in it."""
+        self.killed.set()
         with self.host.lock:
             for pid in self.started:
                 self.host.processes.pop(pid, None)
         self.finish(1)
 
 
-def handle(host: SimulatedHost, request: dict[str, Any], started: list[int] | None = None) -> dict[str, Any]:
-    """The operations of the agent's scripts, on the simulated host.
+class AgentTwin:
+    """The operations of the agent's scripts, step by step as the PowerShell does them, on the
+    simulated host. Each method is named after the PowerShell function it stands for; a
+    cmdlet or .NET call that throws on Windows throws PSError here, at the same step, and is
+    caught only where the PowerShell catches it."""
 
-    `started` collects the processes an operation starts in the WinRM session, which end with
-    the shell (a Windows job object)."""
-    started = [] if started is None else started
-    op = request.get("op")
-    try:
-        if op == "discover":
-            return {"ok": True, "users": [_discover(host, u, request) for u in request["users"]]}
-        if op == "apply":
-            return {"ok": True, "users": [_apply(host, u, request) for u in request["users"]]}
-        if op == "rollback":
-            return {"ok": True, "users": [_rollback(host, u, request) for u in request["users"]]}
-        if op == "health":
-            return _health(host, request)
-        if op == "smoke":
-            return _smoke(host, request, started)
-        if op == "smoke-cleanup":
-            return {"ok": True, "cleanup": _remove_smoke(host, None, request["folder"])}
-    except (KeyError, TypeError) as exc:
-        return {"ok": False, "error": f"bad request: {exc}"}
-    return {"ok": False, "error": "unknown operation"}
+    def __init__(self, host: SimulatedHost, process: AgentProgram | None = None) -> None:
+        self.host = host
+        self.process = process
+        self.started = process.started if process is not None else []
 
+    def step(self) -> None:
+        if self.process is not None:
+            self.process.check()
 
-def _sha(content: bytes) -> str:
-    return hashlib.sha256(content).hexdigest()
-
-
-def _ini_path(host: SimulatedHost, name: str, install: dict[str, Any]) -> str | None:
-    profile = host.profile_path(name)
-    if profile is None:
-        return None
-    if install.get("mode") == "portable":
-        exe = str(install["exe"]).replace("%USERPROFILE%", profile)
-        return exe.rsplit(".", 1)[0] + ".ini"
-    return profile + "\\AppData\\Roaming\\MicroSIP\\microsip.ini"
-
-
-def _discover(host: SimulatedHost, user: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
-    name = user["name"]
-    path = _ini_path(host, name, request.get("install") or {})
-    if path is None:
-        return {"name": name, "status": "no-profile"}
-    entry: dict[str, Any] = {"name": name, "status": "ok", "ini_path": path}
-    file = host.path(path)
-    entry["exists"] = file.is_file()
-    if entry["exists"]:
-        content = file.read_bytes()
-        entry["content_b64"] = base64.b64encode(content).decode()
-        entry["sha256"] = _sha(content)
-    entry["running"] = bool(host.user_microsips(name))
-    return entry
-
-
-def _close(host: SimulatedHost, name: str) -> dict[str, Any]:
-    running = host.user_microsips(name)
-    if not running:
-        return {"ok": True, "was_running": False, "exe": None}
-    exe = running[0].exe
-    host.run_in_session(name, exe, "/exit")
-    for process in host.user_microsips(name):
-        host.stop_process(process.pid)
-    if host.user_microsips(name):
-        return {"ok": False, "was_running": True, "exe": exe, "reason": "MicroSIP did not close"}
-    return {"ok": True, "was_running": True, "exe": exe}
-
-
-def _write(host: SimulatedHost, path: str, content: bytes, digest: str) -> None:
-    if host.faults.disk_full:
-        raise OSError("There is not enough space on the disk.")
-    file = host.path(path)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    temp = file.with_name(file.name + ".provision-tmp")
-    temp.write_bytes(content)
-    temp.replace(file)
-    if _sha(file.read_bytes()) != digest:
-        raise OSError("the file read back does not match what was written")
-
-
-def _backups(host: SimulatedHost, path: str) -> list[Any]:
-    file = host.path(path)
-    if not file.parent.is_dir():
-        return []
-    prefix = file.name.casefold() + ".provision-"
-    return sorted(
-        (p for p in file.parent.iterdir() if p.name.casefold().startswith(prefix) and p.name.endswith(".bak")),
-        key=lambda p: p.name,
-    )
-
-
-def _save_backup(host: SimulatedHost, path: str, keep: int) -> str | None:
-    file = host.path(path)
-    if not file.is_file():
-        return None
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")[:-3] + "Z"
-    backup = file.with_name(f"{file.name}.provision-{stamp}.bak")
-    backup.write_bytes(file.read_bytes())
-    existing = _backups(host, path)
-    for old in existing[: max(0, len(existing) - keep)]:
-        old.unlink()
-    return f"{path}.provision-{stamp}.bak"
-
-
-def _apply(host: SimulatedHost, user: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
-    name = user["name"]
-    result: dict[str, Any] = {"name": name, "status": "failed"}
-    closed: dict[str, Any] = {"ok": True, "was_running": False, "exe": None}
-    try:
-        if user.get("close"):
-            closed = _close(host, name)
-            if not closed["ok"]:
-                return {**result, "status": "busy", "reason": closed["reason"]}
-        file = host.path(user["ini_path"])
-        current = _sha(file.read_bytes()) if file.is_file() else None
-        if current not in (user.get("expected_sha256"), user["new_sha256"]):
-            result.update(status="reread", sha256=current, closed=closed["was_running"], exe=closed["exe"])
-            if current is not None:
-                result["content_b64"] = base64.b64encode(file.read_bytes()).decode()
-            return result
-        if current != user["new_sha256"]:
-            result["backup"] = _save_backup(host, user["ini_path"], int(request["backups"]))
-            _write(host, user["ini_path"], base64.b64decode(user["content_b64"]), user["new_sha256"])
-        result["status"] = "written"
-    except OSError as exc:
-        result["reason"] = str(exc)
-    if user.get("restart") or closed["was_running"]:
-        exe = closed["exe"] or user.get("exe")
-        if exe:
-            host.run_in_session(name, exe, "/minimized")
-            result["restarted"] = True
-    return result
-
-
-def _rollback(host: SimulatedHost, user: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
-    name = user["name"]
-    result: dict[str, Any] = {"name": name, "status": "failed"}
-    backups = _backups(host, user["ini_path"])
-    if not backups:
-        return {**result, "status": "no-backup"}
-    closed = _close(host, name)
-    if not closed["ok"]:
-        return {**result, "status": "busy", "reason": closed["reason"]}
-    try:
-        content = backups[-1].read_bytes()
-        _write(host, user["ini_path"], content, _sha(content))
-        result.update(status="restored", backup=backups[-1].name)
-    except OSError as exc:
-        result["reason"] = str(exc)
-    if closed["was_running"]:
-        host.run_in_session(name, closed["exe"], "/minimized")
-        result["restarted"] = True
-    return result
-
-
-# health and smoke --------------------------------------------------------------------------
-
-
-def _exe_info(host: SimulatedHost, path: str) -> dict[str, Any]:
-    file = host.path(path)
-    info: dict[str, Any] = {"path": path, "exists": file.is_file()}
-    if info["exists"]:
-        info["version"] = host.microsip_version
-        info["build_time"] = pe_build_time(file.read_bytes()[:4096])
-    return info
-
-
-def _expand(path: str, profile: str) -> str:
-    return path.replace("%USERPROFILE%", profile)
-
-
-def _log_line(host: SimulatedHost, path: str, patterns: list[str]) -> dict[str, Any]:
-    file = host.path(path)
-    result: dict[str, Any] = {"exists": file.is_file(), "line": None}
-    if result["exists"] and patterns:
-        found = [line for line in file.read_text("utf-8").splitlines() if any(re.search(p, line) for p in patterns)]
-        result["line"] = found[-1] if found else None
-    return result
-
-
-def _health(host: SimulatedHost, request: dict[str, Any]) -> dict[str, Any]:
-    install = request.get("install") or {}
-    users = []
-    for user in request["users"]:
-        entry = _discover(host, user, request)
-        profile = host.profile_path(user["name"])
-        if profile is not None:
-            exe = _expand(install.get("exe") or INSTALLED_EXE, profile)
-            entry["exe"] = _exe_info(host, exe)
-            if install.get("mode") == "portable":
-                log = exe[: -len(".exe")] + "_log.txt"
-            else:
-                log = profile + "\\AppData\\Local\\MicroSIP\\microsip_log.txt"
-            entry["log"] = _log_line(host, log, request.get("log_patterns") or [])
-        users.append(entry)
-    hooks = [{"path": p, "exists": host.path(p).is_file()} for p in request.get("hooks") or []]
-    return {"ok": True, "users": users, "hooks": hooks, "devices": list(host.audio_devices)}
-
-
-def _smoke(host: SimulatedHost, request: dict[str, Any], started: list[int]) -> dict[str, Any]:
-    steps: list[dict[str, Any]] = []
-    exe = _exe_info(host, request["exe"])
-    folder = request["folder"]
-    instance = None
-
-    def step(name: str, status: str, reason: str = "", line: str | None = None, alive: bool | None = None) -> None:
-        steps.append({"name": name, "status": status, "reason": reason, "line": line, "alive": alive, "ms": 0})
-
-    try:
-        if not exe["exists"]:
-            step("locate", "fail", "microsip.exe not found")
-            return _smoke_reply(host, exe, request, steps, instance, folder)
-        step("locate", "pass")
-        host.path(folder).mkdir(parents=True, exist_ok=True)
-        ini = folder + "\\provision-smoke.ini"
-        if request["method"] == "copy":
-            test_exe = folder + "\\provision-smoke.exe"
-            host.path(test_exe).write_bytes(host.path(request["exe"]).read_bytes())
-            launch = "/minimized"
+    def sleep(self, ms: float) -> None:
+        if self.process is not None:
+            self.process.sleep(ms / 1000)
         else:
-            test_exe, launch = request["exe"], "/i:" + ini
-        log = folder + "\\provision-smoke_log.txt"
-        if host.faults.disk_full:
-            raise OSError("There is not enough space on the disk.")
-        host.path(ini).write_bytes(base64.b64decode(request["ini_b64"]))
-        step("prepare", "pass")
-        instance = host.launch(test_exe, launch, ini, log)
-        assert instance is not None, "a test instance was already running"
-        started.append(instance.pid)
-        if host.faults.smoke_hang:
-            raise _Hang
-        seen = _log_line(host, log, request["ready_patterns"])["line"] if instance.ready else None
-        step("start", "done", line=seen, alive=instance.pid in host.processes)
-        if seen is None:
-            return _smoke_reply(host, exe, request, steps, instance, folder)
-        offset = len(host.path(log).read_text("utf-8"))
-        for command in request["commands"]:
-            host.launch(test_exe, command["argument"], ini, log)
-            alive = instance.pid in host.processes
-            if command.get("exits"):
-                step(command["name"], "done", alive=alive)
+            time.sleep(ms / 1000)
+
+    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        """loop.ps1: dispatch on op; an error escaping an operation is the request's error."""
+        op = request.get("op")
+        try:
+            if op == Op.DISCOVER:
+                return self.invoke_discover(request)
+            if op == Op.APPLY:
+                return self.invoke_apply(request)
+            if op == Op.ROLLBACK:
+                return self.invoke_rollback(request)
+            if op == Op.HEALTH:
+                return self.invoke_health(request)
+            if op == Op.SMOKE:
+                return self.invoke_smoke(request)
+            if op == Op.SMOKE_CLEANUP:
+                return {"ok": True, "cleanup": self.remove_smoke_copy(None, request["folder"])}
+        except PSError as exc:
+            return {"ok": False, "error": str(exc)}
+        except (KeyError, TypeError) as exc:
+            return {"ok": False, "error": f"bad request: {exc}"}
+        return {"ok": False, "error": "unknown operation"}
+
+    # common.ps1 -----------------------------------------------------------------------------
+
+    def get_profile_path(self, name: str) -> str | None:
+        try:
+            sid = self.host.sid(name)
+        except PSError:
+            return None
+        return self.host.profile_image_path(sid)
+
+    def get_ini_path(self, profile: str, install: dict[str, Any]) -> str:
+        if install.get("mode") == InstallMode.PORTABLE:
+            exe = str(install["exe"]).replace("%USERPROFILE%", profile)
+            return exe.rsplit(".", 1)[0] + ".ini"
+        return profile + "\\AppData\\Roaming\\MicroSIP\\microsip.ini"
+
+    def get_user_ini(self, name: str, install: dict[str, Any]) -> dict[str, Any]:
+        entry: dict[str, Any] = {"name": name, "status": UserStatus.OK}
+        profile = self.get_profile_path(name)
+        if profile is None:
+            entry["status"] = UserStatus.NO_PROFILE
+            return entry
+        entry["profile_path"] = profile
+        ini = self.get_ini_path(profile, install)
+        entry["ini_path"] = ini
+        entry["exists"] = self.host.test_path(ini)
+        if entry["exists"]:
+            content = self.host.read_all_bytes(ini)
+            entry["content_b64"] = base64.b64encode(content).decode()
+            entry["sha256"] = self.host.file_hash(ini)
+        entry["running"] = len(self.get_user_microsip(name)) > 0
+        return entry
+
+    def get_user_microsip(self, name: str) -> list[SimProcess]:
+        found = []
+        for process in self.host.win32_processes():
+            if process.exe.rsplit("\\", 1)[-1].casefold() != "microsip.exe":
                 continue
-            if command.get("expect") is None:
-                step(command["name"], "done", alive=alive)
+            self.step()
+            if self.host.get_owner(process.pid).casefold() == name.casefold():
+                found.append(process)
+        return found
+
+    def start_in_user_session(self, name: str, exe: str, argument: str, verb: str) -> None:
+        self.step()
+        self.host.run_in_session(name, exe, argument)
+
+    def close_microsip(self, name: str, wait_ms: int) -> dict[str, Any]:
+        running = self.get_user_microsip(name)
+        if not running:
+            return {"ok": True, "closed": False, "exe": None}
+        exe = running[0].exe
+        self.start_in_user_session(name, exe, "/exit", "exit")
+        deadline = time.monotonic() + wait_ms * self.host.wait_scale / 1000
+        while time.monotonic() < deadline and self.get_user_microsip(name):
+            self.sleep(200)
+        for process in self.get_user_microsip(name):
+            self.host.stop_process(process.pid)
+        self.sleep(500 * self.host.wait_scale)
+        if self.get_user_microsip(name):
+            return {"ok": False, "closed": True, "exe": exe, "reason": "MicroSIP did not close"}
+        return {"ok": True, "closed": True, "exe": exe}
+
+    def write_ini_file(self, path: str, content: bytes, digest: str) -> None:
+        self.step()
+        folder = path.rsplit("\\", 1)[0]
+        if not self.host.test_path(folder):
+            self.host.new_directory(folder)
+        temp = path + ".provision-tmp"
+        self.host.write_all_bytes(temp, content)
+        if self.host.test_path(path):
+            self.host.file_replace(temp, path)
+        else:
+            self.host.file_move(temp, path)
+        if self.host.file_hash(path) != digest:
+            raise PSError("the file read back does not match what was written")
+
+    def save_backup(self, path: str, keep: int) -> str | None:
+        if not self.host.test_path(path):
+            return None
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")[:-3] + "Z"
+        backup = f"{path}.provision-{stamp}.bak"
+        self.host.copy_item(path, backup)
+        every = self.get_backups(path)
+        for old in every[: max(0, len(every) - keep)]:
+            self.host.remove_item(old)
+        return backup
+
+    def get_backups(self, path: str) -> list[str]:
+        """Backups of one ini, oldest first, as Windows paths."""
+        folder, _, leaf = path.rpartition("\\")
+        prefix = leaf.casefold() + ".provision-"
+        names = [p.name for p in self.host.child_items(folder)]
+        return [f"{folder}\\{n}" for n in sorted(names) if n.casefold().startswith(prefix) and n.endswith(".bak")]
+
+    # discover.ps1, apply.ps1, rollback.ps1 ----------------------------------------------------
+
+    def invoke_discover(self, request: dict[str, Any]) -> dict[str, Any]:
+        users = [self.get_user_ini(user["name"], request["install"]) for user in request["users"]]
+        return {"ok": True, "users": users}
+
+    def invoke_apply(self, request: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "users": [self.update_user_ini(user, request) for user in request["users"]]}
+
+    def update_user_ini(self, user: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
+        name = user["name"]
+        result: dict[str, Any] = {"name": name, "status": UserStatus.FAILED}
+        closed: dict[str, Any] = {"ok": True, "closed": False, "exe": None}
+        try:
+            if user.get("close"):
+                closed = self.close_microsip(name, int(request["exit_wait_ms"]))
+                if not closed["ok"]:
+                    result["status"] = UserStatus.BUSY
+                    result["reason"] = closed["reason"]
+                    return result
+            current = self.host.file_hash(user["ini_path"]) if self.host.test_path(user["ini_path"]) else None
+            if current != user.get("expected_sha256") and current != user["new_sha256"]:
+                result["status"] = UserStatus.REREAD
+                result["sha256"] = current
+                result["closed"] = closed["closed"]
+                result["exe"] = closed["exe"]
+                if current is not None:
+                    result["content_b64"] = base64.b64encode(self.host.read_all_bytes(user["ini_path"])).decode()
+                return result
+            if current != user["new_sha256"]:
+                result["backup"] = self.save_backup(user["ini_path"], int(request["backups"]))
+                content = base64.b64decode(user["content_b64"])
+                self.write_ini_file(user["ini_path"], content, user["new_sha256"])
+            result["status"] = UserStatus.WRITTEN
+        except PSError as exc:
+            result["reason"] = str(exc)
+        if user.get("restart") or closed["closed"]:
+            exe = closed["exe"] or user.get("exe")
+            if exe:
+                self.start_in_user_session(name, exe, "/minimized", "start")
+                result["restarted"] = True
+        return result
+
+    def invoke_rollback(self, request: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "users": [self.restore_user_ini(user, request) for user in request["users"]]}
+
+    def restore_user_ini(self, user: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
+        name = user["name"]
+        result: dict[str, Any] = {"name": name, "status": UserStatus.FAILED}
+        backups = self.get_backups(user["ini_path"])
+        if not backups:
+            result["status"] = UserStatus.NO_BACKUP
+            return result
+        closed = self.close_microsip(name, int(request["exit_wait_ms"]))
+        if not closed["ok"]:
+            result["status"] = UserStatus.BUSY
+            result["reason"] = closed["reason"]
+            return result
+        try:
+            newest = backups[-1]
+            content = self.host.read_all_bytes(newest)
+            self.write_ini_file(user["ini_path"], content, self.host.file_hash(newest))
+            result["status"] = UserStatus.RESTORED
+            result["backup"] = newest
+        except PSError as exc:
+            result["reason"] = str(exc)
+        if closed["closed"]:
+            self.start_in_user_session(name, closed["exe"], "/minimized", "start")
+            result["restarted"] = True
+        return result
+
+    # health.ps1 -------------------------------------------------------------------------------
+
+    def invoke_health(self, request: dict[str, Any]) -> dict[str, Any]:
+        install = request.get("install") or {}
+        users = []
+        for user in request["users"]:
+            entry = self.get_user_ini(user["name"], install)
+            if entry["status"] == UserStatus.OK:
+                exe = self.get_exe_path(entry["profile_path"], install)
+                entry["exe"] = self.get_exe_info(exe)
+                log = self.get_log_path(entry["profile_path"], install)
+                entry["log"] = self.find_log_line(log, request.get("log_patterns") or [])
+            users.append(entry)
+        hooks = [{"path": p, "exists": self.host.path(p).is_file()} for p in request.get("hooks") or []]
+        return {"ok": True, "users": users, "hooks": hooks, "devices": list(self.host.audio_devices)}
+
+    def get_exe_info(self, path: str) -> dict[str, Any]:
+        file = self.host.path(path)
+        info: dict[str, Any] = {"path": path, "exists": file.is_file()}
+        if info["exists"]:
+            info["version"] = self.host.microsip_version
+            info["build_time"] = pe_build_time(file.read_bytes()[:4096])
+        return info
+
+    def get_exe_path(self, profile: str, install: dict[str, Any]) -> str:
+        return str(install.get("exe") or INSTALLED_EXE).replace("%USERPROFILE%", profile)
+
+    def get_log_path(self, profile: str, install: dict[str, Any]) -> str:
+        if install.get("mode") == InstallMode.PORTABLE:
+            return self.get_exe_path(profile, install)[: -len(".exe")] + "_log.txt"
+        return profile + "\\AppData\\Local\\MicroSIP\\microsip_log.txt"
+
+    def find_log_line(self, path: str, patterns: list[str]) -> dict[str, Any]:
+        file = self.host.path(path)
+        result: dict[str, Any] = {"exists": file.is_file(), "line": None}
+        if result["exists"] and patterns:
+            text = file.read_text("utf-8")
+            found = [line for line in text.splitlines() if any(re.search(p, line) for p in patterns)]
+            result["line"] = found[-1] if found else None
+        return result
+
+    # smoke.ps1 --------------------------------------------------------------------------------
+
+    def invoke_smoke(self, request: dict[str, Any]) -> dict[str, Any]:
+        host = self.host
+        steps: list[dict[str, Any]] = []
+        exe = self.get_exe_info(request["exe"])
+        folder = request["folder"]
+        instance = None
+
+        def step(name: str, status: str, reason: str = "", line: str | None = None, alive: bool | None = None) -> None:
+            steps.append({"name": name, "status": status, "reason": reason, "line": line, "alive": alive, "ms": 0})
+
+        try:
+            if not exe["exists"]:
+                step("locate", StepStatus.FAIL, "microsip.exe not found")
+                return self.smoke_reply(exe, request, steps, instance, folder)
+            step("locate", StepStatus.PASS)
+            host.new_directory(folder)
+            ini = folder + "\\provision-smoke.ini"
+            if request["method"] == Method.COPY:
+                test_exe = folder + "\\provision-smoke.exe"
+                host.copy_item(request["exe"], test_exe)
+                launch = "/minimized"
+            else:
+                test_exe, launch = request["exe"], "/i:" + ini
+            log = folder + "\\provision-smoke_log.txt"
+            host.write_all_bytes(ini, base64.b64decode(request["ini_b64"]))
+            step("prepare", StepStatus.PASS)
+            instance = host.launch(test_exe, launch, ini, log)
+            assert instance is not None, "a test instance was already running"
+            self.started.append(instance.pid)
+            if host.faults.smoke_hang:
+                raise _Hang
+            seen = self.find_log_line(log, request["ready_patterns"])["line"] if instance.ready else None
+            step("start", StepStatus.DONE, line=seen, alive=instance.pid in host.processes)
+            if seen is None:
+                return self.smoke_reply(exe, request, steps, instance, folder)
+            offset = len(host.path(log).read_text("utf-8"))
+            for command in request["commands"]:
+                host.launch(test_exe, command["argument"], ini, log)
+                alive = instance.pid in host.processes
+                if command.get("exits"):
+                    step(command["name"], StepStatus.DONE, alive=alive)
+                    continue
+                if command.get("expect") is None:
+                    step(command["name"], StepStatus.DONE, alive=alive)
+                    if not alive:
+                        break
+                    continue
+                text = host.path(log).read_text("utf-8")
+                new, offset = text[offset:], len(text)
+                found = [line for line in new.splitlines() if any(re.search(p, line) for p in command["expect"])]
+                step(command["name"], StepStatus.DONE, line=found[0] if found else None, alive=alive)
                 if not alive:
                     break
-                continue
-            text = host.path(log).read_text("utf-8")
-            new, offset = text[offset:], len(text)
-            found = [line for line in new.splitlines() if any(re.search(p, line) for p in command["expect"])]
-            step(command["name"], "done", line=found[0] if found else None, alive=alive)
-            if not alive:
-                break
-    except OSError as exc:
-        step("error", "fail", str(exc))
-    return _smoke_reply(host, exe, request, steps, instance, folder)
+        except PSError as exc:
+            step("error", StepStatus.FAIL, str(exc))
+        return self.smoke_reply(exe, request, steps, instance, folder)
+
+    def smoke_reply(
+        self,
+        exe: dict[str, Any],
+        request: dict[str, Any],
+        steps: list[dict[str, Any]],
+        instance: SimProcess | None,
+        folder: str,
+    ) -> dict[str, Any]:
+        cleanup = self.remove_smoke_copy(instance, folder)
+        return {"ok": True, "exe": exe, "method": request["method"], "steps": steps, "cleanup": cleanup}
+
+    def remove_smoke_copy(self, instance: SimProcess | None, folder: str) -> dict[str, Any]:
+        host = self.host
+        if instance is not None and instance.pid in host.processes:
+            host.stop_process(instance.pid)
+        prefix = folder.casefold() + "\\"
+        for process in list(host.processes.values()):
+            if not process.user and process.exe.casefold().startswith(prefix):
+                host.stop_process(process.pid)
+        if host.test_path(folder):
+            host.remove_item(folder)
+        return {"ok": True, "reason": None}
 
 
 class _Hang(Exception):  # noqa: N818 - not an error: the operation just stops answering
     pass
-
-
-def _smoke_reply(
-    host: SimulatedHost,
-    exe: dict[str, Any],
-    request: dict[str, Any],
-    steps: list[dict[str, Any]],
-    instance: SimProcess | None,
-    folder: str,
-) -> dict[str, Any]:
-    cleanup = _remove_smoke(host, instance, folder)
-    return {"ok": True, "exe": exe, "method": request["method"], "steps": steps, "cleanup": cleanup}
-
-
-def _remove_smoke(host: SimulatedHost, instance: SimProcess | None, folder: str) -> dict[str, Any]:
-    if instance is not None and instance.pid in host.processes:
-        host.stop_process(instance.pid)
-    prefix = folder.casefold() + "\\"
-    for process in list(host.processes.values()):
-        if not process.user and process.exe.casefold().startswith(prefix):
-            host.stop_process(process.pid)
-    target = host.path(folder)
-    if target.exists():
-        shutil.rmtree(target)
-    return {"ok": True, "reason": None}

@@ -145,7 +145,7 @@ class WSManService:
         command_id = desired.get("CommandId", "")
         program = self._program(shell, command_id)
         timeout = _duration(_text(header, "w:OperationTimeout") or "PT20S")
-        waited = 0.0
+        waited, pause = 0.0, 0.001
         # powershell.exe takes a while to start (faults.powershell_start_ms): no output before then.
         while time.monotonic() < program.ready_at or not (program.stdout or program.stderr or program.done):
             if waited >= timeout:
@@ -155,8 +155,9 @@ class WSManService:
                     "time specified in OperationTimeout.",
                     TIMED_OUT,
                 )
-            await asyncio.sleep(0.05)
-            waited += 0.05
+            await asyncio.sleep(pause)
+            waited += pause
+            pause = min(pause * 2, 0.05)
         out = bytes(program.stdout[:OUTPUT_CHUNK])
         del program.stdout[: len(out)]
         err = bytes(program.stderr[:OUTPUT_CHUNK])

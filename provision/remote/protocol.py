@@ -37,7 +37,7 @@ class UserStatus(StrEnum):
 class StepStatus(StrEnum):
     """A smoke step: judged by the agent (pass, fail) or left to the controller (done)."""
 
-    PASS = "pass"
+    PASS = "pass"  # noqa: S105 - a step result, not a password
     FAIL = "fail"
     DONE = "done"
 

@@ -9,6 +9,7 @@ take their operation names and status words from it, never spell them out.
 from __future__ import annotations
 
 import ast
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -119,7 +120,7 @@ def ps_statuses() -> set[str]:
                     words.add(value)
             elif node.type == "command_elements":
                 parts = [c for c in node.children if c.type != "command_argument_sep"]
-                for parameter, argument in zip(parts, parts[1:], strict=False):
+                for parameter, argument in itertools.pairwise(parts):
                     if parameter.type == "command_parameter" and text(parameter).lower() in STATUS_PARAMETERS:
                         value = literal(argument)
                         if value is not None:
@@ -160,7 +161,9 @@ PYTHON_USERS = [
     ROOT / "provision" / "checks.py",
     ROOT / "provision" / "lab" / "programs.py",
 ]
-AGENT_WORDS = {op.value for op in protocol.Op} | {s.value for s in protocol.UserStatus if s is not protocol.UserStatus.OK}
+AGENT_WORDS = {op.value for op in protocol.Op} | {
+    s.value for s in protocol.UserStatus if s is not protocol.UserStatus.OK
+}
 
 
 def spelled_out(path: Path) -> list[str]:
@@ -188,9 +191,13 @@ def spelled_out(path: Path) -> list[str]:
                         for e in side.elts
                         if isinstance(e, ast.Constant) and e.value in AGENT_WORDS
                     ]
-        elif isinstance(node, ast.keyword) and node.arg in ("op", "status"):
-            if isinstance(node.value, ast.Constant) and node.value.value in AGENT_WORDS:
-                found.append(f"{path.name}:{node.value.lineno}: {node.arg}={node.value.value!r}")
+        elif (
+            isinstance(node, ast.keyword)
+            and node.arg in ("op", "status")
+            and isinstance(node.value, ast.Constant)
+            and node.value.value in AGENT_WORDS
+        ):
+            found.append(f"{path.name}:{node.value.lineno}: {node.arg}={node.value.value!r}")
     return found
 
 

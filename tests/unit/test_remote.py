@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,9 @@ def test_the_lab_refuses_long_command_lines_and_unknown_programs(tmp_path: Path)
     agent = start_program(host, command, " ".join(arguments), False)
     assert isinstance(agent, AgentProgram)
     agent.feed(json.dumps({"agent": agent_text() + "\nRemove-Item C:\\"}).encode() + b"\n", end=False)
+    deadline = time.monotonic() + 5
+    while not agent.done and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert agent.exit_code == 1 and "unrecognised agent" in stderr_message(bytes(agent.stderr))
 
 
@@ -140,6 +144,9 @@ class DirectCommand:
 
     def receive(self) -> Output:
         p = self.program
+        deadline = time.monotonic() + 5  # the agent answers from a thread of its own, as a process would
+        while not (p.stdout or p.stderr or p.done) and time.monotonic() < deadline:
+            time.sleep(0.001)
         out = Output(bytes(p.stdout), bytes(p.stderr), p.done, p.exit_code)
         p.stdout.clear()
         p.stderr.clear()

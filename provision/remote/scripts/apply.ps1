@@ -16,7 +16,7 @@ function Invoke-Apply {
 function Update-UserIni {
     param($User, $Request)
     $result = @{ name = $User.name; status = 'failed' }
-    $closed = @{ ok = $true; was_running = $false; exe = $null }
+    $closed = @{ ok = $true; closed = $false; exe = $null }
     try {
         if ($User.close) {
             $closed = Close-MicroSip -Name $User.name -WaitMs $Request.exit_wait_ms
@@ -34,7 +34,7 @@ function Update-UserIni {
             # Changed since discover (MicroSIP saved on exit): send it back for a new merge.
             $result.status = 'reread'
             $result.sha256 = $current
-            $result.closed = $closed.was_running
+            $result.closed = $closed.closed
             $result.exe = $closed.exe
             if ($null -ne $current) {
                 $result.content_b64 = [Convert]::ToBase64String([System.IO.File]::ReadAllBytes($User.ini_path))
@@ -50,7 +50,7 @@ function Update-UserIni {
     } catch {
         $result.reason = $_.Exception.Message
     }
-    if ($User.restart -or $closed.was_running) {
+    if ($User.restart -or $closed.closed) {
         $exe = if ($closed.exe) { $closed.exe } else { $User.exe }
         if ($exe) {
             Start-InUserSession -Name $User.name -Exe $exe -Argument '/minimized' -Verb 'start'

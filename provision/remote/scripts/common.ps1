@@ -91,7 +91,7 @@ function Close-MicroSip {
     param([string]$Name, [int]$WaitMs)
     $running = @(Get-UserMicroSip -Name $Name)
     if ($running.Count -eq 0) {
-        return @{ ok = $true; was_running = $false; exe = $null }
+        return @{ ok = $true; closed = $false; exe = $null }
     }
     $exe = $running[0].ExecutablePath
     Start-InUserSession -Name $Name -Exe $exe -Argument '/exit' -Verb 'exit'
@@ -104,9 +104,9 @@ function Close-MicroSip {
     }
     Start-Sleep -Milliseconds 500
     if (@(Get-UserMicroSip -Name $Name).Count -gt 0) {
-        return @{ ok = $false; was_running = $true; exe = $exe; reason = 'MicroSIP did not close' }
+        return @{ ok = $false; closed = $true; exe = $exe; reason = 'MicroSIP did not close' }
     }
-    return @{ ok = $true; was_running = $true; exe = $exe }
+    return @{ ok = $true; closed = $true; exe = $exe }
 }
 
 function Write-IniFile {

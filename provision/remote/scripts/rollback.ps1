@@ -34,7 +34,7 @@ function Restore-UserIni {
     } catch {
         $result.reason = $_.Exception.Message
     }
-    if ($closed.was_running) {
+    if ($closed.closed) {
         Start-InUserSession -Name $User.name -Exe $closed.exe -Argument '/minimized' -Verb 'start'
         $result.restarted = $true
     }
