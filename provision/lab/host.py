@@ -120,6 +120,9 @@ class SimulatedHost:
             "Headset Microphone (Jabra Evolve2 40)",
         ]
         self.processes: dict[int, SimProcess] = {}
+        # Module Logging (event 4103): every cmdlet call with its parameter bindings, as Windows
+        # records them with ModuleNames '*'. .NET calls and the agent's own functions are not here.
+        self.module_log: list[str] = []
         self.stats: Counter[str] = Counter()
         self.lock = threading.RLock()
         self._pids = itertools.count(4000, 4)
@@ -192,8 +195,16 @@ class SimulatedHost:
 
     # Windows primitives, as the agent's cmdlets and .NET calls meet them -------------------
 
+    def cmdlet(self, name: str, **bindings: object) -> None:
+        """A cmdlet call as Module Logging records it (event 4103)."""
+        lines = [f'CommandInvocation({name}): "{name}"']
+        lines += [f'ParameterBinding({name}): name="{k}"; value="{v}"' for k, v in bindings.items()]
+        with self.lock:
+            self.module_log.append("\n".join(lines))
+
     def test_path(self, windows_path: str) -> bool:
         """Test-Path -LiteralPath: never throws."""
+        self.cmdlet("Test-Path", LiteralPath=windows_path)
         try:
             return self.path(windows_path).exists()
         except OSError:
@@ -206,6 +217,7 @@ class SimulatedHost:
 
     def file_hash(self, windows_path: str) -> str:
         """Get-FileHash -Algorithm SHA256, lower case."""
+        self.cmdlet("Get-FileHash", LiteralPath=windows_path, Algorithm="SHA256")
         if not self.test_path(windows_path):
             raise PSError(f"Cannot find path '{windows_path}' because it does not exist.")
         return hashlib.sha256(self.path(windows_path).read_bytes()).hexdigest()
@@ -241,11 +253,13 @@ class SimulatedHost:
 
     def new_directory(self, windows_path: str) -> None:
         """New-Item -ItemType Directory -Force: every missing folder on the way is created."""
+        self.cmdlet("New-Item", ItemType="Directory", Path=windows_path, Force=True)
         with self.lock:
             self.path(windows_path).mkdir(parents=True, exist_ok=True)
 
     def copy_item(self, source: str, destination: str) -> None:
         """Copy-Item -LiteralPath."""
+        self.cmdlet("Copy-Item", LiteralPath=source, Destination=destination)
         with self.lock:
             if not self.test_path(source):
                 raise PSError(f"Cannot find path '{source}' because it does not exist.")
@@ -256,12 +270,15 @@ class SimulatedHost:
 
     def child_items(self, folder: str) -> list[Path]:
         """Get-ChildItem -LiteralPath: a missing folder is an error (ItemNotFoundException)."""
+        self.cmdlet("Get-ChildItem", LiteralPath=folder)
         with self.lock:
             if not self.test_path(folder):
                 raise PSError(f"Cannot find path '{folder}' because it does not exist.")
             return sorted(self.path(folder).iterdir())
 
     def remove_item(self, windows_path: str) -> None:
+        """Remove-Item -LiteralPath -Recurse -Force."""
+        self.cmdlet("Remove-Item", LiteralPath=windows_path, Force=True)
         with self.lock:
             target = self.path(windows_path)
             if target.is_dir():
@@ -293,11 +310,13 @@ class SimulatedHost:
 
     def win32_processes(self) -> list[SimProcess]:
         """Get-CimInstance Win32_Process: a snapshot; processes may end right after it."""
+        self.cmdlet("Get-CimInstance", ClassName="Win32_Process")
         with self.lock:
             return list(self.processes.values())
 
     def get_owner(self, pid: int) -> str:
         """Invoke-CimMethod GetOwner: a process that has ended since the snapshot throws."""
+        self.cmdlet("Invoke-CimMethod", MethodName="GetOwner", InputObject=f'Win32_Process (Handle = "{pid}")')
         with self.lock:
             process = self.processes.get(pid)
             if process is None:
@@ -311,6 +330,8 @@ class SimulatedHost:
 
     def run_in_session(self, user: str, exe: str, argument: str) -> None:
         """A scheduled task running `exe argument` in the user's interactive session."""
+        self.cmdlet("New-ScheduledTaskAction", Execute=exe, Argument=argument)
+        self.cmdlet("Register-ScheduledTask", TaskPath="\\provision\\", UserId=user)
         with self.lock:
             found = self.users.get(user.casefold())
             if found is None or not found.logged_on:
@@ -447,6 +468,7 @@ class SimulatedHost:
 
     def stop_process(self, pid: int) -> None:
         """Stop-Process: no settings saved."""
+        self.cmdlet("Stop-Process", Id=pid, Force=True)
         with self.lock:
             if pid in self.processes and not self.faults.microsip_unkillable:
                 del self.processes[pid]

@@ -146,13 +146,13 @@ class AgentProgram(Program):
                 if self.host.faults.hang:
                     continue  # a command that never answers
                 try:
-                    message = json.loads(line.decode("utf-8"))
+                    message = twin.parse(line.decode("utf-8"))
                 except (UnicodeDecodeError, json.JSONDecodeError):
                     self.fail("lab: standard input is not JSON")
                     return
                 reply = twin.handle(message)
                 self.check()
-                self.stdout += (json.dumps(reply) + "\n").encode("utf-8")
+                self.stdout += (twin.send_reply(reply) + "\n").encode("utf-8")
         except (Killed, _Hang):
             return
 
@@ -207,6 +207,17 @@ class AgentTwin:
             self.process.sleep(ms / 1000)
         else:
             time.sleep(ms / 1000)
+
+    def parse(self, line: str) -> Any:
+        """loop.ps1: ConvertFrom-Json $line."""
+        self.host.cmdlet("ConvertFrom-Json", InputObject=line)
+        return json.loads(line)
+
+    def send_reply(self, reply: dict[str, Any]) -> str:
+        """common.ps1 Send-Reply: $Reply | ConvertTo-Json -Depth 6 -Compress."""
+        text = json.dumps(reply)
+        self.host.cmdlet("ConvertTo-Json", InputObject=text, Depth=6, Compress=True)
+        return text
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         """loop.ps1: dispatch on op; an error escaping an operation is the request's error."""

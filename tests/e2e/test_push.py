@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -345,3 +347,19 @@ def test_portable_microsip_gets_the_ini_next_to_its_exe(lab: Lab) -> None:
     assert written.is_file()
     assert settings(lab, "lab-004", user)["autoAnswer"] == ""  # read from the portable path
     assert installed.read_bytes() == before
+
+
+def test_no_secret_reaches_powershells_module_log(lab: Lab) -> None:
+    """Module Logging (event 4103) records every cmdlet's parameters: the ini (and its password,
+    plain or in base64) must never be one of them."""
+    host = lab.host("lab-001")
+    assert lab.push().exit_code == 0
+    sip = read_env_file(lab.fleet.env_file)["PROVISION_LAB_SIP_PASSWORD"]
+    log = "\n".join(host.module_log)
+    assert "Test-Path" in log  # cmdlets are logged, paths and names are fine
+    assert sip not in log
+    decoded = [
+        base64.b64decode(token + "=" * (-len(token) % 4)).decode("utf-16-le", "replace")
+        for token in re.findall(r"[A-Za-z0-9+/]{40,}={0,2}", log)
+    ]
+    assert [text for text in decoded if sip in text] == []
