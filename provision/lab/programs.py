@@ -18,7 +18,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from provision.lab.host import PSError, SimProcess, SimulatedHost, pe_build_time
+from provision.lab.host import PSError, SimProcess, SimulatedHost, method_error, pe_build_time
 from provision.remote import (
     CMD_LIMIT,
     CREATE_PROCESS_LIMIT,
@@ -26,7 +26,7 @@ from provision.remote import (
     POWERSHELL,
     POWERSHELL_FLAGS,
     agent_text,
-    script,
+    bootstrap_text,
 )
 from provision.remote.protocol import InstallMode, Method, Op, StepStatus, UserStatus
 
@@ -81,7 +81,7 @@ def start_program(host: SimulatedHost, command: str, arguments: str, skip_cmd_sh
             text = base64.b64decode(encoded, validate=True).decode("utf-16-le")
         except (binascii.Error, UnicodeDecodeError):
             text = ""
-        if text == script("bootstrap.ps1"):
+        if text == bootstrap_text():
             agent = AgentProgram(host)
             agent.ready_at = time.monotonic() + host.faults.powershell_start_ms / 1000
             return agent
@@ -157,12 +157,12 @@ class AgentProgram(Program):
             return
 
     def _trusted(self, line: bytes) -> bool:
+        """bootstrap.ps1: the first line is base64 of the agent's UTF-8 text."""
         try:
-            message = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            self.fail("lab: standard input is not JSON")
+            text = base64.b64decode(line.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            self.fail(str(method_error("FromBase64String", 1, "The input is not a valid Base-64 string.")))
             return False
-        text = message.get("agent") if isinstance(message, dict) else None
         if text != agent_text():
             self.fail(f"lab: refused an unrecognised agent script (sha256 {_digest(str(text))})")
             return False
@@ -209,15 +209,12 @@ class AgentTwin:
             time.sleep(ms / 1000)
 
     def parse(self, line: str) -> Any:
-        """loop.ps1: ConvertFrom-Json $line."""
-        self.host.cmdlet("ConvertFrom-Json", InputObject=line)
+        """loop.ps1: $json.DeserializeObject($line), a .NET call: nothing is logged."""
         return json.loads(line)
 
     def send_reply(self, reply: dict[str, Any]) -> str:
-        """common.ps1 Send-Reply: $Reply | ConvertTo-Json -Depth 6 -Compress."""
-        text = json.dumps(reply)
-        self.host.cmdlet("ConvertTo-Json", InputObject=text, Depth=6, Compress=True)
-        return text
+        """common.ps1 Send-Reply: $json.Serialize($Reply), a .NET call: nothing is logged."""
+        return json.dumps(reply)
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         """loop.ps1: dispatch on op; an error escaping an operation is the request's error."""

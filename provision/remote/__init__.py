@@ -46,8 +46,17 @@ def encode_command(text: str) -> str:
 
 
 @cache
+def bootstrap_text() -> str:
+    """The bootstrap as sent: its marker line and code, without the comment lines, which
+    would only lengthen the command line."""
+    lines = script("bootstrap.ps1").splitlines()
+    kept = [lines[0], *(line for line in lines[1:] if not line.lstrip().startswith("#"))]
+    return "\n".join(kept) + "\n"
+
+
+@cache
 def bootstrap_command() -> tuple[str, tuple[str, ...]]:
-    arguments = (*POWERSHELL_FLAGS, "-EncodedCommand", encode_command(script("bootstrap.ps1")))
+    arguments = (*POWERSHELL_FLAGS, "-EncodedCommand", encode_command(bootstrap_text()))
     check_command_line(POWERSHELL, arguments)
     return POWERSHELL, arguments
 

@@ -8,6 +8,7 @@ end: deleting the shell ends the processes it started (a Windows job object).
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import threading
@@ -18,6 +19,11 @@ from provision.remote import agent_text, bootstrap_command
 from provision.transport.base import PROTOCOL, SCRIPT, TIMEOUT, RemoteCommand, Transport, TransportError
 
 ABORTED = "aborted"
+
+
+def agent_line() -> str:
+    """The agent as the bootstrap reads it: base64 of its UTF-8 text, one line."""
+    return base64.b64encode(agent_text().encode("utf-8")).decode("ascii")
 
 
 class Agent:
@@ -42,7 +48,7 @@ class Agent:
         if self._command is None:
             command, arguments = bootstrap_command()
             self._command = self._transport.start(command, list(arguments))
-            line = json.dumps({"agent": agent_text()}) + "\n" + line
+            line = agent_line() + "\n" + line
         self._command.send(line.encode("utf-8"))
         return self._reply()
 

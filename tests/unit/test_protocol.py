@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import itertools
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,7 +93,7 @@ def ps_reply_fields() -> set[str]:
         objects: set[str] = set()
         assignments = [n for n in nodes(root) if n.type == "assignment_expression"]
         for node in assignments:
-            if text(node.children[-1]).lstrip().startswith(("New-Object", "[")):
+            if re.match(r"New-Object\b|\[[\w.]+\]::", text(node.children[-1]).lstrip()):
                 objects.add(text(node.children[0]).strip().lower())
         for node in nodes(root):
             if node.type == "hash_entry":
@@ -101,8 +102,11 @@ def ps_reply_fields() -> set[str]:
             target = node.children[0]
             accesses = [n for n in nodes(target) if n.type == "member_access"]
             base = accesses[0].children[0] if accesses else None
+            member = text(accesses[0].children[-1]) if accesses else ""
+            if member[:1].isupper():
+                continue  # a .NET property ($stream.Position, $ref.Value); reply fields are snake_case
             if base is not None and base.type == "variable" and text(base).lower() not in objects | REQUEST_VARIABLES:
-                found.add(text(accesses[0].children[-1]))
+                found.add(member)
     return found
 
 

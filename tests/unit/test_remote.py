@@ -31,6 +31,7 @@ from provision.remote import (
     CommandLineTooLongError,
     agent_text,
     bootstrap_command,
+    bootstrap_text,
     check_command_line,
     script,
 )
@@ -84,7 +85,9 @@ def test_the_command_line_is_the_bootstrap_only_and_well_under_cmds_limit() -> N
         "Bypass",
         "-EncodedCommand",
     )
-    assert base64.b64decode(arguments[-1]).decode("utf-16-le") == script("bootstrap.ps1")
+    sent = base64.b64decode(arguments[-1]).decode("utf-16-le")
+    assert sent == bootstrap_text()
+    assert [line for line in script("bootstrap.ps1").splitlines() if not line.startswith("#")] == sent.splitlines()[1:]
     length = len(command) + sum(1 + len(a) for a in arguments)
     assert length < CMD_LIMIT // 4  # the agent and data go on stdin, never on the command line
 
@@ -109,7 +112,7 @@ def test_the_lab_refuses_long_command_lines_and_unknown_programs(tmp_path: Path)
     assert "unrecognised PowerShell script" in stderr_message(bytes(tampered.stderr))
     agent = start_program(host, command, " ".join(arguments), False)
     assert isinstance(agent, AgentProgram)
-    agent.feed(json.dumps({"agent": agent_text() + "\nRemove-Item C:\\"}).encode() + b"\n", end=False)
+    agent.feed(base64.b64encode((agent_text() + "\nRemove-Item C:\\").encode()) + b"\n", end=False)
     deadline = time.monotonic() + 5
     while not agent.done and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -153,10 +156,10 @@ class DirectCommand:
         return out
 
 
-def shown(message: dict[str, Any]) -> dict[str, Any]:
+def shown(message: Any) -> dict[str, Any]:
     """A request as the golden shows it: the agent and file contents by size and digest."""
-    if "agent" in message:
-        text = message["agent"]
+    if isinstance(message, str):  # the agent's line
+        text = base64.b64decode(message).decode("utf-8")
         return {"agent": f"<{len(text)} characters, sha256 {hashlib.sha256(text.encode()).hexdigest()[:16]}>"}
     for user in message.get("users", []):
         if "content_b64" in user:
@@ -181,7 +184,8 @@ def test_golden_push_conversation(examples: Project, tmp_path: Path) -> None:
     lines = [*transport.command_lines]
     for chunk in transport.sent:
         for line in chunk.decode().splitlines():
-            lines.append(json.dumps(shown(json.loads(line)), ensure_ascii=False))
+            message = line if not line.startswith("{") else json.loads(line)
+            lines.append(json.dumps(shown(message), ensure_ascii=False))
     text = "\n".join(lines) + "\n"
     password = prepared.secrets[target.id]["account1"].reveal()
     assert password not in text

@@ -6,9 +6,9 @@
 
 function Invoke-Apply {
     param($Request)
-    $users = @()
+    $users = New-Object System.Collections.ArrayList
     foreach ($user in $Request.users) {
-        $users += Update-UserIni -User $user -Request $Request
+        [void]$users.Add([hashtable](Update-UserIni -User $user -Request $Request))
     }
     Send-Reply @{ ok = $true; users = $users }
 }
@@ -34,21 +34,21 @@ function Update-UserIni {
             # Changed since discover (MicroSIP saved on exit): send it back for a new merge.
             $result.status = 'reread'
             $result.sha256 = $current
-            $result.closed = $closed.closed
-            $result.exe = $closed.exe
+            $result.closed = [bool]$closed.closed
+            $result.exe = ConvertTo-Text $closed.exe
             if ($null -ne $current) {
                 $result.content_b64 = [Convert]::ToBase64String([System.IO.File]::ReadAllBytes($User.ini_path))
             }
             return $result
         }
         if ($current -ne $User.new_sha256) {
-            $result.backup = Save-Backup -Path $User.ini_path -Keep $Request.backups
+            $result.backup = ConvertTo-Text (Save-Backup -Path $User.ini_path -Keep $Request.backups)
             $content = [Convert]::FromBase64String($User.content_b64)
             Write-IniFile -Path $User.ini_path -Content $content -Digest $User.new_sha256
         }
         $result.status = 'written'
     } catch {
-        $result.reason = $_.Exception.Message
+        $result.reason = [string]$_.Exception.Message
     }
     if ($User.restart -or $closed.closed) {
         $exe = if ($closed.exe) { $closed.exe } else { $User.exe }

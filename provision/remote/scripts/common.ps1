@@ -1,10 +1,27 @@
 # provision-op: common v1
 # Helpers shared by the operations. Every value from the controller arrives as JSON data
-# on standard input and is passed to cmdlets as a parameter, never pasted into code.
+# on standard input, never pasted into code. JSON is read and written with .NET's
+# JavaScriptSerializer, not ConvertFrom-Json/ConvertTo-Json: Module Logging (event 4103)
+# records every cmdlet's parameters, and requests and replies carry inis with passwords.
+# Reply values are cast to plain .NET types ([string], [bool], [long], [hashtable]) so
+# the serializer never meets a PowerShell wrapper object.
+
+Add-Type -AssemblyName System.Web.Extensions
+$json = New-Object System.Web.Script.Serialization.JavaScriptSerializer
+$json.MaxJsonLength = [int]::MaxValue
 
 function Send-Reply {
-    param($Reply)
-    $stdout.WriteLine(($Reply | ConvertTo-Json -Depth 6 -Compress))
+    param([hashtable]$Reply)
+    $stdout.WriteLine($json.Serialize($Reply))
+}
+
+function ConvertTo-Text {
+    # A string, or $null, as a plain .NET value.
+    param($Value)
+    if ($null -eq $Value) {
+        return $null
+    }
+    return [string]$Value
 }
 
 function Get-ProfilePath {
@@ -44,13 +61,13 @@ function Get-UserIni {
         $entry.status = 'no-profile'
         return $entry
     }
-    $entry.profile_path = $profilePath
+    $entry.profile_path = [string]$profilePath
     $ini = Get-IniPath -ProfilePath $profilePath -Install $Install
     $entry.ini_path = $ini
-    $entry.exists = Test-Path -LiteralPath $ini
+    $entry.exists = [bool](Test-Path -LiteralPath $ini)
     if ($entry.exists) {
         $entry.content_b64 = [Convert]::ToBase64String([System.IO.File]::ReadAllBytes($ini))
-        $entry.sha256 = Get-Sha256 -Path $ini
+        $entry.sha256 = [string](Get-Sha256 -Path $ini)
     }
     $entry.running = @(Get-UserMicroSip -Name $Name).Count -gt 0
     return $entry

@@ -4,9 +4,9 @@
 
 function Invoke-Discover {
     param($Request)
-    $users = @()
+    $users = New-Object System.Collections.ArrayList
     foreach ($user in $Request.users) {
-        $users += Get-UserIni -Name $user.name -Install $Request.install
+        [void]$users.Add([hashtable](Get-UserIni -Name $user.name -Install $Request.install))
     }
     Send-Reply @{ ok = $true; users = $users }
 }

@@ -4,37 +4,37 @@
 
 function Invoke-Health {
     param($Request)
-    $users = @()
+    $users = New-Object System.Collections.ArrayList
     foreach ($user in $Request.users) {
-        $entry = Get-UserIni -Name $user.name -Install $Request.install
+        $entry = [hashtable](Get-UserIni -Name $user.name -Install $Request.install)
         if ($entry.status -eq 'ok') {
             $exe = Get-ExePath -ProfilePath $entry.profile_path -Install $Request.install
-            $entry.exe = Get-ExeInfo -Path $exe
+            $entry.exe = [hashtable](Get-ExeInfo -Path $exe)
             $log = Get-LogPath -ProfilePath $entry.profile_path -Install $Request.install
-            $entry.log = Find-LogLine -Path $log -Patterns $Request.log_patterns
+            $entry.log = [hashtable](Find-LogLine -Path $log -Patterns $Request.log_patterns)
         }
-        $users += $entry
+        [void]$users.Add($entry)
     }
-    $hooks = @()
+    $hooks = New-Object System.Collections.ArrayList
     foreach ($path in $Request.hooks) {
-        $hooks += @{ path = $path; exists = Test-Path -LiteralPath $path -PathType Leaf }
+        [void]$hooks.Add(@{ path = [string]$path; exists = [bool](Test-Path -LiteralPath $path -PathType Leaf) })
     }
-    $devices = @(Get-CimInstance -ClassName Win32_PnPEntity -Filter "PNPClass = 'AudioEndpoint'" | ForEach-Object { $_.Name })
+    $devices = [string[]]@(Get-CimInstance -ClassName Win32_PnPEntity -Filter "PNPClass = 'AudioEndpoint'" | ForEach-Object { $_.Name })
     Send-Reply @{ ok = $true; users = $users; hooks = $hooks; devices = $devices }
 }
 
 function Get-ExeInfo {
     # File version, and the build time from the PE header (TimeDateStamp, seconds since 1970).
     param([string]$Path)
-    $info = @{ path = $Path; exists = Test-Path -LiteralPath $Path -PathType Leaf }
+    $info = @{ path = $Path; exists = [bool](Test-Path -LiteralPath $Path -PathType Leaf) }
     if ($info.exists) {
-        $info.version = (Get-Item -LiteralPath $Path).VersionInfo.FileVersion
+        $info.version = ConvertTo-Text (Get-Item -LiteralPath $Path).VersionInfo.FileVersion
         $stream = [System.IO.File]::OpenRead($Path)
         try {
             $reader = New-Object System.IO.BinaryReader($stream)
             $stream.Position = 0x3C
             $stream.Position = $reader.ReadInt32() + 8
-            $info.build_time = $reader.ReadUInt32()
+            $info.build_time = [long]$reader.ReadUInt32()
         } finally {
             $stream.Dispose()
         }
@@ -64,7 +64,7 @@ function Get-LogPath {
 function Find-LogLine {
     # The last line of the log matching any of the patterns (regular expressions, as data).
     param([string]$Path, $Patterns)
-    $result = @{ exists = Test-Path -LiteralPath $Path -PathType Leaf; line = $null }
+    $result = @{ exists = [bool](Test-Path -LiteralPath $Path -PathType Leaf); line = $null }
     if ($result.exists -and $Patterns) {
         $stream = New-Object System.IO.FileStream($Path, 'Open', 'Read', 'ReadWrite')
         try {
@@ -74,7 +74,7 @@ function Find-LogLine {
         }
         $found = @($text -split "`r?`n" | Select-String -Pattern $Patterns)
         if ($found.Count -gt 0) {
-            $result.line = $found[-1].Line
+            $result.line = [string]$found[-1].Line
         }
     }
     return $result

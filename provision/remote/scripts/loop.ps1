@@ -6,7 +6,7 @@ while ($true) {
     if ($null -eq $line) {
         break
     }
-    $request = ConvertFrom-Json $line
+    $request = $json.DeserializeObject($line)
     try {
         switch ($request.op) {
             'discover' {
@@ -32,6 +32,6 @@ while ($true) {
             }
         }
     } catch {
-        Send-Reply @{ ok = $false; error = $_.Exception.Message }
+        Send-Reply @{ ok = $false; error = [string]$_.Exception.Message }
     }
 }

@@ -4,9 +4,9 @@
 
 function Invoke-Rollback {
     param($Request)
-    $users = @()
+    $users = New-Object System.Collections.ArrayList
     foreach ($user in $Request.users) {
-        $users += Restore-UserIni -User $user -Request $Request
+        [void]$users.Add([hashtable](Restore-UserIni -User $user -Request $Request))
     }
     Send-Reply @{ ok = $true; users = $users }
 }
@@ -22,7 +22,7 @@ function Restore-UserIni {
     $closed = Close-MicroSip -Name $User.name -WaitMs $Request.exit_wait_ms
     if (-not $closed.ok) {
         $result.status = 'busy'
-        $result.reason = $closed.reason
+        $result.reason = [string]$closed.reason
         return $result
     }
     try {
@@ -30,9 +30,9 @@ function Restore-UserIni {
         $content = [System.IO.File]::ReadAllBytes($newest)
         Write-IniFile -Path $User.ini_path -Content $content -Digest (Get-Sha256 -Path $newest)
         $result.status = 'restored'
-        $result.backup = $newest
+        $result.backup = [string]$newest
     } catch {
-        $result.reason = $_.Exception.Message
+        $result.reason = [string]$_.Exception.Message
     }
     if ($closed.closed) {
         Start-InUserSession -Name $User.name -Exe $closed.exe -Argument '/minimized' -Verb 'start'

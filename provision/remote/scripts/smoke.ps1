@@ -69,13 +69,17 @@ function Invoke-Smoke {
         Add-Step -Steps $steps -Name 'error' -Status 'fail' -Reason $_.Exception.Message
     } finally {
         $cleanup = Remove-SmokeCopy -Instance $instance -TestExe $testExe -Folder $Request.folder -Method $Request.method
-        Send-Reply @{ ok = $true; exe = $exe; method = $Request.method; steps = $steps.ToArray(); cleanup = $cleanup }
+        Send-Reply @{ ok = $true; exe = [hashtable]$exe; method = [string]$Request.method; steps = $steps; cleanup = [hashtable]$cleanup }
     }
 }
 
 function Add-Step {
-    param($Steps, [string]$Name, [string]$Status, [string]$Reason, [string]$Line, $Alive, [long]$Ms)
-    $Steps.Add(@{ name = $Name; status = $Status; reason = $Reason; line = $Line; alive = $Alive; ms = $Ms }) | Out-Null
+    # Reason and Line stay $null when not given ([string] parameters would make them '').
+    param($Steps, [string]$Name, [string]$Status, $Reason, $Line, $Alive, [long]$Ms)
+    $step = @{ name = $Name; status = $Status; reason = (ConvertTo-Text $Reason); line = (ConvertTo-Text $Line) }
+    $step.alive = if ($null -eq $Alive) { $null } else { [bool]$Alive }
+    $step.ms = $Ms
+    [void]$Steps.Add($step)
 }
 
 function Wait-LogLine {
@@ -128,7 +132,7 @@ function Remove-SmokeCopy {
         }
     } catch {
         $result.ok = $false
-        $result.reason = $_.Exception.Message
+        $result.reason = [string]$_.Exception.Message
     }
     return $result
 }
