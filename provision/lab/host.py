@@ -8,6 +8,7 @@ running instance; processes are matched to users by owner.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import itertools
 import re
@@ -17,6 +18,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from xml.etree import ElementTree as ET
+from xml.sax.saxutils import escape
 
 from provision.ini import Desired, decode_ini, encode_ini, merge_ini, read_ini
 from provision.lab.faults import Faults
@@ -55,6 +58,104 @@ class SimProcess:
     log: str | None = None  # Windows path of its SIP log, if logging is on
     ready: bool = False  # registered (or failed to): forwarded commands are handled
     in_call: bool = False
+    # Started by a scheduled task: what its definition gave the process. None: started by the user.
+    priority: int | None = None  # the task's Priority (7, its default, is below normal)
+    working_directory: str | None = None
+    stop_on_battery: bool = False  # StopIfGoingOnBatteries
+
+
+TASK_NS = "http://schemas.microsoft.com/windows/2004/02/mit/task"
+TASKS = "C:\\Windows\\System32\\Tasks"  # where Task Scheduler keeps each task's XML
+SYSTEM32 = "C:\\Windows\\System32"
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    """Only what was set: an element left out takes the schema's default."""
+
+    disallow_start_if_on_batteries: bool | None = None  # default true
+    stop_if_going_on_batteries: bool | None = None  # default true
+    execution_time_limit: str | None = None  # ISO 8601; PT0S is no limit
+    priority: int | None = None  # default 7
+
+
+@dataclass(frozen=True)
+class TaskDefinition:
+    user: str
+    logon_type: str  # InteractiveToken: runs only in the user's existing session
+    command: str
+    arguments: str
+    working_directory: str | None
+    settings: TaskSettings | None  # None: registered without -Settings
+
+
+def task_xml(uri: str, task: TaskDefinition) -> bytes:
+    """The file Task Scheduler writes: XML in UTF-16LE with a BOM."""
+    settings = task.settings
+    elements = []
+    if settings is None:
+        # New definitions get a 72-hour limit (the exact XML written without -Settings is not documented).
+        elements.append("<ExecutionTimeLimit>PT72H</ExecutionTimeLimit>")
+    else:
+        if settings.disallow_start_if_on_batteries is not None:
+            value = str(settings.disallow_start_if_on_batteries).lower()
+            elements.append(f"<DisallowStartIfOnBatteries>{value}</DisallowStartIfOnBatteries>")
+        if settings.stop_if_going_on_batteries is not None:
+            value = str(settings.stop_if_going_on_batteries).lower()
+            elements.append(f"<StopIfGoingOnBatteries>{value}</StopIfGoingOnBatteries>")
+        elements.append(f"<ExecutionTimeLimit>{settings.execution_time_limit or 'PT72H'}</ExecutionTimeLimit>")
+        if settings.priority is not None:
+            elements.append(f"<Priority>{settings.priority}</Priority>")
+    workdir = f"<WorkingDirectory>{escape(task.working_directory)}</WorkingDirectory>" if task.working_directory else ""
+    arguments = f"<Arguments>{escape(task.arguments)}</Arguments>" if task.arguments else ""
+    text = (
+        '<?xml version="1.0" encoding="UTF-16"?>\r\n'
+        f'<Task version="1.2" xmlns="{TASK_NS}">\r\n'
+        f"  <RegistrationInfo><URI>{escape(uri)}</URI></RegistrationInfo>\r\n"
+        f'  <Principals><Principal id="Author"><UserId>{escape(task.user)}</UserId>'
+        f"<LogonType>{task.logon_type}</LogonType></Principal></Principals>\r\n"
+        f"  <Settings>{''.join(elements)}</Settings>\r\n"
+        f'  <Actions Context="Author"><Exec><Command>{escape(task.command)}</Command>{arguments}{workdir}'
+        "</Exec></Actions>\r\n"
+        "</Task>\r\n"
+    )
+    return codecs.BOM_UTF16_LE + text.encode("utf-16-le")
+
+
+@dataclass(frozen=True)
+class StoredTask:
+    """A task file read back, the schema's defaults filled in."""
+
+    user: str
+    logon_type: str
+    command: str
+    arguments: str
+    working_directory: str
+    disallow_start_if_on_batteries: bool
+    stop_if_going_on_batteries: bool
+    execution_time_limit: str
+    priority: int
+
+
+def read_task(data: bytes) -> StoredTask:
+    root = ET.fromstring(data.decode("utf-16"))  # noqa: S314 - the lab's own files
+    ns = {"t": TASK_NS}
+
+    def get(path: str, default: str) -> str:
+        found = root.find(path, ns)
+        return found.text or default if found is not None else default
+
+    return StoredTask(
+        user=get("t:Principals/t:Principal/t:UserId", ""),
+        logon_type=get("t:Principals/t:Principal/t:LogonType", ""),
+        command=get("t:Actions/t:Exec/t:Command", ""),
+        arguments=get("t:Actions/t:Exec/t:Arguments", ""),
+        working_directory=get("t:Actions/t:Exec/t:WorkingDirectory", ""),
+        disallow_start_if_on_batteries=get("t:Settings/t:DisallowStartIfOnBatteries", "true") == "true",
+        stop_if_going_on_batteries=get("t:Settings/t:StopIfGoingOnBatteries", "true") == "true",
+        execution_time_limit=get("t:Settings/t:ExecutionTimeLimit", "PT72H"),
+        priority=int(get("t:Settings/t:Priority", "7")),
+    )
 
 
 def pe_stub(build_time: int) -> bytes:
@@ -112,6 +213,8 @@ class SimulatedHost:
         # The agent's bounded waits (for MicroSIP to close, to start) run this much faster
         # than asked: tests of a MicroSIP that never closes need not wait the full 10 s.
         self.wait_scale = 1.0
+        self.on_battery = False  # a laptop running on its battery
+        self.task_history: list[bytes] = []  # every task file as registered, for tests to read
         self._build_time = int(time.time()) - 200 * 86_400  # built 200 days ago
         self.audio_devices = [
             "Speakers (Realtek(R) Audio)",
@@ -323,19 +426,77 @@ class SimulatedHost:
                 raise PSError("Not found ")
             return process.user
 
+    # Task Scheduler -------------------------------------------------------------------------
+
+    def task_file(self, task_path: str, name: str) -> str:
+        return TASKS + task_path.rstrip("\\") + "\\" + name
+
+    def register_task(self, task_path: str, name: str, task: TaskDefinition, *, force: bool) -> None:
+        """Register-ScheduledTask: the definition is stored as XML where Windows keeps it."""
+        self.cmdlet("Register-ScheduledTask", TaskPath=task_path, TaskName=name, Principal=task.user, Force=force)
+        with self.lock:
+            file = self.path(self.task_file(task_path, name))
+            if file.exists() and not force:
+                raise PSError(
+                    "Cannot create a file when that file already exists. (Exception from HRESULT: 0x800700B7)"
+                )
+            file.parent.mkdir(parents=True, exist_ok=True)
+            data = task_xml(task_path + name, task)
+            file.write_bytes(data)
+            self.task_history.append(data)
+
+    def start_task(self, task_path: str, name: str) -> None:
+        """Start-ScheduledTask: asynchronous, no output; conditions are honoured, a run they
+        refuse (on battery) raises no error. The definition is read back from its file."""
+        self.cmdlet("Start-ScheduledTask", TaskPath=task_path, TaskName=name)
+        with self.lock:
+            file = self.path(self.task_file(task_path, name))
+            if not file.is_file():
+                raise PSError(f"The system cannot find the file specified. Task: {name}")
+            task = read_task(file.read_bytes())
+            found = self.users.get(task.user.casefold())
+            if found is None or not found.logged_on or task.logon_type != "InteractiveToken":
+                return  # InteractiveToken: only in the user's existing session; not logged on, no run
+            if self.on_battery and task.disallow_start_if_on_batteries:
+                return
+            self._run_as_user(found.name, task.command, task.arguments, task)
+
+    def unregister_task(self, task_path: str, name: str) -> None:
+        """Unregister-ScheduledTask -Confirm:$false: the task goes, a process it started stays."""
+        self.cmdlet("Unregister-ScheduledTask", TaskPath=task_path, TaskName=name, Confirm=False)
+        with self.lock:
+            file = self.path(self.task_file(task_path, name))
+            if not file.is_file():
+                raise PSError(f"No MSFT_ScheduledTask objects found with property 'TaskName' equal to '{name}'.")
+            file.unlink()
+
+    def tasks(self, task_path: str = "\\provision\\") -> list[str]:
+        """Names of the tasks registered under a task folder."""
+        folder = self.path(TASKS + task_path.rstrip("\\"))
+        return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+    def unplug(self) -> None:
+        """The laptop goes on battery: tasks with StopIfGoingOnBatteries are stopped."""
+        with self.lock:
+            self.on_battery = True
+            for pid, process in list(self.processes.items()):
+                if process.stop_on_battery:
+                    del self.processes[pid]
+
     # Processes and MicroSIP ----------------------------------------------------------------
 
     def user_microsips(self, user: str) -> list[SimProcess]:
         return [p for p in self.processes.values() if p.user.casefold() == user.casefold()]
 
     def run_in_session(self, user: str, exe: str, argument: str) -> None:
-        """A scheduled task running `exe argument` in the user's interactive session."""
-        self.cmdlet("New-ScheduledTaskAction", Execute=exe, Argument=argument)
-        self.cmdlet("Register-ScheduledTask", TaskPath="\\provision\\", UserId=user)
+        """The user runs `exe argument` in their own session (by hand, not through a task)."""
         with self.lock:
             found = self.users.get(user.casefold())
-            if found is None or not found.logged_on:
-                return  # "run only when the user is logged on": nothing happens
+            if found is not None and found.logged_on:
+                self._run_as_user(found.name, exe, argument, None)
+
+    def _run_as_user(self, user: str, exe: str, argument: str, task: StoredTask | None) -> None:
+        with self.lock:
             running = [p for p in self.user_microsips(user) if p.exe.casefold() == exe.casefold()]
             if argument == "/exit":
                 # The second instance forwards /exit to the first; nothing runs if none does.
@@ -344,7 +505,11 @@ class SimulatedHost:
                         self._microsip_exit(process)
             elif argument == "/minimized":
                 if not running:
-                    self.start_microsip(user, exe)
+                    process = self.start_microsip(user, exe)
+                    if task is not None:
+                        process.priority = task.priority
+                        process.working_directory = task.working_directory or SYSTEM32
+                        process.stop_on_battery = task.stop_if_going_on_batteries
             else:
                 raise AssertionError(f"the lab's MicroSIP got an argument provision never sends: {argument!r}")
 

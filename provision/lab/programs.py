@@ -18,7 +18,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from provision.lab.host import PSError, SimProcess, SimulatedHost, method_error, pe_build_time
+from provision.lab.host import PSError, SimProcess, SimulatedHost, TaskDefinition, method_error, pe_build_time
 from provision.remote import (
     CMD_LIMIT,
     CREATE_PROCESS_LIMIT,
@@ -93,6 +93,9 @@ def start_program(host: SimulatedHost, command: str, arguments: str, skip_cmd_sh
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+TASK_PATH = "\\provision\\"
 
 
 class Killed(BaseException):
@@ -282,7 +285,11 @@ class AgentTwin:
 
     def start_in_user_session(self, name: str, exe: str, argument: str, verb: str) -> None:
         self.step()
-        self.host.run_in_session(name, exe, argument)
+        self.host.cmdlet("New-ScheduledTaskAction", Execute=exe, Argument=argument)
+        self.host.cmdlet("New-ScheduledTaskPrincipal", UserId=name, LogonType="Interactive")
+        task = TaskDefinition(name, "InteractiveToken", exe, argument, None, None)
+        self.host.register_task(TASK_PATH, f"microsip-{verb}-{name}", task, force=True)
+        self.host.start_task(TASK_PATH, f"microsip-{verb}-{name}")
 
     def close_microsip(self, name: str, wait_ms: int) -> dict[str, Any]:
         running = self.get_user_microsip(name)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from provision.ini import decode_ini, read_ini
-from provision.lab.host import decrypt_password
+from provision.lab.host import decrypt_password, read_task
 from provision.secrets import read_env_file
 
 from labkit import Lab
@@ -363,3 +363,31 @@ def test_no_secret_reaches_powershells_module_log(lab: Lab) -> None:
         for token in re.findall(r"[A-Za-z0-9+/]{40,}={0,2}", log)
     ]
     assert [text for text in decoded if sip in text] == []
+
+
+# Task Scheduler ----------------------------------------------------------------------------
+
+
+def test_microsip_is_closed_and_restarted_by_tasks_that_suit_a_laptop_on_battery(lab: Lab) -> None:
+    """Task Scheduler's defaults: priority 7 (below normal), no start on battery, stopped when
+    the laptop unplugs, a 72-hour limit, started in System32. Each must be set explicitly."""
+    host = lab.host("lab-001")
+    host.on_battery = True
+    user = lab.user("lab-001")
+    assert host.user_microsips(user)
+    report = lab.report()
+    assert report["exit_code"] == 0, report["output"]
+    assert host.stats["microsip_exits"] == 1 and host.stats["microsip_kills"] == 0  # /exit ran: saved, not killed
+    (process,) = host.user_microsips(user)
+    assert process.priority is not None and 4 <= process.priority <= 6  # the normal priority band
+    assert process.working_directory == "C:\\Program Files\\MicroSIP"
+    for data in host.task_history:
+        task = read_task(data)
+        assert data.startswith(b"\xff\xfe<\x00?\x00")  # UTF-16LE with BOM, as Task Scheduler writes it
+        assert not task.disallow_start_if_on_batteries and not task.stop_if_going_on_batteries
+        assert task.execution_time_limit == "PT0S" and task.priority == process.priority
+        assert task.logon_type == "InteractiveToken" and task.user == user
+    assert {read_task(d).arguments for d in host.task_history} == {"/exit", "/minimized"}
+    assert host.tasks() == []  # every task removed once its process started
+    host.unplug()
+    assert host.user_microsips(user) == [process]  # still running on battery
