@@ -18,7 +18,15 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from provision.lab.host import PSError, SimProcess, SimulatedHost, TaskDefinition, method_error, pe_build_time
+from provision.lab.host import (
+    PSError,
+    SimProcess,
+    SimulatedHost,
+    TaskDefinition,
+    TaskSettings,
+    method_error,
+    pe_build_time,
+)
 from provision.remote import (
     CMD_LIMIT,
     CREATE_PROCESS_LIMIT,
@@ -96,6 +104,14 @@ def _digest(text: str) -> str:
 
 
 TASK_PATH = "\\provision\\"
+# What Start-InUserSession gives New-ScheduledTaskSettingsSet (a test holds the two together):
+# normal priority, allowed and kept on battery, no time limit.
+TASK_SETTINGS = TaskSettings(
+    disallow_start_if_on_batteries=False,
+    stop_if_going_on_batteries=False,
+    execution_time_limit="PT0S",
+    priority=4,
+)
 
 
 class Killed(BaseException):
@@ -283,23 +299,37 @@ class AgentTwin:
                 found.append(process)
         return found
 
-    def start_in_user_session(self, name: str, exe: str, argument: str, verb: str) -> None:
+    def start_in_user_session(self, name: str, exe: str, argument: str, verb: str) -> str:
         self.step()
-        self.host.cmdlet("New-ScheduledTaskAction", Execute=exe, Argument=argument)
+        folder = exe.rsplit("\\", 1)[0]
+        self.host.cmdlet("New-ScheduledTaskAction", Execute=exe, Argument=argument, WorkingDirectory=folder)
         self.host.cmdlet("New-ScheduledTaskPrincipal", UserId=name, LogonType="Interactive")
-        task = TaskDefinition(name, "InteractiveToken", exe, argument, None, None)
+        task = TaskDefinition(name, "InteractiveToken", exe, argument, folder, TASK_SETTINGS)
         self.host.register_task(TASK_PATH, f"microsip-{verb}-{name}", task, force=True)
         self.host.start_task(TASK_PATH, f"microsip-{verb}-{name}")
+        return f"microsip-{verb}-{name}"
+
+    def remove_user_task(self, task: str) -> None:
+        self.host.unregister_task(TASK_PATH, task)
+
+    def wait_microsip_started(self, name: str, wait_ms: int) -> bool:
+        deadline = time.monotonic() + wait_ms * self.host.wait_scale / 1000
+        while not self.get_user_microsip(name) and time.monotonic() < deadline:
+            self.sleep(200)
+        return len(self.get_user_microsip(name)) > 0
 
     def close_microsip(self, name: str, wait_ms: int) -> dict[str, Any]:
         running = self.get_user_microsip(name)
         if not running:
             return {"ok": True, "closed": False, "exe": None}
         exe = running[0].exe
-        self.start_in_user_session(name, exe, "/exit", "exit")
-        deadline = time.monotonic() + wait_ms * self.host.wait_scale / 1000
-        while time.monotonic() < deadline and self.get_user_microsip(name):
-            self.sleep(200)
+        task = self.start_in_user_session(name, exe, "/exit", "exit")
+        try:
+            deadline = time.monotonic() + wait_ms * self.host.wait_scale / 1000
+            while time.monotonic() < deadline and self.get_user_microsip(name):
+                self.sleep(200)
+        finally:
+            self.remove_user_task(task)
         for process in self.get_user_microsip(name):
             self.host.stop_process(process.pid)
         self.sleep(500 * self.host.wait_scale)
@@ -378,7 +408,11 @@ class AgentTwin:
         if user.get("restart") or closed["closed"]:
             exe = closed["exe"] or user.get("exe")
             if exe:
-                self.start_in_user_session(name, exe, "/minimized", "start")
+                task = self.start_in_user_session(name, exe, "/minimized", "start")
+                try:
+                    self.wait_microsip_started(name, int(request["exit_wait_ms"]))
+                finally:
+                    self.remove_user_task(task)
                 result["restarted"] = True
         return result
 
@@ -406,7 +440,11 @@ class AgentTwin:
         except PSError as exc:
             result["reason"] = str(exc)
         if closed["closed"]:
-            self.start_in_user_session(name, closed["exe"], "/minimized", "start")
+            task = self.start_in_user_session(name, closed["exe"], "/minimized", "start")
+            try:
+                self.wait_microsip_started(name, int(request["exit_wait_ms"]))
+            finally:
+                self.remove_user_task(task)
             result["restarted"] = True
         return result
 

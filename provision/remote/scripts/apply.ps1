@@ -53,7 +53,12 @@ function Update-UserIni {
     if ($User.restart -or $closed.closed) {
         $exe = if ($closed.exe) { $closed.exe } else { $User.exe }
         if ($exe) {
-            Start-InUserSession -Name $User.name -Exe $exe -Argument '/minimized' -Verb 'start'
+            $task = Start-InUserSession -Name $User.name -Exe $exe -Argument '/minimized' -Verb 'start'
+            try {
+                [void](Wait-MicroSipStarted -Name $User.name -WaitMs $Request.exit_wait_ms)
+            } finally {
+                Remove-UserTask -Task $task
+            }
             $result.restarted = $true
         }
     }

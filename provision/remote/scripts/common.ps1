@@ -94,13 +94,34 @@ function Get-UserMicroSip {
 function Start-InUserSession {
     # Runs Exe with one argument in the user's interactive session, through a scheduled
     # task: a process started from WinRM runs in session 0 and cannot reach the user's
-    # MicroSIP window, and would die with the WinRM shell.
+    # MicroSIP window, and would die with the WinRM shell. Returns the task's name; remove
+    # it with Remove-UserTask once its process has started.
     param([string]$Name, [string]$Exe, [string]$Argument, [string]$Verb)
-    $action = New-ScheduledTaskAction -Execute $Exe -Argument $Argument
+    $action = New-ScheduledTaskAction -Execute $Exe -Argument $Argument -WorkingDirectory (Split-Path -Parent $Exe)
     $principal = New-ScheduledTaskPrincipal -UserId $Name -LogonType Interactive
+    # Task Scheduler's defaults suit no softphone: priority 7 (below normal, low I/O), no
+    # start on battery, stopped when the laptop unplugs, stopped after 72 hours. Each is set.
+    $settings = New-ScheduledTaskSettingsSet -AllowStartIfOnBatteries -DontStopIfGoingOnBatteries -ExecutionTimeLimit ([TimeSpan]::Zero) -Priority 4
     $task = 'microsip-' + $Verb + '-' + $Name
-    Register-ScheduledTask -TaskPath '\provision\' -TaskName $task -Action $action -Principal $principal -Force | Out-Null
+    Register-ScheduledTask -TaskPath '\provision\' -TaskName $task -Action $action -Principal $principal -Settings $settings -Force | Out-Null
     Start-ScheduledTask -TaskPath '\provision\' -TaskName $task
+    return $task
+}
+
+function Remove-UserTask {
+    # The task goes; a process it started keeps running.
+    param([string]$Task)
+    Unregister-ScheduledTask -TaskPath '\provision\' -TaskName $Task -Confirm:$false
+}
+
+function Wait-MicroSipStarted {
+    # Start-ScheduledTask returns before the process runs: wait for it, bounded.
+    param([string]$Name, [int]$WaitMs)
+    $deadline = (Get-Date).AddMilliseconds($WaitMs)
+    while (@(Get-UserMicroSip -Name $Name).Count -eq 0 -and (Get-Date) -lt $deadline) {
+        Start-Sleep -Milliseconds 200
+    }
+    return @(Get-UserMicroSip -Name $Name).Count -gt 0
 }
 
 function Close-MicroSip {
@@ -111,10 +132,14 @@ function Close-MicroSip {
         return @{ ok = $true; closed = $false; exe = $null }
     }
     $exe = $running[0].ExecutablePath
-    Start-InUserSession -Name $Name -Exe $exe -Argument '/exit' -Verb 'exit'
-    $deadline = (Get-Date).AddMilliseconds($WaitMs)
-    while ((Get-Date) -lt $deadline -and @(Get-UserMicroSip -Name $Name).Count -gt 0) {
-        Start-Sleep -Milliseconds 200
+    $task = Start-InUserSession -Name $Name -Exe $exe -Argument '/exit' -Verb 'exit'
+    try {
+        $deadline = (Get-Date).AddMilliseconds($WaitMs)
+        while ((Get-Date) -lt $deadline -and @(Get-UserMicroSip -Name $Name).Count -gt 0) {
+            Start-Sleep -Milliseconds 200
+        }
+    } finally {
+        Remove-UserTask -Task $task
     }
     foreach ($process in @(Get-UserMicroSip -Name $Name)) {
         Stop-Process -Id $process.ProcessId -Force -ErrorAction SilentlyContinue

@@ -35,7 +35,12 @@ function Restore-UserIni {
         $result.reason = [string]$_.Exception.Message
     }
     if ($closed.closed) {
-        Start-InUserSession -Name $User.name -Exe $closed.exe -Argument '/minimized' -Verb 'start'
+        $task = Start-InUserSession -Name $User.name -Exe $closed.exe -Argument '/minimized' -Verb 'start'
+        try {
+            [void](Wait-MicroSipStarted -Name $User.name -WaitMs $Request.exit_wait_ms)
+        } finally {
+            Remove-UserTask -Task $task
+        }
         $result.restarted = $true
     }
     return $result
