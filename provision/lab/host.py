@@ -62,6 +62,7 @@ class SimProcess:
     priority: int | None = None  # the task's Priority (7, its default, is below normal)
     working_directory: str | None = None
     stop_on_battery: bool = False  # StopIfGoingOnBatteries
+    ini: str | None = None  # the user's MicroSIP: the ini it reads and saves
 
 
 TASK_NS = "http://schemas.microsoft.com/windows/2004/02/mit/task"
@@ -270,12 +271,17 @@ class SimulatedHost:
         return f"C:\\Users\\{found.name}"
 
     def ini_path(self, user: str) -> str | None:
-        profile = self.profile_path(user)
-        if profile is None:
+        """The ini of the MicroSIP this host has for the user (host.mode)."""
+        if self.profile_path(user) is None:
             return None
-        if self.mode == "portable":
-            return self.portable_exe.replace("%USERPROFILE%", profile)[: -len(".exe")] + ".ini"
-        return profile + "\\AppData\\Roaming\\MicroSIP\\microsip.ini"
+        return self.ini_for(user, self.exe_for(user))
+
+    def ini_for(self, user: str, exe: str) -> str:
+        """Where a MicroSIP started from `exe` keeps its ini: the installed copy in the user's
+        %APPDATA%\\MicroSIP, any other copy beside itself, named after the exe."""
+        if exe.casefold() == INSTALLED_EXE.casefold():
+            return (self.profile_path(user) or "") + "\\AppData\\Roaming\\MicroSIP\\microsip.ini"
+        return exe[: -len(".exe")] + ".ini"
 
     def exe_for(self, user: str) -> str:
         profile = self.profile_path(user) or ""
@@ -283,14 +289,14 @@ class SimulatedHost:
 
     # Files -------------------------------------------------------------------------------
 
-    def read_ini(self, user: str) -> bytes | None:
-        path = self.ini_path(user)
+    def read_ini(self, user: str, path: str | None = None) -> bytes | None:
+        path = path or self.ini_path(user)
         if path is None or not self.path(path).is_file():
             return None
         return self.path(path).read_bytes()
 
-    def write_ini(self, user: str, content: bytes) -> None:
-        path = self.ini_path(user)
+    def write_ini(self, user: str, content: bytes, path: str | None = None) -> None:
+        path = path or self.ini_path(user)
         assert path is not None, f"{user} has no profile"
         target = self.path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -517,7 +523,8 @@ class SimulatedHost:
         """MicroSIP starts: creates its ini if missing, encrypts plaintext passwords."""
         with self.lock:
             process = SimProcess(next(self._pids), self.users[user.casefold()].name, exe or self.exe_for(user))
-            content = self.read_ini(user)
+            process.ini = self.ini_for(user, process.exe)
+            content = self.read_ini(user, process.ini)
             text = decode_ini(content) if content else ""
             if not text.strip():
                 text = "[Settings]\n"
@@ -529,7 +536,7 @@ class SimulatedHost:
                     updates.append((section.name, (("password", encrypt_password(password)),)))
             if updates:
                 text = merge_ini(text, Desired(tuple(updates)), {})
-            self.write_ini(user, encode_ini(text))
+            self.write_ini(user, encode_ini(text), process.ini)
             settings = read_ini(text).sections.get("settings")
             process.memory = (
                 dict(zip(settings.names.values(), settings.values.values(), strict=True)) if settings else {}
@@ -616,7 +623,7 @@ class SimulatedHost:
     def _microsip_exit(self, process: SimProcess) -> None:
         """SettingsSave: every [Settings] key from memory, plus window and call state."""
         with self.lock:
-            content = self.read_ini(process.user)
+            content = self.read_ini(process.user, process.ini)
             text = decode_ini(content) if content else "[Settings]\n"
             state = {
                 "mainX": "1520",
@@ -627,7 +634,7 @@ class SimulatedHost:
             }
             items = tuple({**process.memory, **state}.items())
             text = merge_ini(text, Desired((("Settings", items),)), {})
-            self.write_ini(process.user, encode_ini(text))
+            self.write_ini(process.user, encode_ini(text), process.ini)
             del self.processes[process.pid]
             self.stats["microsip_exits"] += 1
 

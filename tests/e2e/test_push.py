@@ -391,3 +391,42 @@ def test_microsip_is_closed_and_restarted_by_tasks_that_suit_a_laptop_on_battery
     assert host.tasks() == []  # every task removed once its process started
     host.unplug()
     assert host.user_microsips(user) == [process]  # still running on battery
+
+
+# Which MicroSIP --------------------------------------------------------------------------------
+
+
+def declare_install(lab: Lab, host: str, line: str) -> None:
+    inventory = lab.fleet.inventory
+    text = inventory.read_text("utf-8")
+    inventory.write_text(text.replace(f"  {host}:\n", f"  {host}:\n    microsip: {line}\n"), "utf-8")
+
+
+def test_a_portable_microsip_under_another_name_is_closed_before_its_ini_is_written(lab: Lab) -> None:
+    host = lab.host("lab-004")
+    host.mode, host.portable_exe = "portable", "%USERPROFILE%\\Phone\\softphone.exe"
+    declare_install(lab, "lab-004", "{mode: portable, exe: '%USERPROFILE%\\Phone\\softphone.exe'}")
+    user = lab.user("lab-004")
+    host.write_ini(user, (lab.ini("lab-004", user) or b""))
+    host.start_microsip(user)  # softphone.exe reads softphone.ini beside it
+    (running,) = host.user_microsips(user)
+    assert running.exe.endswith("softphone.exe")
+    report = lab.report("--limit", "lab-004")
+    assert report["exit_code"] == 0, report["output"]
+    assert host.stats["microsip_exits"] == 1  # it was closed (and saved) before the write
+    (restarted,) = host.user_microsips(user)
+    assert restarted.pid != running.pid and restarted.exe == running.exe
+    host.run_in_session(user, restarted.exe, "/exit")  # the user quits later: MicroSIP saves again
+    assert settings(lab, "lab-004", user)["autoAnswer"] == ""  # the support profile's value survives
+
+
+def test_only_the_declared_microsip_is_closed_not_another_copy_of_the_user(lab: Lab) -> None:
+    host = lab.host("lab-002")
+    user = lab.user("lab-002")
+    own = host.start_microsip(user)  # the installed one
+    other = host.start_microsip(user, f"C:\\Users\\{user}\\Downloads\\MicroSIP\\microsip.exe")  # their own copy
+    report = lab.report("--limit", "lab-002")
+    assert report["exit_code"] == 0, report["output"]
+    pids = {p.pid for p in host.user_microsips(user)}
+    assert other.pid in pids and own.pid not in pids  # the copy untouched; the installed one restarted
+    assert host.stats["microsip_kills"] == 0
