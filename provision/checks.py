@@ -18,7 +18,7 @@ from typing import Any
 from provision.errors import IniError
 from provision.jobs import HostJob, UserJob
 from provision.plan import plan_target
-from provision.push import PushOptions, by_user
+from provision.push import PushOptions, by_user, install_of
 from provision.remote import INSTALLED_EXE
 from provision.remote.agent import Agent
 from provision.remote.protocol import Op, UserStatus
@@ -107,7 +107,7 @@ def _health(agent: Agent, job: HostJob, key: bytes, now: float) -> CheckResult:
     clock = time.monotonic()
     request = {
         "op": Op.HEALTH,
-        "install": {"mode": job.install.mode or "installed", "exe": job.install.exe},
+        "install": install_of(job),
         "users": [{"name": u.user} for u in job.users],
         "hooks": sorted({p for u in job.users for p in _hook_programs(u)}),
         "log_patterns": [REGISTERED, REGISTRATION_FAILED],

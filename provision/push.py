@@ -22,7 +22,7 @@ from provision.errors import IniError
 from provision.jobs import HostJob, UserJob
 from provision.plan import KeyChange, TargetPlan, plan_target
 from provision.remote.agent import Agent
-from provision.remote.protocol import Op, UserStatus
+from provision.remote.protocol import Install, InstallMode, Op, UserStatus
 from provision.session import Connect, SessionOptions, converse
 from provision.transport.base import TransportError
 
@@ -128,10 +128,16 @@ def _push(agent: Agent, job: HostJob, options: PushOptions, fingerprint_key: byt
     return HostResult(job.host, list(results.values()))
 
 
+def install_of(job: HostJob) -> Install:
+    """The MicroSIP install the inventory declares for the host."""
+    return {"mode": job.install.mode or InstallMode.INSTALLED, "exe": job.install.exe}
+
+
 def _discover(agent: Agent, job: HostJob) -> dict[str, dict[str, Any]]:
     """Each user's ini and whether their MicroSIP runs."""
-    install = {"mode": job.install.mode or "installed", "exe": job.install.exe}
-    reply = agent.request({"op": Op.DISCOVER, "install": install, "users": [{"name": u.user} for u in job.users]})
+    reply = agent.request(
+        {"op": Op.DISCOVER, "install": install_of(job), "users": [{"name": u.user} for u in job.users]}
+    )
     return by_user(reply, [u.user for u in job.users])
 
 
@@ -184,6 +190,7 @@ def _apply(
 ) -> None:
     request = {
         "op": Op.APPLY,
+        "install": install_of(job),
         "backups": options.backups,
         "exit_wait_ms": options.exit_wait_ms,
         "users": [_apply_user(user, entry, plan, close=bool(entry.get("running"))) for user, entry, plan in to_apply],
@@ -200,7 +207,7 @@ def _apply(
             if plan is not None and (plan.content is not None or answer.get("closed")):
                 # Write what changed, and start MicroSIP again if it was running.
                 item = _apply_user(user, reread, plan, close=False)
-                item.update(restart=bool(answer.get("closed")), exe=answer.get("exe"))
+                item.update(restart=bool(answer.get("closed")))
                 again.append(item)
             continue
         _take_answer(results[user.user], answer)
@@ -225,7 +232,6 @@ def _apply_user(user: UserJob, entry: dict[str, Any], plan: TargetPlan, *, close
         "ini_path": entry["ini_path"],
         "close": close,
         "restart": False,
-        "exe": None,
         "expected_sha256": entry.get("sha256"),
         "new_sha256": hashlib.sha256(content).hexdigest(),
         "content_b64": base64.b64encode(content).decode("ascii"),
@@ -264,7 +270,7 @@ def _rollback(agent: Agent, job: HostJob, options: PushOptions) -> HostResult:
             results[user.user] = UserResult(job.host, user.user, FAILED)
             users.append({"name": user.user, "ini_path": entry["ini_path"]})
     if users:
-        request = {"op": Op.ROLLBACK, "exit_wait_ms": options.exit_wait_ms, "users": users}
+        request = {"op": Op.ROLLBACK, "install": install_of(job), "exit_wait_ms": options.exit_wait_ms, "users": users}
         answers = by_user(agent.request(request), [item["name"] for item in users])
         for item in users:
             answer = answers[item["name"].casefold()]

@@ -272,6 +272,13 @@ class AgentTwin:
             return exe.rsplit(".", 1)[0] + ".ini"
         return profile + "\\AppData\\Roaming\\MicroSIP\\microsip.ini"
 
+    def get_microsip_exe(self, profile: str, install: dict[str, Any]) -> str:
+        return str(install.get("exe") or INSTALLED_EXE).replace("%USERPROFILE%", profile)
+
+    def get_user_exe(self, name: str, install: dict[str, Any]) -> str | None:
+        profile = self.get_profile_path(name)
+        return None if profile is None else self.get_microsip_exe(profile, install)
+
     def get_user_ini(self, name: str, install: dict[str, Any]) -> dict[str, Any]:
         entry: dict[str, Any] = {"name": name, "status": UserStatus.OK}
         profile = self.get_profile_path(name)
@@ -286,13 +293,14 @@ class AgentTwin:
             content = self.host.read_all_bytes(ini)
             entry["content_b64"] = base64.b64encode(content).decode()
             entry["sha256"] = self.host.file_hash(ini)
-        entry["running"] = len(self.get_user_microsip(name)) > 0
+        exe = self.get_microsip_exe(profile, install)
+        entry["running"] = len(self.get_user_microsip(name, exe)) > 0
         return entry
 
-    def get_user_microsip(self, name: str) -> list[SimProcess]:
+    def get_user_microsip(self, name: str, exe: str | None) -> list[SimProcess]:
         found = []
         for process in self.host.win32_processes():
-            if process.exe.rsplit("\\", 1)[-1].casefold() != "microsip.exe":
+            if exe is None or process.exe.casefold() != exe.casefold():
                 continue
             self.step()
             if self.host.get_owner(process.pid).casefold() == name.casefold():
@@ -312,30 +320,29 @@ class AgentTwin:
     def remove_user_task(self, task: str) -> None:
         self.host.unregister_task(TASK_PATH, task)
 
-    def wait_microsip_started(self, name: str, wait_ms: int) -> bool:
+    def wait_microsip_started(self, name: str, exe: str, wait_ms: int) -> bool:
         deadline = time.monotonic() + wait_ms * self.host.wait_scale / 1000
-        while not self.get_user_microsip(name) and time.monotonic() < deadline:
+        while not self.get_user_microsip(name, exe) and time.monotonic() < deadline:
             self.sleep(200)
-        return len(self.get_user_microsip(name)) > 0
+        return len(self.get_user_microsip(name, exe)) > 0
 
-    def close_microsip(self, name: str, wait_ms: int) -> dict[str, Any]:
-        running = self.get_user_microsip(name)
+    def close_microsip(self, name: str, exe: str, wait_ms: int) -> dict[str, Any]:
+        running = self.get_user_microsip(name, exe)
         if not running:
-            return {"ok": True, "closed": False, "exe": None}
-        exe = running[0].exe
+            return {"ok": True, "closed": False}
         task = self.start_in_user_session(name, exe, "/exit", "exit")
         try:
             deadline = time.monotonic() + wait_ms * self.host.wait_scale / 1000
-            while time.monotonic() < deadline and self.get_user_microsip(name):
+            while time.monotonic() < deadline and self.get_user_microsip(name, exe):
                 self.sleep(200)
         finally:
             self.remove_user_task(task)
-        for process in self.get_user_microsip(name):
+        for process in self.get_user_microsip(name, exe):
             self.host.stop_process(process.pid)
         self.sleep(500 * self.host.wait_scale)
-        if self.get_user_microsip(name):
-            return {"ok": False, "closed": True, "exe": exe, "reason": "MicroSIP did not close"}
-        return {"ok": True, "closed": True, "exe": exe}
+        if self.get_user_microsip(name, exe):
+            return {"ok": False, "closed": True, "reason": "MicroSIP did not close"}
+        return {"ok": True, "closed": True}
 
     def write_ini_file(self, path: str, content: bytes, digest: str) -> None:
         self.step()
@@ -381,10 +388,12 @@ class AgentTwin:
     def update_user_ini(self, user: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
         name = user["name"]
         result: dict[str, Any] = {"name": name, "status": UserStatus.FAILED}
-        closed: dict[str, Any] = {"ok": True, "closed": False, "exe": None}
+        closed: dict[str, Any] = {"ok": True, "closed": False}
+        exe = self.get_user_exe(name, request["install"])
         try:
             if user.get("close"):
-                closed = self.close_microsip(name, int(request["exit_wait_ms"]))
+                assert exe is not None
+                closed = self.close_microsip(name, exe, int(request["exit_wait_ms"]))
                 if not closed["ok"]:
                     result["status"] = UserStatus.BUSY
                     result["reason"] = closed["reason"]
@@ -394,7 +403,6 @@ class AgentTwin:
                 result["status"] = UserStatus.REREAD
                 result["sha256"] = current
                 result["closed"] = closed["closed"]
-                result["exe"] = closed["exe"]
                 if current is not None:
                     result["content_b64"] = base64.b64encode(self.host.read_all_bytes(user["ini_path"])).decode()
                 return result
@@ -405,15 +413,13 @@ class AgentTwin:
             result["status"] = UserStatus.WRITTEN
         except PSError as exc:
             result["reason"] = str(exc)
-        if user.get("restart") or closed["closed"]:
-            exe = closed["exe"] or user.get("exe")
-            if exe:
-                task = self.start_in_user_session(name, exe, "/minimized", "start")
-                try:
-                    self.wait_microsip_started(name, int(request["exit_wait_ms"]))
-                finally:
-                    self.remove_user_task(task)
-                result["restarted"] = True
+        if (user.get("restart") or closed["closed"]) and exe is not None:
+            task = self.start_in_user_session(name, exe, "/minimized", "start")
+            try:
+                self.wait_microsip_started(name, exe, int(request["exit_wait_ms"]))
+            finally:
+                self.remove_user_task(task)
+            result["restarted"] = True
         return result
 
     def invoke_rollback(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -426,7 +432,9 @@ class AgentTwin:
         if not backups:
             result["status"] = UserStatus.NO_BACKUP
             return result
-        closed = self.close_microsip(name, int(request["exit_wait_ms"]))
+        exe = self.get_user_exe(name, request["install"])
+        assert exe is not None
+        closed = self.close_microsip(name, exe, int(request["exit_wait_ms"]))
         if not closed["ok"]:
             result["status"] = UserStatus.BUSY
             result["reason"] = closed["reason"]
@@ -440,9 +448,9 @@ class AgentTwin:
         except PSError as exc:
             result["reason"] = str(exc)
         if closed["closed"]:
-            task = self.start_in_user_session(name, closed["exe"], "/minimized", "start")
+            task = self.start_in_user_session(name, exe, "/minimized", "start")
             try:
-                self.wait_microsip_started(name, int(request["exit_wait_ms"]))
+                self.wait_microsip_started(name, exe, int(request["exit_wait_ms"]))
             finally:
                 self.remove_user_task(task)
             result["restarted"] = True
@@ -456,7 +464,7 @@ class AgentTwin:
         for user in request["users"]:
             entry = self.get_user_ini(user["name"], install)
             if entry["status"] == UserStatus.OK:
-                exe = self.get_exe_path(entry["profile_path"], install)
+                exe = self.get_microsip_exe(entry["profile_path"], install)
                 entry["exe"] = self.get_exe_info(exe)
                 log = self.get_log_path(entry["profile_path"], install)
                 entry["log"] = self.find_log_line(log, request.get("log_patterns") or [])
@@ -472,12 +480,9 @@ class AgentTwin:
             info["build_time"] = pe_build_time(file.read_bytes()[:4096])
         return info
 
-    def get_exe_path(self, profile: str, install: dict[str, Any]) -> str:
-        return str(install.get("exe") or INSTALLED_EXE).replace("%USERPROFILE%", profile)
-
     def get_log_path(self, profile: str, install: dict[str, Any]) -> str:
         if install.get("mode") == InstallMode.PORTABLE:
-            return self.get_exe_path(profile, install)[: -len(".exe")] + "_log.txt"
+            return self.get_microsip_exe(profile, install)[: -len(".exe")] + "_log.txt"
         return profile + "\\AppData\\Local\\MicroSIP\\microsip_log.txt"
 
     def find_log_line(self, path: str, patterns: list[str]) -> dict[str, Any]:

@@ -77,7 +77,6 @@ class ApplyUser(TypedDict):
     ini_path: str
     close: bool  # close the user's MicroSIP first
     restart: bool  # start MicroSIP afterwards even if this request did not close it
-    exe: str | None  # the exe to start then
     expected_sha256: str | None  # the ini as discover read it (None: there was none)
     new_sha256: str
     content_b64: str  # the new ini; holds the SIP password: only ever handled by .NET
@@ -85,6 +84,7 @@ class ApplyUser(TypedDict):
 
 class ApplyRequest(TypedDict):
     op: Literal[Op.APPLY]
+    install: Install
     backups: int
     exit_wait_ms: int
     users: list[ApplyUser]
@@ -97,6 +97,7 @@ class RollbackUser(TypedDict):
 
 class RollbackRequest(TypedDict):
     op: Literal[Op.ROLLBACK]
+    install: Install
     exit_wait_ms: int
     users: list[RollbackUser]
 
@@ -186,7 +187,6 @@ class ApplyOutcome(TypedDict, total=False):
     sha256: str | None  # reread: the ini now
     content_b64: str  # reread: its content
     closed: bool  # reread: MicroSIP was closed for this request and awaits its restart
-    exe: str | None  # reread: the exe to restart
     backup: str | None
     restarted: bool
 

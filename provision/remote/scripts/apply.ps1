@@ -16,10 +16,11 @@ function Invoke-Apply {
 function Update-UserIni {
     param($User, $Request)
     $result = @{ name = $User.name; status = 'failed' }
-    $closed = @{ ok = $true; closed = $false; exe = $null }
+    $closed = @{ ok = $true; closed = $false }
+    $exe = Get-UserExe -Name $User.name -Install $Request.install
     try {
         if ($User.close) {
-            $closed = Close-MicroSip -Name $User.name -WaitMs $Request.exit_wait_ms
+            $closed = Close-MicroSip -Name $User.name -Exe $exe -WaitMs $Request.exit_wait_ms
             if (-not $closed.ok) {
                 $result.status = 'busy'
                 $result.reason = $closed.reason
@@ -35,7 +36,6 @@ function Update-UserIni {
             $result.status = 'reread'
             $result.sha256 = $current
             $result.closed = [bool]$closed.closed
-            $result.exe = ConvertTo-Text $closed.exe
             if ($null -ne $current) {
                 $result.content_b64 = [Convert]::ToBase64String([System.IO.File]::ReadAllBytes($User.ini_path))
             }
@@ -51,16 +51,13 @@ function Update-UserIni {
         $result.reason = [string]$_.Exception.Message
     }
     if ($User.restart -or $closed.closed) {
-        $exe = if ($closed.exe) { $closed.exe } else { $User.exe }
-        if ($exe) {
-            $task = Start-InUserSession -Name $User.name -Exe $exe -Argument '/minimized' -Verb 'start'
-            try {
-                [void](Wait-MicroSipStarted -Name $User.name -WaitMs $Request.exit_wait_ms)
-            } finally {
-                Remove-UserTask -Task $task
-            }
-            $result.restarted = $true
+        $task = Start-InUserSession -Name $User.name -Exe $exe -Argument '/minimized' -Verb 'start'
+        try {
+            [void](Wait-MicroSipStarted -Name $User.name -Exe $exe -WaitMs $Request.exit_wait_ms)
+        } finally {
+            Remove-UserTask -Task $task
         }
+        $result.restarted = $true
     }
     return $result
 }

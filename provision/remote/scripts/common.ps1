@@ -51,6 +51,25 @@ function Get-IniPath {
     return Join-Path $ProfilePath 'AppData\Roaming\MicroSIP\microsip.ini'
 }
 
+function Get-MicroSipExe {
+    # The exe of the install the inventory declares, for this user (%USERPROFILE% expanded).
+    param([string]$ProfilePath, $Install)
+    if ($Install.exe) {
+        return $Install.exe.Replace('%USERPROFILE%', $ProfilePath)
+    }
+    return 'C:\Program Files\MicroSIP\microsip.exe'
+}
+
+function Get-UserExe {
+    # Get-MicroSipExe for a user by name; $null if they have no profile here.
+    param([string]$Name, $Install)
+    $profilePath = Get-ProfilePath -Name $Name
+    if ($null -eq $profilePath) {
+        return $null
+    }
+    return Get-MicroSipExe -ProfilePath $profilePath -Install $Install
+}
+
 function Get-UserIni {
     # One user's ini: where it is, its content and digest, whether their MicroSIP runs.
     # Also gives the profile folder, or status 'no-profile' for a user who never logged on.
@@ -69,7 +88,8 @@ function Get-UserIni {
         $entry.content_b64 = [Convert]::ToBase64String([System.IO.File]::ReadAllBytes($ini))
         $entry.sha256 = [string](Get-Sha256 -Path $ini)
     }
-    $entry.running = @(Get-UserMicroSip -Name $Name).Count -gt 0
+    $exe = Get-MicroSipExe -ProfilePath $profilePath -Install $Install
+    $entry.running = @(Get-UserMicroSip -Name $Name -Exe $exe).Count -gt 0
     return $entry
 }
 
@@ -79,10 +99,15 @@ function Get-Sha256 {
 }
 
 function Get-UserMicroSip {
-    # MicroSIP processes owned by this user only: another user's phone is never touched.
-    param([string]$Name)
+    # This user's MicroSIP started from the declared exe. Matched by full path, as MicroSIP
+    # matches its own instances: a portable copy under another name is found, and another
+    # copy of the user's, or another user's MicroSIP, is never touched.
+    param([string]$Name, [string]$Exe)
     $found = @()
-    foreach ($process in Get-CimInstance -ClassName Win32_Process -Filter "Name = 'microsip.exe'") {
+    foreach ($process in Get-CimInstance -ClassName Win32_Process) {
+        if (-not [string]::Equals([string]$process.ExecutablePath, $Exe, [System.StringComparison]::OrdinalIgnoreCase)) {
+            continue
+        }
         $owner = Invoke-CimMethod -InputObject $process -MethodName GetOwner
         if ($owner.User -eq $Name) {
             $found += $process
@@ -116,39 +141,38 @@ function Remove-UserTask {
 
 function Wait-MicroSipStarted {
     # Start-ScheduledTask returns before the process runs: wait for it, bounded.
-    param([string]$Name, [int]$WaitMs)
+    param([string]$Name, [string]$Exe, [int]$WaitMs)
     $deadline = (Get-Date).AddMilliseconds($WaitMs)
-    while (@(Get-UserMicroSip -Name $Name).Count -eq 0 -and (Get-Date) -lt $deadline) {
+    while (@(Get-UserMicroSip -Name $Name -Exe $Exe).Count -eq 0 -and (Get-Date) -lt $deadline) {
         Start-Sleep -Milliseconds 200
     }
-    return @(Get-UserMicroSip -Name $Name).Count -gt 0
+    return @(Get-UserMicroSip -Name $Name -Exe $Exe).Count -gt 0
 }
 
 function Close-MicroSip {
     # /exit in the user's session (MicroSIP saves and closes), a bounded wait, then stop.
-    param([string]$Name, [int]$WaitMs)
-    $running = @(Get-UserMicroSip -Name $Name)
+    param([string]$Name, [string]$Exe, [int]$WaitMs)
+    $running = @(Get-UserMicroSip -Name $Name -Exe $Exe)
     if ($running.Count -eq 0) {
-        return @{ ok = $true; closed = $false; exe = $null }
+        return @{ ok = $true; closed = $false }
     }
-    $exe = $running[0].ExecutablePath
-    $task = Start-InUserSession -Name $Name -Exe $exe -Argument '/exit' -Verb 'exit'
+    $task = Start-InUserSession -Name $Name -Exe $Exe -Argument '/exit' -Verb 'exit'
     try {
         $deadline = (Get-Date).AddMilliseconds($WaitMs)
-        while ((Get-Date) -lt $deadline -and @(Get-UserMicroSip -Name $Name).Count -gt 0) {
+        while ((Get-Date) -lt $deadline -and @(Get-UserMicroSip -Name $Name -Exe $Exe).Count -gt 0) {
             Start-Sleep -Milliseconds 200
         }
     } finally {
         Remove-UserTask -Task $task
     }
-    foreach ($process in @(Get-UserMicroSip -Name $Name)) {
+    foreach ($process in @(Get-UserMicroSip -Name $Name -Exe $Exe)) {
         Stop-Process -Id $process.ProcessId -Force -ErrorAction SilentlyContinue
     }
     Start-Sleep -Milliseconds 500
-    if (@(Get-UserMicroSip -Name $Name).Count -gt 0) {
-        return @{ ok = $false; closed = $true; exe = $exe; reason = 'MicroSIP did not close' }
+    if (@(Get-UserMicroSip -Name $Name -Exe $Exe).Count -gt 0) {
+        return @{ ok = $false; closed = $true; reason = 'MicroSIP did not close' }
     }
-    return @{ ok = $true; closed = $true; exe = $exe }
+    return @{ ok = $true; closed = $true }
 }
 
 function Write-IniFile {

@@ -8,7 +8,7 @@ function Invoke-Health {
     foreach ($user in $Request.users) {
         $entry = [hashtable](Get-UserIni -Name $user.name -Install $Request.install)
         if ($entry.status -eq 'ok') {
-            $exe = Get-ExePath -ProfilePath $entry.profile_path -Install $Request.install
+            $exe = Get-MicroSipExe -ProfilePath $entry.profile_path -Install $Request.install
             $entry.exe = [hashtable](Get-ExeInfo -Path $exe)
             $log = Get-LogPath -ProfilePath $entry.profile_path -Install $Request.install
             $entry.log = [hashtable](Find-LogLine -Path $log -Patterns $Request.log_patterns)
@@ -40,15 +40,6 @@ function Get-ExeInfo {
         }
     }
     return $info
-}
-
-function Get-ExePath {
-    # The inventory's exe (%USERPROFILE% expanded), else where the installer puts it.
-    param([string]$ProfilePath, $Install)
-    if ($Install.exe) {
-        return $Install.exe.Replace('%USERPROFILE%', $ProfilePath)
-    }
-    return 'C:\Program Files\MicroSIP\microsip.exe'
 }
 
 function Get-LogPath {

@@ -19,7 +19,8 @@ function Restore-UserIni {
         $result.status = 'no-backup'
         return $result
     }
-    $closed = Close-MicroSip -Name $User.name -WaitMs $Request.exit_wait_ms
+    $exe = Get-UserExe -Name $User.name -Install $Request.install
+    $closed = Close-MicroSip -Name $User.name -Exe $exe -WaitMs $Request.exit_wait_ms
     if (-not $closed.ok) {
         $result.status = 'busy'
         $result.reason = [string]$closed.reason
@@ -35,9 +36,9 @@ function Restore-UserIni {
         $result.reason = [string]$_.Exception.Message
     }
     if ($closed.closed) {
-        $task = Start-InUserSession -Name $User.name -Exe $closed.exe -Argument '/minimized' -Verb 'start'
+        $task = Start-InUserSession -Name $User.name -Exe $exe -Argument '/minimized' -Verb 'start'
         try {
-            [void](Wait-MicroSipStarted -Name $User.name -WaitMs $Request.exit_wait_ms)
+            [void](Wait-MicroSipStarted -Name $User.name -Exe $exe -WaitMs $Request.exit_wait_ms)
         } finally {
             Remove-UserTask -Task $task
         }
