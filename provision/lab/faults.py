@@ -21,6 +21,13 @@ class Faults:
     microsip_crash_on: str | None = None  # a test instance dies on this control command (e.g. "/answer")
     registration_fails: bool = False  # the SIP server answers REGISTER with 401
     smoke_hang: bool = False  # the smoke operation starts the test instance, then never answers
+    # Processes (Win32_Process and GetOwner).
+    getowner_race: bool = False  # the user quits MicroSIP (it saves) between the enumeration and GetOwner
+    gone_mid_poll: bool = False  # /exit's own short-lived microsip.exe is seen, then gone before GetOwner
+    microsip_wont_start: bool = False  # MicroSIP started by a task exits at once (never seen running)
+    # The agent stops answering right after closing MicroSIP (a controller killed mid-apply
+    # leaves it there until the shell is deleted): seconds it stalls.
+    stall_after_close: float = 0.0
     # Transport faults (the HTTP side of the lab).
     reset_mid_response: str | None = None  # send part of the reply to this action, then reset the connection
     trickle_bytes_per_s: float = 0.0  # send every reply this slowly (a server that never quite stops talking)

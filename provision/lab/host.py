@@ -63,6 +63,7 @@ class SimProcess:
     working_directory: str | None = None
     stop_on_battery: bool = False  # StopIfGoingOnBatteries
     ini: str | None = None  # the user's MicroSIP: the ini it reads and saves
+    transient: bool = False  # a launcher that forwards its command line and exits at once
 
 
 TASK_NS = "http://schemas.microsoft.com/windows/2004/02/mit/task"
@@ -216,6 +217,8 @@ class SimulatedHost:
         self.wait_scale = 1.0
         self.on_battery = False  # a laptop running on its battery
         self.task_history: list[bytes] = []  # every task file as registered, for tests to read
+        self.agents: dict[int, int] = {}  # powershell.exe processes of the agent now running: pid -> start ticks
+        self._race_armed = True  # faults.getowner_race fires once
         self._build_time = int(time.time()) - 200 * 86_400  # built 200 days ago
         self.audio_devices = [
             "Speakers (Realtek(R) Audio)",
@@ -421,16 +424,30 @@ class SimulatedHost:
         """Get-CimInstance Win32_Process: a snapshot; processes may end right after it."""
         self.cmdlet("Get-CimInstance", ClassName="Win32_Process")
         with self.lock:
-            return list(self.processes.values())
+            snapshot = list(self.processes.values())
+            for process in snapshot:
+                if process.transient:
+                    del self.processes[process.pid]  # a launcher that has done its job: seen once, then gone
+            return snapshot
 
     def get_owner(self, pid: int) -> str:
-        """Invoke-CimMethod GetOwner: a process that has ended since the snapshot throws."""
+        """Invoke-CimMethod GetOwner: a process that has ended since the snapshot throws WMI's
+        'Not found ' (with its trailing space), a terminating error under ErrorAction Stop."""
         self.cmdlet("Invoke-CimMethod", MethodName="GetOwner", InputObject=f'Win32_Process (Handle = "{pid}")')
         with self.lock:
             process = self.processes.get(pid)
+            if process is not None and process.user and self.faults.getowner_race and self._race_armed:
+                self._race_armed = False
+                self._microsip_exit(process)  # the user quits MicroSIP this very moment
+                process = None
             if process is None:
                 raise PSError("Not found ")
             return process.user
+
+    def process_start(self, pid: int) -> int | None:
+        """Get-Process -Id: the start time (ticks) of a running agent process, None if there is none."""
+        with self.lock:
+            return self.agents.get(pid)
 
     # Task Scheduler -------------------------------------------------------------------------
 
@@ -505,12 +522,15 @@ class SimulatedHost:
         with self.lock:
             running = [p for p in self.user_microsips(user) if p.exe.casefold() == exe.casefold()]
             if argument == "/exit":
-                # The second instance forwards /exit to the first; nothing runs if none does.
+                # The second instance forwards /exit to the first and exits; nothing runs if none does.
                 for process in running:
                     if not (self.faults.microsip_wont_exit or self.faults.microsip_unkillable):
                         self._microsip_exit(process)
+                if self.faults.gone_mid_poll:
+                    launcher = SimProcess(next(self._pids), user, exe, transient=True)
+                    self.processes[launcher.pid] = launcher
             elif argument == "/minimized":
-                if not running:
+                if not running and not self.faults.microsip_wont_start:
                     process = self.start_microsip(user, exe)
                     if task is not None:
                         process.priority = task.priority

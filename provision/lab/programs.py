@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import itertools
 import json
 import queue
 import re
@@ -104,6 +105,7 @@ def _digest(text: str) -> str:
 
 
 TASK_PATH = "\\provision\\"
+_AGENT_PIDS = itertools.count(9000, 4)
 # What Start-InUserSession gives New-ScheduledTaskSettingsSet (a test holds the two together):
 # normal priority, allowed and kept on battery, no time limit.
 TASK_SETTINGS = TaskSettings(
@@ -133,6 +135,8 @@ class AgentProgram(Program):
         self._worker: threading.Thread | None = None
         self.started: list[int] = []  # processes started in the shell: they end with it
         self.killed = threading.Event()
+        self.pid = next(_AGENT_PIDS)
+        host.agents[self.pid] = time.time_ns() // 100  # like .NET ticks: only compared for equality
 
     def feed(self, data: bytes, end: bool) -> None:
         if self.done:
@@ -196,6 +200,10 @@ class AgentProgram(Program):
         """Start-Sleep, cut short if the process is ended."""
         if self.killed.wait(max(0.0, seconds)):
             raise Killed
+
+    def finish(self, code: int) -> None:
+        self.host.agents.pop(self.pid, None)
+        super().finish(code)
 
     def terminate(self) -> None:
         """The shell is deleted: its job object ends every process started in it."""
@@ -394,6 +402,7 @@ class AgentTwin:
             if user.get("close"):
                 assert exe is not None
                 closed = self.close_microsip(name, exe, int(request["exit_wait_ms"]))
+                self.sleep(self.host.faults.stall_after_close * 1000)
                 if not closed["ok"]:
                     result["status"] = UserStatus.BUSY
                     result["reason"] = closed["reason"]
