@@ -28,6 +28,10 @@ class Faults:
     # The agent stops answering right after closing MicroSIP (a controller killed mid-apply
     # leaves it there until the shell is deleted): seconds it stalls.
     stall_after_close: float = 0.0
+    # Time (real, in milliseconds) MicroSIP takes to save and exit after /exit, and Task
+    # Scheduler takes to register a task (a busy shared host with many users).
+    exit_delay_ms: float = 0.0
+    task_delay_ms: float = 0.0
     # Transport faults (the HTTP side of the lab).
     reset_mid_response: str | None = None  # send part of the reply to this action, then reset the connection
     trickle_bytes_per_s: float = 0.0  # send every reply this slowly (a server that never quite stops talking)

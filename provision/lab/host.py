@@ -64,6 +64,7 @@ class SimProcess:
     stop_on_battery: bool = False  # StopIfGoingOnBatteries
     ini: str | None = None  # the user's MicroSIP: the ini it reads and saves
     transient: bool = False  # a launcher that forwards its command line and exits at once
+    exits_at: float | None = None  # time.monotonic() when a MicroSIP told to exit has saved and gone
 
 
 TASK_NS = "http://schemas.microsoft.com/windows/2004/02/mit/task"
@@ -424,6 +425,7 @@ class SimulatedHost:
         """Get-CimInstance Win32_Process: a snapshot; processes may end right after it."""
         self.cmdlet("Get-CimInstance", ClassName="Win32_Process")
         with self.lock:
+            self.reap()
             snapshot = list(self.processes.values())
             for process in snapshot:
                 if process.transient:
@@ -435,6 +437,7 @@ class SimulatedHost:
         'Not found ' (with its trailing space), a terminating error under ErrorAction Stop."""
         self.cmdlet("Invoke-CimMethod", MethodName="GetOwner", InputObject=f'Win32_Process (Handle = "{pid}")')
         with self.lock:
+            self.reap()
             process = self.processes.get(pid)
             if process is not None and process.user and self.faults.getowner_race and self._race_armed:
                 self._race_armed = False
@@ -509,7 +512,17 @@ class SimulatedHost:
     # Processes and MicroSIP ----------------------------------------------------------------
 
     def user_microsips(self, user: str) -> list[SimProcess]:
-        return [p for p in self.processes.values() if p.user.casefold() == user.casefold()]
+        with self.lock:
+            self.reap()
+            return [p for p in self.processes.values() if p.user.casefold() == user.casefold()]
+
+    def reap(self) -> None:
+        """MicroSIPs told to exit a while ago have saved their settings and gone by now."""
+        with self.lock:
+            now = time.monotonic()
+            for process in list(self.processes.values()):
+                if process.exits_at is not None and process.exits_at <= now:
+                    self._microsip_exit(process)
 
     def run_in_session(self, user: str, exe: str, argument: str) -> None:
         """The user runs `exe argument` in their own session (by hand, not through a task)."""
@@ -524,7 +537,11 @@ class SimulatedHost:
             if argument == "/exit":
                 # The second instance forwards /exit to the first and exits; nothing runs if none does.
                 for process in running:
-                    if not (self.faults.microsip_wont_exit or self.faults.microsip_unkillable):
+                    if self.faults.microsip_wont_exit or self.faults.microsip_unkillable:
+                        continue
+                    if self.faults.exit_delay_ms:
+                        process.exits_at = process.exits_at or time.monotonic() + self.faults.exit_delay_ms / 1000
+                    else:
                         self._microsip_exit(process)
                 if self.faults.gone_mid_poll:
                     launcher = SimProcess(next(self._pids), user, exe, transient=True)

@@ -4,9 +4,19 @@ many users on one host, steps that throw, AppData elsewhere. Through real pywinr
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from labkit import Lab
+from provision.jobs import host_jobs
+from provision.project import Project, prepare
+from provision.push import PushOptions, push_host
+from provision.rollout import Credentials, winrm_connect
+from provision.secrets import Secret, read_env_file
+
+from conftest import EXAMPLES, ROOT
+from labkit import Lab, running_lab
 
 CLOSED = "C:\\ProgramData\\provision\\closed"
 
@@ -82,3 +92,50 @@ def test_a_microsip_that_does_not_come_back_is_reported_and_remembered(lab: Lab)
     again = lab.report("--limit", "lab-001")
     assert again["exit_code"] == 0, again["output"]
     assert host.user_microsips(user) and markers(lab, "lab-001") == []
+
+
+# 4. Many users on one host ---------------------------------------------------------------------
+
+
+def shared_host(tmp_path: Path, users: int = 15) -> Iterator[Lab]:
+    """One shared host (RDS) with `users` users, every one with MicroSIP running."""
+    with running_lab(tmp_path, EXAMPLES, hosts=1, users=users) as lab:
+        host = lab.host("lab-001")
+        for name in list(host.users):
+            if not host.user_microsips(name):
+                host.start_microsip(name)
+        yield lab
+
+
+def test_many_users_are_closed_together_and_waited_for_once(tmp_path: Path) -> None:
+    with contextmanager(shared_host)(tmp_path) as lab:
+        host = lab.host("lab-001")
+        host.faults.exit_delay_ms = 300  # each MicroSIP takes 0.3 s to save and exit
+        report = lab.report("--timeout", "3")
+        assert report["exit_code"] == 0, report["output"]
+        got = users_of(report, "lab-001")
+        assert len(got) == 15 and {u["status"] for u in got.values()} == {"changed"}
+        assert all(u["restarted"] for u in got.values())
+        assert all(host.user_microsips(name) for name in host.users)
+        assert host.stats["microsip_kills"] == 0
+
+
+def test_users_past_the_hosts_time_budget_are_busy_with_microsip_still_running(tmp_path: Path) -> None:
+    with contextmanager(shared_host)(tmp_path) as lab:
+        host = lab.host("lab-001")
+        host.faults.task_delay_ms = 300  # every scheduled task takes 0.3 s to register
+        env = read_env_file(lab.fleet.env_file)
+        project = Project(lab.profiles, ROOT / "templates", lab.root / "state.db", env, lab.root)
+        prepared = prepare(project, lab.fleet.inventory)
+        (job,) = host_jobs(prepared, None)
+        connect = winrm_connect(Credentials(env["PROVISION_WINRM_USER"], Secret(env["PROVISION_WINRM_PASSWORD"])))
+        options = PushOptions(timeout=2, per_user_seconds=0.2)
+        result = push_host(job, connect(prepared.inventory), options, b"k" * 32)
+        assert not result.kind, result.reason  # the host answered in time
+        statuses = {u.user: u for u in result.users}
+        busy = [u for u in statuses.values() if u.status == "busy"]
+        assert busy and all("time" in u.reason for u in busy)
+        assert {u.status for u in statuses.values()} <= {"changed", "busy"}
+        for name, user in statuses.items():
+            assert host.user_microsips(name), f"{name} ({user.status}) left without MicroSIP"
+            assert user.status == "busy" or user.restarted
