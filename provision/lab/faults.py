@@ -32,6 +32,11 @@ class Faults:
     # Scheduler takes to register a task (a busy shared host with many users).
     exit_delay_ms: float = 0.0
     task_delay_ms: float = 0.0
+    # Files another program holds open without sharing (an editor, a backup or sync tool):
+    # reading, copying or replacing them fails with a sharing violation. Windows paths.
+    locked_files: list[str] = field(default_factory=list)
+    # Register-ScheduledTask throws for a task with this argument ("/exit" or "/minimized").
+    task_fails: str | None = None
     # Transport faults (the HTTP side of the lab).
     reset_mid_response: str | None = None  # send part of the reply to this action, then reset the connection
     trickle_bytes_per_s: float = 0.0  # send every reply this slowly (a server that never quite stops talking)

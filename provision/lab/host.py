@@ -184,6 +184,11 @@ class PSError(Exception):
     """A PowerShell terminating error, worded as Windows words it (what `$_.Exception.Message` gives)."""
 
 
+def sharing_violation(windows_path: str) -> str:
+    """ERROR_SHARING_VIOLATION as .NET words it (IOException, HResult 0x80070020)."""
+    return f"The process cannot access the file '{windows_path}' because it is being used by another process."
+
+
 def method_error(method: str, arguments: int, message: str) -> PSError:
     """A .NET exception thrown by a method called from PowerShell."""
     return PSError(f'Exception calling "{method}" with "{arguments}" argument(s): "{message}"')
@@ -376,6 +381,8 @@ class SimulatedHost:
         with self.lock:
             if not self.test_path(source):
                 raise PSError(f"Cannot find path '{source}' because it does not exist.")
+            if self.locked(source):
+                raise PSError(sharing_violation(source))
             data = self.path(source).read_bytes()
             if self.faults.disk_full:
                 raise PSError("There is not enough space on the disk.")
@@ -405,7 +412,12 @@ class SimulatedHost:
         file = self.path(windows_path)
         if not file.is_file():
             raise method_error(method, arguments, f"Could not find file '{windows_path}'.")
+        if self.locked(windows_path):
+            raise method_error(method, arguments, sharing_violation(windows_path))
         return file
+
+    def locked(self, windows_path: str) -> bool:
+        return windows_path.casefold() in {p.casefold() for p in self.faults.locked_files}
 
     def sid(self, name: str) -> str:
         """NTAccount.Translate(SecurityIdentifier): throws for an unknown account."""
@@ -460,6 +472,11 @@ class SimulatedHost:
     def register_task(self, task_path: str, name: str, task: TaskDefinition, *, force: bool) -> None:
         """Register-ScheduledTask: the definition is stored as XML where Windows keeps it."""
         self.cmdlet("Register-ScheduledTask", TaskPath=task_path, TaskName=name, Principal=task.user, Force=force)
+        time.sleep(self.faults.task_delay_ms / 1000)
+        if self.faults.task_fails is not None and task.arguments == self.faults.task_fails:
+            raise PSError(
+                "No mapping between account names and security IDs was done. (Exception from HRESULT: 0x80070534)"
+            )
         with self.lock:
             file = self.path(self.task_file(task_path, name))
             if file.exists() and not force:

@@ -139,3 +139,46 @@ def test_users_past_the_hosts_time_budget_are_busy_with_microsip_still_running(t
         for name, user in statuses.items():
             assert host.user_microsips(name), f"{name} ({user.status}) left without MicroSIP"
             assert user.status == "busy" or user.restarted
+
+
+# 5. One user's failure is that user's ------------------------------------------------------------
+
+
+def test_rollback_of_a_user_without_a_microsip_folder_is_that_users_no_backup(lab: Lab) -> None:
+    assert lab.push("--limit", "lab-002").exit_code == 0
+    host = lab.host("lab-002")
+    first, second = lab.user("lab-002"), lab.user("lab-002", 1)
+    host.remove_item(f"C:\\Users\\{second}\\AppData\\Roaming\\MicroSIP")  # e.g. cleaned up since
+    result = lab.run("rollback", "--limit", "lab-002", "--report", str(lab.root / "rollback.json"))
+    assert result.exit_code == 0, result.output
+    report = json.loads((lab.root / "rollback.json").read_text("utf-8"))
+    got = users_of(report, "lab-002")
+    assert got[first]["status"] == "restored" and got[second]["status"] == "no backup"
+
+
+def test_an_ini_locked_by_another_program_fails_that_user_only(lab: Lab) -> None:
+    host = lab.host("lab-002")
+    locked = lab.user("lab-002", 1)
+    host.faults.locked_files = [f"C:\\Users\\{locked}\\AppData\\Roaming\\MicroSIP\\microsip.ini"]
+    report = lab.report("--limit", "lab-002")
+    assert report["exit_code"] == 1
+    entry = host_of(report, "lab-002")
+    assert not entry["kind"], entry["reason"]  # not the whole host
+    got = users_of(report, "lab-002")
+    assert got[locked]["status"] == "failed" and "being used by another process" in got[locked]["reason"]
+    assert got[lab.user("lab-002")]["status"] == "changed"
+
+
+def test_a_restart_that_throws_fails_that_user_only(lab: Lab) -> None:
+    host = lab.host("lab-001")
+    host.faults.task_fails = "/minimized"  # the task that starts MicroSIP again cannot be registered
+    user, other = lab.user("lab-001"), lab.user("lab-001", 1)
+    report = lab.report("--limit", "lab-001")
+    assert report["exit_code"] == 1
+    entry = host_of(report, "lab-001")
+    assert not entry["kind"], entry["reason"]
+    got = users_of(report, "lab-001")
+    assert got[user]["status"] == "failed" and "0x80070534" in got[user]["reason"]
+    assert not got[user]["restarted"]
+    assert got[other]["status"] == "changed"
+    assert markers(lab, "lab-001")  # remembered, to be started by the next conversation
