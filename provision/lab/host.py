@@ -41,12 +41,25 @@ def decrypt_password(value: str) -> str | None:
     return raw[len(_MARK) :].decode("utf-8") if raw.startswith(_MARK) else None
 
 
+DEFAULT_APPDATA = "%USERPROFILE%\\AppData\\Roaming"
+
+
 @dataclass
 class SimUser:
     name: str
     logged_on: bool = True  # has an interactive session, so scheduled tasks run for them
-    has_profile: bool = True  # False: the account never logged on here
+    has_profile: bool = True  # False: the account never logged on here (no ProfileList entry)
     sid: str = ""  # S-1-5-21-...; given by the host
+    # HKU\<SID>\...\Explorer\User Shell Folders\AppData, a REG_EXPAND_SZ: where MicroSIP's
+    # %APPDATA% really is (folder redirection may point it elsewhere, even at a share).
+    appdata: str = DEFAULT_APPDATA
+    hive_loaded: bool | None = None  # HKU\<SID> present; None: while logged on
+    profile_exists: bool = True  # False: ProfileList names a folder that is not there
+    session: int = 0  # the interactive session's id while logged on; given by the host
+
+    @property
+    def hive(self) -> bool:
+        return self.logged_on if self.hive_loaded is None else self.hive_loaded
 
 
 @dataclass
@@ -65,6 +78,7 @@ class SimProcess:
     ini: str | None = None  # the user's MicroSIP: the ini it reads and saves
     transient: bool = False  # a launcher that forwards its command line and exits at once
     exits_at: float | None = None  # time.monotonic() when a MicroSIP told to exit has saved and gone
+    session: int = 0  # Win32_Process.SessionId: 0 for services and the WinRM shell
 
 
 TASK_NS = "http://schemas.microsoft.com/windows/2004/02/mit/task"
@@ -241,8 +255,9 @@ class SimulatedHost:
         self._pids = itertools.count(4000, 4)
         (root / "C" / "Program Files" / "MicroSIP").mkdir(parents=True, exist_ok=True)
         (root / "C" / "Program Files" / "MicroSIP" / "microsip.exe").write_bytes(pe_stub(self.build_time))
-        for user in users:
-            if user.has_profile:
+        for number, user in enumerate(users, start=1):
+            user.session = user.session or number
+            if user.has_profile and user.profile_exists:
                 (root / "C" / "Users" / user.name / "AppData" / "Roaming").mkdir(parents=True, exist_ok=True)
 
     @property
@@ -260,12 +275,17 @@ class SimulatedHost:
     # Paths -------------------------------------------------------------------------------
 
     def path(self, windows_path: str) -> Path:
-        """C:\\Users\\x -> <root>/C/Users/x, case-insensitively; '..' is refused."""
-        drive, _, rest = windows_path.partition(":\\")
+        """C:\\Users\\x -> <root>/C/Users/x, \\\\server\\share\\x -> <root>/UNC/server/share/x,
+        case-insensitively; '..' is refused."""
+        if windows_path.startswith("\\\\"):
+            drive, rest = "UNC", windows_path[2:]
+        else:
+            drive, _, rest = windows_path.partition(":\\")
+            drive = drive.upper()
         parts = [p for p in rest.split("\\") if p]
-        if len(drive) != 1 or any(p in ("..", ".") for p in parts):
+        if len(drive) not in (1, 3) or any(p in ("..", ".") for p in parts):
             raise OSError(f"The filename, directory name, or volume label syntax is incorrect: {windows_path}")
-        current = self.root / drive.upper()
+        current = self.root / drive
         for part in parts:
             match = None
             if current.is_dir():
@@ -287,10 +307,16 @@ class SimulatedHost:
 
     def ini_for(self, user: str, exe: str) -> str:
         """Where a MicroSIP started from `exe` keeps its ini: the installed copy in the user's
-        %APPDATA%\\MicroSIP, any other copy beside itself, named after the exe."""
+        %APPDATA%\\MicroSIP (their real one: CSIDL_APPDATA follows redirection), any other copy
+        beside itself, named after the exe."""
         if exe.casefold() == INSTALLED_EXE.casefold():
-            return (self.profile_path(user) or "") + "\\AppData\\Roaming\\MicroSIP\\microsip.ini"
+            return self.appdata(user) + "\\MicroSIP\\microsip.ini"
         return exe[: -len(".exe")] + ".ini"
+
+    def appdata(self, user: str) -> str:
+        """The user's %APPDATA%, as their own session expands it."""
+        found = self.users[user.casefold()]
+        return re.sub("%USERPROFILE%", lambda _: self.profile_path(user) or "", found.appdata, flags=re.IGNORECASE)
 
     def exe_for(self, user: str) -> str:
         profile = self.profile_path(user) or ""
@@ -425,6 +451,20 @@ class SimulatedHost:
         if found is None:
             raise method_error("Translate", 1, "Some or all identity references could not be translated.")
         return found.sid
+
+    def hive_loaded(self, sid: str) -> bool:
+        """Test-Path Registry::HKEY_USERS\\<SID>: only while the user's hive is loaded."""
+        self.cmdlet("Test-Path", LiteralPath=f"Registry::HKEY_USERS\\{sid}")
+        found = next((u for u in self.users.values() if u.sid == sid), None)
+        return found is not None and found.has_profile and found.hive
+
+    def user_shell_folder(self, sid: str, name: str) -> str | None:
+        """RegistryKey.GetValue(name, $null, 'DoNotExpandEnvironmentNames') on the hive's User
+        Shell Folders: the raw REG_EXPAND_SZ, or None."""
+        found = next((u for u in self.users.values() if u.sid == sid), None)
+        if found is None or not found.hive or name != "AppData":
+            return None
+        return found.appdata
 
     def profile_image_path(self, sid: str) -> str | None:
         """ProfileList\\<SID>\\ProfileImagePath, or None if the key is not there."""
@@ -561,7 +601,8 @@ class SimulatedHost:
                     else:
                         self._microsip_exit(process)
                 if self.faults.gone_mid_poll:
-                    launcher = SimProcess(next(self._pids), user, exe, transient=True)
+                    session = self.users[user.casefold()].session
+                    launcher = SimProcess(next(self._pids), user, exe, transient=True, session=session)
                     self.processes[launcher.pid] = launcher
             elif argument == "/minimized":
                 if not running and not self.faults.microsip_wont_start:
@@ -576,7 +617,8 @@ class SimulatedHost:
     def start_microsip(self, user: str, exe: str | None = None) -> SimProcess:
         """MicroSIP starts: creates its ini if missing, encrypts plaintext passwords."""
         with self.lock:
-            process = SimProcess(next(self._pids), self.users[user.casefold()].name, exe or self.exe_for(user))
+            owner = self.users[user.casefold()]
+            process = SimProcess(next(self._pids), owner.name, exe or self.exe_for(user), session=owner.session)
             process.ini = self.ini_for(user, process.exe)
             content = self.read_ini(user, process.ini)
             text = decode_ini(content) if content else ""

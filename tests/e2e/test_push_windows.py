@@ -182,3 +182,57 @@ def test_a_restart_that_throws_fails_that_user_only(lab: Lab) -> None:
     assert not got[user]["restarted"]
     assert got[other]["status"] == "changed"
     assert markers(lab, "lab-001")  # remembered, to be started by the next conversation
+
+
+# 6. Where the ini is ---------------------------------------------------------------------------
+
+
+def test_the_ini_goes_where_the_users_own_appdata_is(lab: Lab) -> None:
+    """User Shell Folders\\AppData, expanded with the user's profile folder (not the admin's)."""
+    host = lab.host("lab-003")
+    user = lab.user("lab-003", 1)
+    default = host.path(f"C:\\Users\\{user}\\AppData\\Roaming\\MicroSIP\\microsip.ini")
+    before = default.read_bytes()
+    host.users[user].appdata = "%USERPROFILE%\\Roaming Data"
+    host.write_ini(user, before)  # what MicroSIP has there (it follows the redirection)
+    report = lab.report("--limit", "lab-003")
+    assert report["exit_code"] == 0, report["output"]
+    assert users_of(report, "lab-003")[user]["status"] == "changed"
+    assert host.ini_path(user) == f"C:\\Users\\{user}\\Roaming Data\\MicroSIP\\microsip.ini"
+    assert "autoAnswer=button" in (host.read_ini(user) or b"").decode("utf-16")
+    assert default.read_bytes() == before  # the default place is not MicroSIP's: left alone
+
+
+def test_appdata_redirected_to_a_share_is_reported_and_not_written(lab: Lab) -> None:
+    host = lab.host("lab-003")
+    user = lab.user("lab-003", 1)
+    host.users[user].appdata = f"\\\\fs01\\redirect$\\{user}\\AppData\\Roaming"
+    before = {p: p.read_bytes() for p in host.root.rglob("*") if p.is_file()}
+    report = lab.report("--limit", "lab-003")
+    assert report["exit_code"] == 1
+    got = users_of(report, "lab-003")[user]
+    assert got["status"] == "failed" and "\\\\fs01\\redirect$" in got["reason"] and "not written" in got["reason"]
+    after = {p: p.read_bytes() for p in host.root.rglob("*") if p.is_file() and user in str(p)}
+    assert after == {p: b for p, b in before.items() if user in str(p)}
+
+
+def test_a_user_whose_hive_is_not_loaded_gets_the_default_place_and_a_warning(lab: Lab) -> None:
+    host = lab.host("lab-003")
+    user = lab.user("lab-003", 1)
+    host.users[user].hive_loaded = False  # logged off: their registry is not loaded
+    report = lab.report("--limit", "lab-003")
+    assert report["exit_code"] == 0, report["output"]
+    got = users_of(report, "lab-003")[user]
+    assert got["status"] == "changed"
+    assert any("hive is not loaded" in note for note in got["notes"])
+
+
+def test_a_missing_profile_folder_is_never_created(lab: Lab) -> None:
+    host = lab.host("lab-003")
+    user = lab.user("lab-003", 1)
+    host.remove_item(f"C:\\Users\\{user}")  # ProfileList still names it
+    report = lab.report("--limit", "lab-003")
+    assert report["exit_code"] == 1
+    got = users_of(report, "lab-003")[user]
+    assert got["status"] == "failed" and "does not exist" in got["reason"]
+    assert not host.path(f"C:\\Users\\{user}").exists()
