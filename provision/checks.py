@@ -18,13 +18,13 @@ from typing import Any
 from provision.errors import IniError
 from provision.jobs import HostJob, UserJob
 from provision.plan import plan_target
-from provision.push import PushOptions, by_user, install_of
+from provision.push import PushOptions, by_user
 from provision.remote import INSTALLED_EXE
 from provision.remote.agent import Agent
 from provision.remote.protocol import Op, UserStatus
 from provision.render import RenderedIni
 from provision.secrets import Secret
-from provision.session import Connect, converse
+from provision.session import Connect, converse, install_of
 from provision.transport.base import TIMEOUT, TransportError
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
@@ -125,7 +125,20 @@ def _health(agent: Agent, job: HostJob, key: bytes, now: float) -> CheckResult:
     devices = set(reply.get("devices") or [])
     for user in job.users:
         _judge_user(result, user, users[user.user.casefold()], devices, key)
+    recovered_checks(result, agent)
     return result
+
+
+def recovered_checks(result: CheckResult, agent: Agent) -> None:
+    """What the conversation's recover step did: MicroSIP an earlier run left closed."""
+    for entry in agent.recovered:
+        name = entry.get("name")
+        if entry.get("restarted"):
+            detail = "MicroSIP started again: an earlier run had closed it and not started it again"
+            result.add(f"{name}: recovered", WARN, detail)
+        else:
+            detail = f"MicroSIP closed by an earlier run is still not running: {entry.get('reason') or 'unknown'}"
+            result.add(f"{name}: recovered", FAIL, detail)
 
 
 def _hook_programs(user: UserJob) -> list[str]:
@@ -161,6 +174,11 @@ def _judge_user(result: CheckResult, user: UserJob, entry: dict[str, Any], devic
     if entry.get("status") == UserStatus.NO_PROFILE:
         result.add(f"{name}: ini", WARN, "never logged on to this host")
         return
+    if entry.get("status") in (UserStatus.REDIRECTED, UserStatus.FAILED):
+        result.add(f"{name}: ini", FAIL, str(entry.get("reason") or "cannot read the ini"))
+        return
+    if entry.get("warning"):
+        result.add(f"{name}: place", WARN, str(entry["warning"]))
     if not entry.get("exists"):
         result.add(f"{name}: ini", FAIL, f"missing: {entry.get('ini_path')}")
         return

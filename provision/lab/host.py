@@ -354,6 +354,40 @@ class SimulatedHost:
         except OSError:
             return False
 
+    def file_exists(self, windows_path: str) -> bool:
+        """[System.IO.File]::Exists: never throws."""
+        try:
+            return self.path(windows_path).is_file()
+        except OSError:
+            return False
+
+    def directory_exists(self, windows_path: str) -> bool:
+        """[System.IO.Directory]::Exists: never throws."""
+        try:
+            return self.path(windows_path).is_dir()
+        except OSError:
+            return False
+
+    def create_directory(self, windows_path: str) -> None:
+        """[System.IO.Directory]::CreateDirectory."""
+        with self.lock:
+            if self.faults.disk_full:
+                raise method_error("CreateDirectory", 1, "There is not enough space on the disk.")
+            self.path(windows_path).mkdir(parents=True, exist_ok=True)
+
+    def delete_file(self, windows_path: str) -> None:
+        """[System.IO.File]::Delete: a file that is not there is no error."""
+        with self.lock:
+            self.path(windows_path).unlink(missing_ok=True)
+
+    def directory_files(self, windows_path: str) -> list[str]:
+        """[System.IO.Directory]::GetFiles, as Windows paths; a missing folder throws."""
+        with self.lock:
+            folder = self.path(windows_path)
+            if not folder.is_dir():
+                raise method_error("GetFiles", 2, f"Could not find a part of the path '{windows_path}'.")
+            return [f"{windows_path}\\{p.name}" for p in sorted(folder.iterdir()) if p.is_file()]
+
     def read_all_bytes(self, windows_path: str) -> bytes:
         """[System.IO.File]::ReadAllBytes."""
         file = self._file(windows_path, "ReadAllBytes", 1)

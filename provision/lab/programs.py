@@ -105,6 +105,7 @@ def _digest(text: str) -> str:
 
 
 TASK_PATH = "\\provision\\"
+MARKERS = "C:\\ProgramData\\provision\\closed"
 _AGENT_PIDS = itertools.count(9000, 4)
 # What Start-InUserSession gives New-ScheduledTaskSettingsSet (a test holds the two together):
 # normal priority, allowed and kept on battery, no time limit.
@@ -114,6 +115,10 @@ TASK_SETTINGS = TaskSettings(
     execution_time_limit="PT0S",
     priority=4,
 )
+
+
+def _sha(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
 
 
 class Killed(BaseException):
@@ -160,6 +165,7 @@ class AgentProgram(Program):
                 return
             if not self._trusted(first):
                 return
+            held: list[str] = []
             while True:
                 line = self._lines.get()
                 self.check()
@@ -175,7 +181,11 @@ class AgentProgram(Program):
                     return
                 reply = twin.handle(message)
                 self.check()
-                self.stdout += (twin.send_reply(reply) + "\n").encode("utf-8")
+                held.append(twin.send_reply(reply))
+                if isinstance(message, dict) and message.get("op") == Op.RECOVER and reply.get("ok"):
+                    continue  # Send-Reply -Hold: written with the next reply, in the same write
+                self.stdout += ("\n".join(held) + "\n").encode("utf-8")
+                held.clear()
         except (Killed, _Hang):
             return
 
@@ -243,10 +253,22 @@ class AgentTwin:
         """common.ps1 Send-Reply: $json.Serialize($Reply), a .NET call: nothing is logged."""
         return json.dumps(reply)
 
+    def killed(self) -> bool:
+        return self.process is not None and self.process.killed.is_set()
+
+    def elapsed_ms(self, clock: float) -> float:
+        return (time.monotonic() - clock) * 1000
+
+    def waited(self, ms: float) -> float:
+        """A deadline ms from now, on the host's clock (see SimulatedHost.wait_scale)."""
+        return time.monotonic() + ms * self.host.wait_scale / 1000
+
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         """loop.ps1: dispatch on op; an error escaping an operation is the request's error."""
         op = request.get("op")
         try:
+            if op == Op.RECOVER:
+                return self.invoke_recover(request)
             if op == Op.DISCOVER:
                 return self.invoke_discover(request)
             if op == Op.APPLY:
@@ -267,52 +289,150 @@ class AgentTwin:
 
     # common.ps1 -----------------------------------------------------------------------------
 
-    def get_profile_path(self, name: str) -> str | None:
+    @staticmethod
+    def set_failure(result: dict[str, Any], reason: str) -> None:
+        if result.get("status") in (UserStatus.WRITTEN, UserStatus.RESTORED):
+            reason = f"ini {result['status']}, but {reason}"
+        result["status"] = UserStatus.FAILED
+        result["reason"] = reason
+
+    def get_user_sid(self, name: str) -> str | None:
         try:
-            sid = self.host.sid(name)
+            return self.host.sid(name)
         except PSError:
             return None
-        return self.host.profile_image_path(sid)
 
-    def get_ini_path(self, profile: str, install: dict[str, Any]) -> str:
-        if install.get("mode") == InstallMode.PORTABLE:
-            exe = str(install["exe"]).replace("%USERPROFILE%", profile)
-            return exe.rsplit(".", 1)[0] + ".ini"
-        return profile + "\\AppData\\Roaming\\MicroSIP\\microsip.ini"
+    @staticmethod
+    def expand_user_path(path: str, profile: str) -> str:
+        return re.sub("%USERPROFILE%", lambda _: profile, path, flags=re.IGNORECASE)
+
+    def get_user_place(self, name: str) -> dict[str, Any]:
+        place: dict[str, Any] = {"name": name, "status": UserStatus.OK}
+        sid = self.get_user_sid(name)
+        profile = self.host.profile_image_path(sid) if sid is not None else None
+        if profile is None:
+            place["status"] = UserStatus.NO_PROFILE
+            return place
+        place["profile_path"] = profile
+        if not self.host.directory_exists(profile):
+            place["status"] = UserStatus.FAILED
+            place["reason"] = (
+                f"the profile folder {profile} does not exist (ProfileList still names it); nothing is created"
+            )
+            return place
+        appdata = profile + "\\AppData\\Roaming"
+        assert sid is not None
+        if self.host.hive_loaded(sid):
+            raw = self.host.user_shell_folder(sid, "AppData")
+            if raw:
+                appdata = self.expand_user_path(raw, profile)
+        else:
+            place["warning"] = (
+                f"the user's registry hive is not loaded (they are not logged on): AppData assumed at {appdata}"
+            )
+        place["appdata"] = appdata
+        return place
 
     def get_microsip_exe(self, profile: str, install: dict[str, Any]) -> str:
-        return str(install.get("exe") or INSTALLED_EXE).replace("%USERPROFILE%", profile)
+        return self.expand_user_path(str(install.get("exe") or INSTALLED_EXE), profile)
 
     def get_user_exe(self, name: str, install: dict[str, Any]) -> str | None:
-        profile = self.get_profile_path(name)
-        return None if profile is None else self.get_microsip_exe(profile, install)
+        place = self.get_user_place(name)
+        if place.get("profile_path") is None:
+            return None
+        return self.get_microsip_exe(place["profile_path"], install)
+
+    def get_ini_path(self, place: dict[str, Any], install: dict[str, Any]) -> str:
+        if install.get("mode") == InstallMode.PORTABLE:
+            return self.get_microsip_exe(place["profile_path"], install).rsplit(".", 1)[0] + ".ini"
+        return str(place["appdata"]) + "\\MicroSIP\\microsip.ini"
 
     def get_user_ini(self, name: str, install: dict[str, Any]) -> dict[str, Any]:
-        entry: dict[str, Any] = {"name": name, "status": UserStatus.OK}
-        profile = self.get_profile_path(name)
-        if profile is None:
-            entry["status"] = UserStatus.NO_PROFILE
+        entry = self.get_user_place(name)
+        if entry["status"] != UserStatus.OK:
             return entry
-        entry["profile_path"] = profile
-        ini = self.get_ini_path(profile, install)
+        ini = self.get_ini_path(entry, install)
         entry["ini_path"] = ini
-        entry["exists"] = self.host.test_path(ini)
+        if ini.startswith("\\\\") or "%" in ini:
+            entry["status"] = UserStatus.REDIRECTED
+            entry["reason"] = f"the ini would be {ini} (AppData redirected); not read and not written here"
+            return entry
+        entry["exists"] = self.host.file_exists(ini)
         if entry["exists"]:
             content = self.host.read_all_bytes(ini)
             entry["content_b64"] = base64.b64encode(content).decode()
-            entry["sha256"] = self.host.file_hash(ini)
-        exe = self.get_microsip_exe(profile, install)
-        entry["running"] = len(self.get_user_microsip(name, exe)) > 0
+            entry["sha256"] = _sha(content)
         return entry
 
-    def get_user_microsip(self, name: str, exe: str | None) -> list[SimProcess]:
+    def add_running(self, entries: list[dict[str, Any]], install: dict[str, Any]) -> None:
+        exes = {
+            e["name"].casefold(): self.get_microsip_exe(e["profile_path"], install)
+            for e in entries
+            if e.get("profile_path")
+        }
+        running = self.get_microsip_process(exes)
+        for entry in entries:
+            if entry["name"].casefold() in exes:
+                mine = [p for p, owner in running if owner.casefold() == entry["name"].casefold()]
+                entry["running"] = bool(mine)
+                entry["session"] = mine[0].session if mine else None
+
+    def get_sha256(self, path: str) -> str:
+        return _sha(self.host.read_all_bytes(path))
+
+    def write_ini_file(self, path: str, content: bytes, digest: str) -> None:
+        self.step()
+        folder = path.rsplit("\\", 1)[0]
+        if not self.host.directory_exists(folder):
+            parent = folder.rsplit("\\", 1)[0]
+            if not self.host.directory_exists(parent):
+                raise PSError(f"the folder {parent} does not exist; nothing is created")
+            self.host.create_directory(folder)
+        temp = path + ".provision-tmp"
+        self.host.write_all_bytes(temp, content)
+        if self.host.file_exists(path):
+            self.host.file_replace(temp, path)
+        else:
+            self.host.file_move(temp, path)
+        if self.get_sha256(path) != digest:
+            raise PSError("the file read back does not match what was written")
+
+    def save_backup(self, path: str, keep: int) -> str | None:
+        if not self.host.file_exists(path):
+            return None
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")[:-3] + "Z"
+        backup = f"{path}.provision-{stamp}.bak"
+        self.host.copy_item(path, backup)
+        every = self.get_backups(path)
+        for old in every[: max(0, len(every) - keep)]:
+            self.host.remove_item(old)
+        return backup
+
+    def get_backups(self, path: str) -> list[str]:
+        """Backups of one ini, oldest first, as Windows paths; none if its folder is gone."""
+        folder, _, leaf = path.rpartition("\\")
+        if not self.host.directory_exists(folder):
+            return []
+        prefix = leaf.casefold() + ".provision-"
+        names = [p.name for p in self.host.child_items(folder)]
+        return [f"{folder}\\{n}" for n in sorted(names) if n.casefold().startswith(prefix) and n.endswith(".bak")]
+
+    def get_microsip_process(self, exes: dict[str, str]) -> list[tuple[SimProcess, str]]:
+        """Get-MicroSipProcess: one pass over Win32_Process; (process, owner) of each user's
+        declared exe. A process gone before GetOwner answers is skipped."""
         found = []
+        wanted = {exe.casefold() for exe in exes.values()}
         for process in self.host.win32_processes():
-            if exe is None or process.exe.casefold() != exe.casefold():
+            if process.exe.casefold() not in wanted:
                 continue
             self.step()
-            if self.host.get_owner(process.pid).casefold() == name.casefold():
-                found.append(process)
+            try:
+                owner = self.host.get_owner(process.pid)
+            except PSError:
+                continue
+            if owner.casefold() not in exes or process.exe.casefold() != exes[owner.casefold()].casefold():
+                continue
+            found.append((process, owner))
         return found
 
     def start_in_user_session(self, name: str, exe: str, argument: str, verb: str) -> str:
@@ -325,145 +445,306 @@ class AgentTwin:
         self.host.start_task(TASK_PATH, f"microsip-{verb}-{name}")
         return f"microsip-{verb}-{name}"
 
-    def remove_user_task(self, task: str) -> None:
-        self.host.unregister_task(TASK_PATH, task)
+    def remove_user_tasks(self, tasks: list[str]) -> None:
+        for task in tasks:
+            try:
+                self.host.unregister_task(TASK_PATH, task)
+            except PSError:
+                continue
 
-    def wait_microsip_started(self, name: str, exe: str, wait_ms: int) -> bool:
-        deadline = time.monotonic() + wait_ms * self.host.wait_scale / 1000
-        while not self.get_user_microsip(name, exe) and time.monotonic() < deadline:
-            self.sleep(200)
-        return len(self.get_user_microsip(name, exe)) > 0
+    # Markers ----------------------------------------------------------------------------------
 
-    def close_microsip(self, name: str, exe: str, wait_ms: int) -> dict[str, Any]:
-        running = self.get_user_microsip(name, exe)
-        if not running:
-            return {"ok": True, "closed": False}
-        task = self.start_in_user_session(name, exe, "/exit", "exit")
+    def get_marker_folder(self, *, create: bool = False) -> str:
+        if create and not self.host.directory_exists(MARKERS):
+            self.host.create_directory(MARKERS)
+        return MARKERS
+
+    def get_marker_path(self, name: str) -> str:
+        return f"{self.get_marker_folder(create=True)}\\{self.get_user_sid(name)}.json"
+
+    def write_marker(self, name: str, exe: str, session: int) -> None:
+        pid = self.process.pid if self.process is not None else 0
+        marker = {
+            "name": name,
+            "exe": exe,
+            "session": session,
+            "agent_pid": pid,
+            "agent_started": self.host.process_start(pid),
+            "closed_at": datetime.now(UTC).isoformat(),
+        }
+        self.host.write_all_bytes(self.get_marker_path(name), json.dumps(marker).encode("utf-8"))
+
+    def remove_marker(self, name: str) -> None:
+        path = self.get_marker_path(name)
+        if self.host.file_exists(path):
+            self.host.delete_file(path)
+
+    def test_marker_live(self, marker: dict[str, Any]) -> bool:
+        self.host.cmdlet("Get-Process", Id=marker.get("agent_pid"))
+        started = self.host.process_start(int(marker.get("agent_pid") or 0))
+        return started is not None and started == marker.get("agent_started")
+
+    # Closing and starting MicroSIP ------------------------------------------------------------
+
+    def close_users(
+        self,
+        names: list[str],
+        exes: dict[str, str],
+        results: dict[str, dict[str, Any]],
+        wait_ms: int,
+        clock: float,
+        until_ms: float,
+    ) -> list[str]:
+        closing: list[str] = []
+        tasks: list[str] = []
+        running = self.get_microsip_process(exes)
+        for name in names:
+            key = name.casefold()
+            mine = [p for p, owner in running if owner.casefold() == key]
+            if not mine:
+                continue
+            if self.elapsed_ms(clock) > until_ms:
+                results[key]["status"] = UserStatus.BUSY
+                results[key]["reason"] = "not reached within the time this host was given; MicroSIP left running"
+                continue
+            try:
+                self.write_marker(name, exes[key], mine[0].session)
+                closing.append(name)
+                tasks.append(self.start_in_user_session(name, exes[key], "/exit", "exit"))
+            except PSError as exc:
+                self.set_failure(results[key], f"cannot close MicroSIP: {exc}")
+        folded = {n.casefold() for n in closing}
+
+        def left() -> list[SimProcess]:
+            return [p for p, owner in self.get_microsip_process(exes) if owner.casefold() in folded]
+
         try:
-            deadline = time.monotonic() + wait_ms * self.host.wait_scale / 1000
-            while time.monotonic() < deadline and self.get_user_microsip(name, exe):
+            deadline = self.waited(wait_ms)
+            while closing and time.monotonic() < deadline:
+                if not left():
+                    break
                 self.sleep(200)
         finally:
-            self.remove_user_task(task)
-        for process in self.get_user_microsip(name, exe):
+            if not self.killed():
+                self.remove_user_tasks(tasks)
+        still = left()
+        for process in still:
             self.host.stop_process(process.pid)
-        self.sleep(500 * self.host.wait_scale)
-        if self.get_user_microsip(name, exe):
-            return {"ok": False, "closed": True, "reason": "MicroSIP did not close"}
-        return {"ok": True, "closed": True}
+        deadline = self.waited(2000)
+        while still and time.monotonic() < deadline:
+            self.sleep(200)
+            still = left()
+        closed = []
+        for name in closing:
+            key = name.casefold()
+            if any(p.user.casefold() == key for p in still):
+                results[key]["status"] = UserStatus.BUSY
+                results[key]["reason"] = "MicroSIP did not close"
+                self.remove_marker(name)
+            elif not results[key].get("reason"):
+                closed.append(name)
+        return closed
 
-    def write_ini_file(self, path: str, content: bytes, digest: str) -> None:
-        self.step()
-        folder = path.rsplit("\\", 1)[0]
-        if not self.host.test_path(folder):
-            self.host.new_directory(folder)
-        temp = path + ".provision-tmp"
-        self.host.write_all_bytes(temp, content)
-        if self.host.test_path(path):
-            self.host.file_replace(temp, path)
-        else:
-            self.host.file_move(temp, path)
-        if self.host.file_hash(path) != digest:
-            raise PSError("the file read back does not match what was written")
+    def start_users(
+        self, names: list[str], exes: dict[str, str], results: dict[str, dict[str, Any]], wait_ms: int
+    ) -> None:
+        pending: list[str] = []
+        tasks: list[str] = []
+        running = self.get_microsip_process(exes)
+        for name in names:
+            key = name.casefold()
+            if any(owner.casefold() == key and p.session > 0 for p, owner in running):
+                results[key]["restarted"] = True
+                self.remove_marker(name)
+                continue
+            try:
+                tasks.append(self.start_in_user_session(name, exes[key], "/minimized", "start"))
+                pending.append(name)
+            except PSError as exc:
+                self.set_failure(
+                    results[key],
+                    f"MicroSIP could not be started again: {exc}; the next run with this host tries again",
+                )
+        try:
+            deadline = self.waited(wait_ms)
+            while pending:
+                seen = {owner.casefold() for p, owner in self.get_microsip_process(exes) if p.session > 0}
+                for name in list(pending):
+                    if name.casefold() in seen:
+                        results[name.casefold()]["restarted"] = True
+                        self.remove_marker(name)
+                        pending.remove(name)
+                if not pending or time.monotonic() >= deadline:
+                    break
+                self.sleep(200)
+        finally:
+            if not self.killed():
+                self.remove_user_tasks(tasks)
+        for name in pending:
+            self.set_failure(
+                results[name.casefold()],
+                f"MicroSIP did not start again within {wait_ms // 1000} s (is the user still logged on?); "
+                "the next run with this host tries again",
+            )
 
-    def save_backup(self, path: str, keep: int) -> str | None:
-        if not self.host.test_path(path):
-            return None
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")[:-3] + "Z"
-        backup = f"{path}.provision-{stamp}.bak"
-        self.host.copy_item(path, backup)
-        every = self.get_backups(path)
-        for old in every[: max(0, len(every) - keep)]:
-            self.host.remove_item(old)
-        return backup
+    # recover.ps1 ------------------------------------------------------------------------------
 
-    def get_backups(self, path: str) -> list[str]:
-        """Backups of one ini, oldest first, as Windows paths."""
-        folder, _, leaf = path.rpartition("\\")
-        prefix = leaf.casefold() + ".provision-"
-        names = [p.name for p in self.host.child_items(folder)]
-        return [f"{folder}\\{n}" for n in sorted(names) if n.casefold().startswith(prefix) and n.endswith(".bak")]
+    def invoke_recover(self, request: dict[str, Any]) -> dict[str, Any]:
+        results: dict[str, dict[str, Any]] = {}
+        exes: dict[str, str] = {}
+        names: list[str] = []
+        users: list[dict[str, Any]] = []
+        folder = self.get_marker_folder()
+        files = self.host.directory_files(folder) if self.host.directory_exists(folder) else []
+        files = [p for p in files if p.endswith(".json")]
+        for file in files:
+            try:
+                marker = json.loads(self.host.read_all_bytes(file).decode("utf-8"))
+                if self.test_marker_live(marker):
+                    continue
+                name = str(marker["name"])
+                result: dict[str, Any] = {"name": name, "status": UserStatus.OK, "restarted": False}
+                users.append(result)
+                exe = self.get_user_exe(name, request["install"])
+                if (exe or "").casefold() != str(marker["exe"]).casefold():
+                    self.set_failure(
+                        result,
+                        f"closed by an earlier run from {marker['exe']}, which the inventory does not declare: "
+                        "not started",
+                    )
+                    continue
+                assert exe is not None
+                results[name.casefold()] = result
+                exes[name.casefold()] = exe
+                names.append(name)
+            except PSError as exc:
+                users.append(
+                    {
+                        "name": file.rsplit("\\", 1)[-1],
+                        "status": UserStatus.FAILED,
+                        "restarted": False,
+                        "reason": str(exc),
+                    }
+                )
+        self.start_users(names, exes, results, int(request["start_wait_ms"]))
+        return {"ok": True, "users": users}
 
     # discover.ps1, apply.ps1, rollback.ps1 ----------------------------------------------------
 
     def invoke_discover(self, request: dict[str, Any]) -> dict[str, Any]:
-        users = [self.get_user_ini(user["name"], request["install"]) for user in request["users"]]
+        users = []
+        for user in request["users"]:
+            try:
+                users.append(self.get_user_ini(user["name"], request["install"]))
+            except PSError as exc:
+                users.append(
+                    {"name": user["name"], "status": UserStatus.FAILED, "reason": f"cannot read the ini: {exc}"}
+                )
+        self.add_running(users, request["install"])
         return {"ok": True, "users": users}
 
     def invoke_apply(self, request: dict[str, Any]) -> dict[str, Any]:
-        return {"ok": True, "users": [self.update_user_ini(user, request) for user in request["users"]]}
-
-    def update_user_ini(self, user: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
-        name = user["name"]
-        result: dict[str, Any] = {"name": name, "status": UserStatus.FAILED}
-        closed: dict[str, Any] = {"ok": True, "closed": False}
-        exe = self.get_user_exe(name, request["install"])
-        try:
-            if user.get("close"):
-                assert exe is not None
-                closed = self.close_microsip(name, exe, int(request["exit_wait_ms"]))
-                self.sleep(self.host.faults.stall_after_close * 1000)
-                if not closed["ok"]:
-                    result["status"] = UserStatus.BUSY
-                    result["reason"] = closed["reason"]
-                    return result
-            current = self.host.file_hash(user["ini_path"]) if self.host.test_path(user["ini_path"]) else None
-            if current != user.get("expected_sha256") and current != user["new_sha256"]:
-                result["status"] = UserStatus.REREAD
-                result["sha256"] = current
-                result["closed"] = closed["closed"]
-                if current is not None:
-                    result["content_b64"] = base64.b64encode(self.host.read_all_bytes(user["ini_path"])).decode()
-                return result
-            if current != user["new_sha256"]:
-                result["backup"] = self.save_backup(user["ini_path"], int(request["backups"]))
-                content = base64.b64decode(user["content_b64"])
-                self.write_ini_file(user["ini_path"], content, user["new_sha256"])
-            result["status"] = UserStatus.WRITTEN
-        except PSError as exc:
-            result["reason"] = str(exc)
-        if (user.get("restart") or closed["closed"]) and exe is not None:
-            task = self.start_in_user_session(name, exe, "/minimized", "start")
+        clock = time.monotonic()
+        results: dict[str, dict[str, Any]] = {}
+        exes: dict[str, str] = {}
+        to_close: list[str] = []
+        users = []
+        for user in request["users"]:
+            name = user["name"]
+            result: dict[str, Any] = {"name": name, "status": UserStatus.FAILED, "restarted": False}
+            results[name.casefold()] = result
+            users.append(result)
             try:
-                self.wait_microsip_started(name, exe, int(request["exit_wait_ms"]))
-            finally:
-                self.remove_user_task(task)
-            result["restarted"] = True
-        return result
+                exe = self.get_user_exe(name, request["install"])
+                if exe is not None:
+                    exes[name.casefold()] = exe
+                if user.get("close"):
+                    to_close.append(name)
+            except PSError as exc:
+                self.set_failure(result, str(exc))
+        closed = self.close_users(
+            to_close, exes, results, int(request["exit_wait_ms"]), clock, int(request["budget_ms"]) / 2
+        )
+        self.sleep(self.host.faults.stall_after_close * 1000)
+        folded = {n.casefold() for n in closed}
+        restart: list[str] = []
+        try:
+            for user in request["users"]:
+                result = results[user["name"].casefold()]
+                if not result.get("reason"):
+                    try:
+                        self.update_user_ini(user, request, result, user["name"].casefold() in folded)
+                    except PSError as exc:
+                        self.set_failure(result, f"write failed: {exc}")
+                again = user.get("restart") or user["name"].casefold() in folded
+                if again and result["status"] != UserStatus.REREAD:
+                    restart.append(user["name"])
+        finally:
+            if not self.killed():
+                self.start_users(restart, exes, results, int(request["start_wait_ms"]))
+        return {"ok": True, "users": users}
+
+    def update_user_ini(
+        self, user: dict[str, Any], request: dict[str, Any], result: dict[str, Any], closed: bool
+    ) -> None:
+        path = user["ini_path"]
+        current = self.get_sha256(path) if self.host.file_exists(path) else None
+        if current != user.get("expected_sha256") and current != user["new_sha256"]:
+            result["status"] = UserStatus.REREAD
+            result["sha256"] = current
+            result["closed"] = closed
+            if current is not None:
+                result["content_b64"] = base64.b64encode(self.host.read_all_bytes(path)).decode()
+            return
+        if current != user["new_sha256"]:
+            result["backup"] = self.save_backup(path, int(request["backups"]))
+            self.write_ini_file(path, base64.b64decode(user["content_b64"]), user["new_sha256"])
+        result["status"] = UserStatus.WRITTEN
 
     def invoke_rollback(self, request: dict[str, Any]) -> dict[str, Any]:
-        return {"ok": True, "users": [self.restore_user_ini(user, request) for user in request["users"]]}
-
-    def restore_user_ini(self, user: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
-        name = user["name"]
-        result: dict[str, Any] = {"name": name, "status": UserStatus.FAILED}
-        backups = self.get_backups(user["ini_path"])
-        if not backups:
-            result["status"] = UserStatus.NO_BACKUP
-            return result
-        exe = self.get_user_exe(name, request["install"])
-        assert exe is not None
-        closed = self.close_microsip(name, exe, int(request["exit_wait_ms"]))
-        if not closed["ok"]:
-            result["status"] = UserStatus.BUSY
-            result["reason"] = closed["reason"]
-            return result
-        try:
-            newest = backups[-1]
-            content = self.host.read_all_bytes(newest)
-            self.write_ini_file(user["ini_path"], content, self.host.file_hash(newest))
-            result["status"] = UserStatus.RESTORED
-            result["backup"] = newest
-        except PSError as exc:
-            result["reason"] = str(exc)
-        if closed["closed"]:
-            task = self.start_in_user_session(name, exe, "/minimized", "start")
+        clock = time.monotonic()
+        results: dict[str, dict[str, Any]] = {}
+        exes: dict[str, str] = {}
+        newest: dict[str, str] = {}
+        to_close: list[str] = []
+        users = []
+        for user in request["users"]:
+            name = user["name"]
+            result: dict[str, Any] = {"name": name, "status": UserStatus.FAILED, "restarted": False}
+            results[name.casefold()] = result
+            users.append(result)
             try:
-                self.wait_microsip_started(name, exe, int(request["exit_wait_ms"]))
-            finally:
-                self.remove_user_task(task)
-            result["restarted"] = True
-        return result
+                backups = self.get_backups(user["ini_path"])
+                if not backups:
+                    result["status"] = UserStatus.NO_BACKUP
+                    continue
+                newest[name.casefold()] = backups[-1]
+                exe = self.get_user_exe(name, request["install"])
+                if exe is not None:
+                    exes[name.casefold()] = exe
+                to_close.append(name)
+            except PSError as exc:
+                self.set_failure(result, str(exc))
+        closed = self.close_users(
+            to_close, exes, results, int(request["exit_wait_ms"]), clock, int(request["budget_ms"]) / 2
+        )
+        try:
+            for user in request["users"]:
+                key = user["name"].casefold()
+                result = results[key]
+                if key not in newest or result["status"] != UserStatus.FAILED or result.get("reason"):
+                    continue
+                try:
+                    content = self.host.read_all_bytes(newest[key])
+                    self.write_ini_file(user["ini_path"], content, _sha(content))
+                    result["status"] = UserStatus.RESTORED
+                    result["backup"] = newest[key]
+                except PSError as exc:
+                    self.set_failure(result, f"restore failed: {exc}")
+        finally:
+            if not self.killed():
+                self.start_users(closed, exes, results, int(request["start_wait_ms"]))
+        return {"ok": True, "users": users}
 
     # health.ps1 -------------------------------------------------------------------------------
 
@@ -471,13 +752,17 @@ class AgentTwin:
         install = request.get("install") or {}
         users = []
         for user in request["users"]:
-            entry = self.get_user_ini(user["name"], install)
-            if entry["status"] == UserStatus.OK:
-                exe = self.get_microsip_exe(entry["profile_path"], install)
-                entry["exe"] = self.get_exe_info(exe)
-                log = self.get_log_path(entry["profile_path"], install)
-                entry["log"] = self.find_log_line(log, request.get("log_patterns") or [])
+            try:
+                entry = self.get_user_ini(user["name"], install)
+                if entry.get("profile_path"):
+                    exe = self.get_microsip_exe(entry["profile_path"], install)
+                    entry["exe"] = self.get_exe_info(exe)
+                    log = self.get_log_path(entry["profile_path"], install)
+                    entry["log"] = self.find_log_line(log, request.get("log_patterns") or [])
+            except PSError as exc:
+                entry = {"name": user["name"], "status": UserStatus.FAILED, "reason": f"cannot read the ini: {exc}"}
             users.append(entry)
+        self.add_running(users, install)
         hooks = [{"path": p, "exists": self.host.path(p).is_file()} for p in request.get("hooks") or []]
         return {"ok": True, "users": users, "hooks": hooks, "devices": list(self.host.audio_devices)}
 

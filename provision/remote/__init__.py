@@ -15,7 +15,16 @@ from pathlib import Path
 from provision.errors import ProvisionError
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
-AGENT_PARTS = ("common.ps1", "discover.ps1", "apply.ps1", "rollback.ps1", "health.ps1", "smoke.ps1", "loop.ps1")
+AGENT_PARTS = (
+    "common.ps1",
+    "recover.ps1",
+    "discover.ps1",
+    "apply.ps1",
+    "rollback.ps1",
+    "health.ps1",
+    "smoke.ps1",
+    "loop.ps1",
+)
 POWERSHELL = "powershell.exe"
 INSTALLED_EXE = "C:\\Program Files\\MicroSIP\\microsip.exe"  # where the installer puts it by default
 POWERSHELL_FLAGS = ("-NoLogo", "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass")

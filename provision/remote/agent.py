@@ -13,6 +13,7 @@ import json
 import re
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from provision.remote import agent_text, bootstrap_command
@@ -27,30 +28,54 @@ def agent_line() -> str:
 
 
 class Agent:
-    def __init__(self, transport: Transport, *, deadline: float, abort: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        deadline: float,
+        abort: threading.Event | None = None,
+        recover: Mapping[str, Any] | None = None,
+    ) -> None:
         """deadline: time.monotonic() value after which every wait gives up. abort: once set, no
-        new piece of work is asked for (a request already sent is still answered)."""
+        new piece of work is asked for (a request already sent is still answered). recover: a
+        request sent before the first one, in the same Send; its reply (held back by the agent
+        and written with the first one's) is kept in `recovered`."""
         self._transport = transport
         self._deadline = deadline
         self._abort = abort
+        self._recover = recover
         self._command: RemoteCommand | None = None
         self._buffer = b""
         self._stderr = b""
+        self.recovered: list[dict[str, Any]] = []
 
-    def request(self, request: dict[str, Any], *, finishing: bool = False) -> dict[str, Any]:
+    def request(self, request: Mapping[str, Any], *, finishing: bool = False) -> dict[str, Any]:
         """Ask one thing and wait for its answer. The first request starts the agent.
 
         finishing: the request completes work already begun on the host (restarting what was
         closed), so it is sent even when the run is being aborted."""
         if self._abort is not None and self._abort.is_set() and not finishing:
             raise TransportError(ABORTED, "stopped before this step (interrupted twice)")
-        line = json.dumps(request) + "\n"
-        if self._command is None:
+        lines = [json.dumps(request)]
+        first = self._command is None
+        if first:
             command, arguments = bootstrap_command()
             self._command = self._transport.start(command, list(arguments))
-            line = agent_line() + "\n" + line
-        self._command.send(line.encode("utf-8"))
+            lines = [agent_line(), *([json.dumps(self._recover)] if self._recover else []), *lines]
+        assert self._command is not None
+        self._command.send(("\n".join(lines) + "\n").encode("utf-8"))
+        if first and self._recover:
+            users = self._reply().get("users")
+            self.recovered = [u for u in users if isinstance(u, dict)] if isinstance(users, list) else []
         return self._reply()
+
+    def extend(self, seconds: float) -> None:
+        """Give this conversation more time (a host with more users to change needs more)."""
+        self._deadline += seconds
+
+    def remaining(self) -> float:
+        """Seconds left before this conversation's deadline."""
+        return self._deadline - time.monotonic()
 
     def close(self) -> None:
         """Done talking. The agent ends with the shell (Delete), which costs no extra round trip."""

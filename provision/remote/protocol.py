@@ -13,6 +13,7 @@ from typing import Any, Literal, TypedDict
 
 
 class Op(StrEnum):
+    RECOVER = "recover"  # sent first in every conversation, in the same Send as the first request
     DISCOVER = "discover"
     APPLY = "apply"
     ROLLBACK = "rollback"
@@ -24,8 +25,9 @@ class Op(StrEnum):
 class UserStatus(StrEnum):
     """A user's outcome, as the agent words it."""
 
-    OK = "ok"  # discover, health: found and read
+    OK = "ok"  # discover, health: found and read; recover: nothing went wrong
     NO_PROFILE = "no-profile"  # the account never logged on to this host
+    REDIRECTED = "redirected"  # the ini would be on a share (AppData redirected): not read, not written
     WRITTEN = "written"  # apply: the new ini is in place (or already was)
     REREAD = "reread"  # apply: the ini changed since discover; here is what it is now
     BUSY = "busy"  # apply, rollback: MicroSIP could not be closed; nothing written
@@ -86,7 +88,9 @@ class ApplyRequest(TypedDict):
     op: Literal[Op.APPLY]
     install: Install
     backups: int
-    exit_wait_ms: int
+    exit_wait_ms: int  # one wait for every user's MicroSIP to close after /exit
+    start_wait_ms: int  # one wait for every restarted MicroSIP to be seen running
+    budget_ms: int  # the time this request may take; users not closed within half of it are busy
     users: list[ApplyUser]
 
 
@@ -99,7 +103,17 @@ class RollbackRequest(TypedDict):
     op: Literal[Op.ROLLBACK]
     install: Install
     exit_wait_ms: int
+    start_wait_ms: int
+    budget_ms: int
     users: list[RollbackUser]
+
+
+class RecoverRequest(TypedDict):
+    """Start MicroSIP for users an earlier run closed and never started again."""
+
+    op: Literal[Op.RECOVER]
+    install: Install  # only the exe it declares is ever started
+    start_wait_ms: int
 
 
 class HealthRequest(TypedDict):
@@ -135,7 +149,15 @@ class SmokeCleanupRequest(TypedDict):
     folder: str
 
 
-Request = DiscoverRequest | ApplyRequest | RollbackRequest | HealthRequest | SmokeRequest | SmokeCleanupRequest
+Request = (
+    RecoverRequest
+    | DiscoverRequest
+    | ApplyRequest
+    | RollbackRequest
+    | HealthRequest
+    | SmokeRequest
+    | SmokeCleanupRequest
+)
 
 
 # Replies -------------------------------------------------------------------------------------
@@ -152,12 +174,15 @@ class UserIni(TypedDict, total=False):
     name: str
     status: str  # UserStatus
     reason: str
+    warning: str  # e.g. the hive is not loaded: AppData assumed at its default place
     profile_path: str
+    appdata: str  # the user's AppData, as their own session expands it
     ini_path: str
     exists: bool
     content_b64: str
     sha256: str
     running: bool
+    session: int | None  # the session MicroSIP runs in
     exe: ExeInfo  # health only
     log: LogLine  # health only
 
@@ -179,7 +204,7 @@ class DiscoverReply(Reply, total=False):
 
 
 class ApplyOutcome(TypedDict, total=False):
-    """apply and rollback: what happened to one user."""
+    """apply, rollback and recover: what happened to one user."""
 
     name: str
     status: str  # UserStatus
@@ -188,11 +213,23 @@ class ApplyOutcome(TypedDict, total=False):
     content_b64: str  # reread: its content
     closed: bool  # reread: MicroSIP was closed for this request and awaits its restart
     backup: str | None
-    restarted: bool
+    restarted: bool  # MicroSIP was started again and seen running in the user's session
 
 
 class ApplyReply(Reply, total=False):
     users: list[ApplyOutcome]
+
+
+class ClosedMarker(TypedDict):
+    """The agent's note on the host (C:\\ProgramData\\provision\\closed\\<SID>.json) that it
+    closed a user's MicroSIP and has not yet seen it running again."""
+
+    name: str
+    exe: str
+    session: int
+    agent_pid: int  # the powershell.exe that wrote it: while it runs, the marker is its own
+    agent_started: int  # its start time, in .NET ticks (UTC)
+    closed_at: str  # ISO 8601, UTC
 
 
 class Hook(TypedDict):
@@ -228,6 +265,7 @@ class SmokeReply(Reply, total=False):
 
 
 REQUEST_TYPES: tuple[type[Any], ...] = (
+    RecoverRequest,
     Install,
     UserName,
     DiscoverRequest,
@@ -248,6 +286,7 @@ REPLY_TYPES: tuple[type[Any], ...] = (
     DiscoverReply,
     ApplyOutcome,
     ApplyReply,
+    ClosedMarker,
     Hook,
     HealthReply,
     SmokeStep,

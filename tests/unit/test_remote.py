@@ -63,7 +63,8 @@ def test_every_script_parses_as_powershell(name: str) -> None:
 
 
 def test_the_syntax_check_catches_a_broken_script() -> None:
-    broken = script("apply.ps1").replace("$result.status = 'written'\n    }", "$result.status = 'written'\n", 1)
+    broken = script("apply.ps1").replace("    $Result.status = 'written'\n}", "    $Result.status = 'written'\n", 1)
+    assert broken != script("apply.ps1")
     assert syntax_errors(broken.encode()) != []
 
 

@@ -6,15 +6,20 @@ function Invoke-Health {
     param($Request)
     $users = New-Object System.Collections.ArrayList
     foreach ($user in $Request.users) {
-        $entry = [hashtable](Get-UserIni -Name $user.name -Install $Request.install)
-        if ($entry.status -eq 'ok') {
-            $exe = Get-MicroSipExe -ProfilePath $entry.profile_path -Install $Request.install
-            $entry.exe = [hashtable](Get-ExeInfo -Path $exe)
-            $log = Get-LogPath -ProfilePath $entry.profile_path -Install $Request.install
-            $entry.log = [hashtable](Find-LogLine -Path $log -Patterns $Request.log_patterns)
+        try {
+            $entry = [hashtable](Get-UserIni -Name $user.name -Install $Request.install)
+            if ($entry.profile_path) {
+                $exe = Get-MicroSipExe -ProfilePath $entry.profile_path -Install $Request.install
+                $entry.exe = [hashtable](Get-ExeInfo -Path $exe)
+                $log = Get-LogPath -ProfilePath $entry.profile_path -Install $Request.install
+                $entry.log = [hashtable](Find-LogLine -Path $log -Patterns $Request.log_patterns)
+            }
+        } catch {
+            $entry = @{ name = [string]$user.name; status = 'failed'; reason = 'cannot read the ini: ' + (Get-ErrorText $_) }
         }
         [void]$users.Add($entry)
     }
+    Add-Running -Entries $users -Install $Request.install
     $hooks = New-Object System.Collections.ArrayList
     foreach ($path in $Request.hooks) {
         [void]$hooks.Add(@{ path = [string]$path; exists = [bool](Test-Path -LiteralPath $path -PathType Leaf) })
@@ -46,7 +51,7 @@ function Get-LogPath {
     # <exe>_log.txt: next to a portable exe, in %LOCALAPPDATA%\MicroSIP for the installed one.
     param([string]$ProfilePath, $Install)
     if ($Install.mode -eq 'portable') {
-        $exe = $Install.exe.Replace('%USERPROFILE%', $ProfilePath)
+        $exe = Get-MicroSipExe -ProfilePath $ProfilePath -Install $Install
         return [System.IO.Path]::ChangeExtension($exe, $null).TrimEnd('.') + '_log.txt'
     }
     return Join-Path $ProfilePath 'AppData\Local\MicroSIP\microsip_log.txt'

@@ -9,6 +9,9 @@ while ($true) {
     $request = $json.DeserializeObject($line)
     try {
         switch ($request.op) {
+            'recover' {
+                Invoke-Recover -Request $request
+            }
             'discover' {
                 Invoke-Discover -Request $request
             }
