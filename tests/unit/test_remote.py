@@ -162,6 +162,8 @@ def shown(message: Any) -> dict[str, Any]:
     if isinstance(message, str):  # the agent's line
         text = base64.b64decode(message).decode("utf-8")
         return {"agent": f"<{len(text)} characters, sha256 {hashlib.sha256(text.encode()).hexdigest()[:16]}>"}
+    if "budget_ms" in message:
+        message["budget_ms"] = "<time left>"  # depends on the clock
     for user in message.get("users", []):
         if "content_b64" in user:
             user["content_b64"] = f"<{len(base64.b64decode(user['content_b64']))} bytes>"
