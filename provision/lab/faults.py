@@ -4,6 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# WinRM's service settings as `winrm get winrm/config` shows them, Windows' defaults (2016+).
+WINRM_DEFAULTS = {
+    "MaxEnvelopeSizekb": 500,
+    "MaxTimeoutms": 60000,
+    "MaxConcurrentOperationsPerUser": 1500,
+    "MaxShellsPerUser": 30,
+    "MaxMemoryPerShellMB": 1024,
+    "IdleTimeout": 7200000,
+}
+
 
 @dataclass
 class Faults:
@@ -43,6 +53,11 @@ class Faults:
     # Windows timing: powershell.exe takes this long to start before it reads its stdin
     # (real Windows 5.1: about 0.5 to 1.5 s per shell, more on a cold or AV-heavy host).
     powershell_start_ms: float = 0.0
+    # WinRM settings that differ from Windows' defaults (WINRM_DEFAULTS), e.g. {"MaxEnvelopeSizekb": 150}.
+    winrm_config: dict[str, int] = field(default_factory=dict)
+
+    def winrm(self, name: str) -> int:
+        return self.winrm_config.get(name, WINRM_DEFAULTS[name])
 
     def take_soap_fault(self, action: str) -> str | None:
         kind = self.soap_fault.get(action)
