@@ -21,7 +21,7 @@ from provision.plan import plan_target
 from provision.push import PushOptions, by_user
 from provision.remote import INSTALLED_EXE
 from provision.remote.agent import Agent
-from provision.remote.protocol import Op, UserStatus
+from provision.remote.protocol import MAX_INI_BYTES, Op, UserStatus
 from provision.render import RenderedIni
 from provision.secrets import Secret
 from provision.session import Connect, converse, install_of
@@ -109,6 +109,7 @@ def _health(agent: Agent, job: HostJob, key: bytes, now: float) -> CheckResult:
         "op": Op.HEALTH,
         "install": install_of(job),
         "users": [{"name": u.user} for u in job.users],
+        "max_ini_bytes": MAX_INI_BYTES,
         "hooks": sorted({p for u in job.users for p in _hook_programs(u)}),
         "log_patterns": [REGISTERED, REGISTRATION_FAILED],
     }
@@ -174,7 +175,7 @@ def _judge_user(result: CheckResult, user: UserJob, entry: dict[str, Any], devic
     if entry.get("status") == UserStatus.NO_PROFILE:
         result.add(f"{name}: ini", WARN, "never logged on to this host")
         return
-    if entry.get("status") in (UserStatus.REDIRECTED, UserStatus.FAILED):
+    if entry.get("status") in (UserStatus.REDIRECTED, UserStatus.FAILED, UserStatus.TOO_LARGE):
         result.add(f"{name}: ini", FAIL, str(entry.get("reason") or "cannot read the ini"))
         return
     if entry.get("warning"):

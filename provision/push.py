@@ -23,7 +23,17 @@ from provision.errors import IniError
 from provision.jobs import HostJob, UserJob
 from provision.plan import KeyChange, TargetPlan, plan_target
 from provision.remote.agent import Agent
-from provision.remote.protocol import ApplyRequest, ApplyUser, Op, RollbackRequest, RollbackUser, UserStatus
+from provision.remote.protocol import (
+    MAX_INI_BYTES,
+    ApplyRequest,
+    ApplyUser,
+    DiscoverRequest,
+    Op,
+    RollbackRequest,
+    RollbackUser,
+    UserName,
+    UserStatus,
+)
 from provision.session import Connect, SessionOptions, converse, install_of
 from provision.transport.base import TransportError
 
@@ -166,8 +176,14 @@ def _push(agent: Agent, job: HostJob, options: PushOptions, fingerprint_key: byt
 
 def _discover(agent: Agent, job: HostJob) -> dict[str, dict[str, Any]]:
     """Each user's ini and whether their MicroSIP runs."""
-    users = [{"name": u.user} for u in job.users]
-    reply = agent.request({"op": Op.DISCOVER, "install": install_of(job), "users": users})
+    users: list[UserName] = [{"name": u.user} for u in job.users]
+    request: DiscoverRequest = {
+        "op": Op.DISCOVER,
+        "install": install_of(job),
+        "users": users,
+        "max_ini_bytes": MAX_INI_BYTES,
+    }
+    reply = agent.request(request)
     return by_user(reply, [u.user for u in job.users])
 
 
@@ -199,6 +215,11 @@ def unusable(host: str, user: str, entry: dict[str, Any]) -> UserResult | None:
     status = entry.get("status")
     if status == UserStatus.NO_PROFILE:
         return UserResult(host, user, NO_PROFILE, "the user has never logged on to this host")
+    if status == UserStatus.TOO_LARGE:
+        size = int(entry.get("size") or 0) / 1024 / 1024
+        cap = MAX_INI_BYTES / 1024 / 1024
+        reason = f"ini too large: {size:.1f} MB, over the {cap:.0f} MB cap; not read (look at it by hand)"
+        return UserResult(host, user, FAILED, reason)
     if status in (UserStatus.REDIRECTED, UserStatus.FAILED):
         return UserResult(host, user, FAILED, str(entry.get("reason") or "cannot read the ini"))
     if status != UserStatus.OK:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from provision.jobs import HostJob
-from provision.remote.agent import Agent
+from provision.remote.agent import Agent, send_limit
 from provision.remote.protocol import Install, InstallMode, Op, RecoverRequest
 from provision.transport.base import Transport, TransportError
 
@@ -61,8 +61,13 @@ def converse(
         try:
             transport = connect(job)
             try:
-                deadline = time.monotonic() + options.timeout
-                agent = Agent(transport, deadline=deadline, abort=abort, recover=recover_request(job, options))
+                agent = Agent(
+                    transport,
+                    deadline=time.monotonic() + options.timeout,
+                    abort=abort,
+                    recover=recover_request(job, options),
+                    max_send=send_limit(job.connection.max_envelope_kb),
+                )
                 result = talk(agent)
                 agent.close()
                 return result, tries

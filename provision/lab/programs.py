@@ -347,7 +347,7 @@ class AgentTwin:
             return self.get_microsip_exe(place["profile_path"], install).rsplit(".", 1)[0] + ".ini"
         return str(place["appdata"]) + "\\MicroSIP\\microsip.ini"
 
-    def get_user_ini(self, name: str, install: dict[str, Any]) -> dict[str, Any]:
+    def get_user_ini(self, name: str, install: dict[str, Any], max_bytes: int) -> dict[str, Any]:
         entry = self.get_user_place(name)
         if entry["status"] != UserStatus.OK:
             return entry
@@ -359,6 +359,11 @@ class AgentTwin:
             return entry
         entry["exists"] = self.host.file_exists(ini)
         if entry["exists"]:
+            entry["size"] = self.host.path(ini).stat().st_size
+            if entry["size"] > max_bytes:
+                entry["status"] = UserStatus.TOO_LARGE
+                entry["reason"] = f"ini too large: {entry['size']} bytes, over the cap of {max_bytes}; not read"
+                return entry
             content = self.host.read_all_bytes(ini)
             entry["content_b64"] = base64.b64encode(content).decode()
             entry["sha256"] = _sha(content)
@@ -635,7 +640,7 @@ class AgentTwin:
         users = []
         for user in request["users"]:
             try:
-                users.append(self.get_user_ini(user["name"], request["install"]))
+                users.append(self.get_user_ini(user["name"], request["install"], int(request["max_ini_bytes"])))
             except PSError as exc:
                 users.append(
                     {"name": user["name"], "status": UserStatus.FAILED, "reason": f"cannot read the ini: {exc}"}
@@ -753,7 +758,7 @@ class AgentTwin:
         users = []
         for user in request["users"]:
             try:
-                entry = self.get_user_ini(user["name"], install)
+                entry = self.get_user_ini(user["name"], install, int(request["max_ini_bytes"]))
                 if entry.get("profile_path"):
                     exe = self.get_microsip_exe(entry["profile_path"], install)
                     entry["exe"] = self.get_exe_info(exe)

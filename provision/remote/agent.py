@@ -21,6 +21,17 @@ from provision.transport.base import PROTOCOL, SCRIPT, TIMEOUT, RemoteCommand, T
 
 ABORTED = "aborted"
 
+DEFAULT_ENVELOPE_KB = 500  # WinRM's MaxEnvelopeSizekb unless an administrator changed it
+ENVELOPE_OVERHEAD = 8 * 1024  # the SOAP envelope around a Send's data, with room to spare
+MAX_ANSWER_BYTES = 256 * 1024 * 1024  # one answer line; far above what any request returns
+
+
+def send_limit(max_envelope_kb: int | None) -> int:
+    """The most stdin bytes one Send may carry on a host: WinRS base64-encodes them into the
+    envelope, which must stay within MaxEnvelopeSizekb (counted here in 1000s, to be safe)."""
+    envelope = (max_envelope_kb or DEFAULT_ENVELOPE_KB) * 1000
+    return max(1024, (envelope - ENVELOPE_OVERHEAD) * 3 // 4)
+
 
 def agent_line() -> str:
     """The agent as the bootstrap reads it: base64 of its UTF-8 text, one line."""
@@ -35,15 +46,18 @@ class Agent:
         deadline: float,
         abort: threading.Event | None = None,
         recover: Mapping[str, Any] | None = None,
+        max_send: int = send_limit(None),
     ) -> None:
         """deadline: time.monotonic() value after which every wait gives up. abort: once set, no
         new piece of work is asked for (a request already sent is still answered). recover: a
         request sent before the first one, in the same Send; its reply (held back by the agent
-        and written with the first one's) is kept in `recovered`."""
+        and written with the first one's) is kept in `recovered`. max_send: the most bytes one
+        Send carries (send_limit of the host's MaxEnvelopeSizekb); longer lines go in pieces."""
         self._transport = transport
         self._deadline = deadline
         self._abort = abort
         self._recover = recover
+        self._max_send = max_send
         self._command: RemoteCommand | None = None
         self._buffer = b""
         self._stderr = b""
@@ -62,12 +76,26 @@ class Agent:
             command, arguments = bootstrap_command()
             self._command = self._transport.start(command, list(arguments))
             lines = [agent_line(), *([json.dumps(self._recover)] if self._recover else []), *lines]
-        assert self._command is not None
-        self._command.send(("\n".join(lines) + "\n").encode("utf-8"))
+        data = ("\n".join(lines) + "\n").encode("utf-8")
+        for start in range(0, len(data), self._max_send):
+            self._send(data[start : start + self._max_send])
         if first and self._recover:
             users = self._reply().get("users")
             self.recovered = [u for u in users if isinstance(u, dict)] if isinstance(users, list) else []
         return self._reply()
+
+    def _send(self, data: bytes) -> None:
+        assert self._command is not None
+        try:
+            self._command.send(data)
+        except TransportError as exc:
+            if "413" in str(exc):  # the host's MaxEnvelopeSizekb is smaller than we were told
+                raise TransportError(
+                    exc.kind,
+                    f"{exc}: the request was larger than the host accepts; set connection.max_envelope_kb "
+                    "in the inventory to its WinRM MaxEnvelopeSizekb",
+                ) from None
+            raise
 
     def extend(self, seconds: float) -> None:
         """Give this conversation more time (a host with more users to change needs more)."""
@@ -88,6 +116,8 @@ class Agent:
                 raise TransportError(TIMEOUT, "timed out waiting for the workstation to answer")
             output = self._command.receive()
             self._buffer += output.stdout
+            if len(self._buffer) > MAX_ANSWER_BYTES:
+                raise TransportError(PROTOCOL, "the workstation's answer is too large")
             self._stderr += output.stderr
             if output.done and b"\n" not in self._buffer:
                 message = stderr_message(self._stderr) or "no answer"

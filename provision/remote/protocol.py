@@ -11,6 +11,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal, TypedDict
 
+MAX_INI_BYTES = 8 * 1024 * 1024  # a MicroSIP ini with years of call history is well under 1 MB
+
 
 class Op(StrEnum):
     RECOVER = "recover"  # sent first in every conversation, in the same Send as the first request
@@ -28,6 +30,7 @@ class UserStatus(StrEnum):
     OK = "ok"  # discover, health: found and read; recover: nothing went wrong
     NO_PROFILE = "no-profile"  # the account never logged on to this host
     REDIRECTED = "redirected"  # the ini would be on a share (AppData redirected): not read, not written
+    TOO_LARGE = "too-large"  # the ini is over the request's max_ini_bytes: not read
     WRITTEN = "written"  # apply: the new ini is in place (or already was)
     REREAD = "reread"  # apply: the ini changed since discover; here is what it is now
     BUSY = "busy"  # apply, rollback: MicroSIP could not be closed; nothing written
@@ -72,6 +75,7 @@ class DiscoverRequest(TypedDict):
     op: Literal[Op.DISCOVER]
     install: Install
     users: list[UserName]
+    max_ini_bytes: int  # a larger ini is reported (too-large), never read
 
 
 class ApplyUser(TypedDict):
@@ -120,6 +124,7 @@ class HealthRequest(TypedDict):
     op: Literal[Op.HEALTH]
     install: Install
     users: list[UserName]
+    max_ini_bytes: int
     hooks: list[str]
     log_patterns: list[str]
 
@@ -179,6 +184,7 @@ class UserIni(TypedDict, total=False):
     appdata: str  # the user's AppData, as their own session expands it
     ini_path: str
     exists: bool
+    size: int  # bytes
     content_b64: str
     sha256: str
     running: bool

@@ -140,8 +140,9 @@ function Get-IniPath {
 
 function Get-UserIni {
     # One user's ini: where it is, its content and digest. An ini whose folder is on a
-    # share (AppData redirected, or a portable exe there) is reported, never read or written.
-    param([string]$Name, $Install)
+    # share (AppData redirected, or a portable exe there) is reported, never read or written;
+    # so is one over MaxBytes (never read into this shell's memory, nor the controller's).
+    param([string]$Name, $Install, [long]$MaxBytes)
     $entry = Get-UserPlace -Name $Name
     if ($entry.status -ne 'ok') {
         return $entry
@@ -155,6 +156,12 @@ function Get-UserIni {
     }
     $entry.exists = [System.IO.File]::Exists($ini)
     if ($entry.exists) {
+        $entry.size = [long][System.IO.FileInfo]::new($ini).Length
+        if ($entry.size -gt $MaxBytes) {
+            $entry.status = 'too-large'
+            $entry.reason = 'ini too large: ' + $entry.size + ' bytes, over the cap of ' + $MaxBytes + '; not read'
+            return $entry
+        }
         $content = Read-SharedBytes -Path $ini
         $entry.content_b64 = [Convert]::ToBase64String($content)
         $entry.sha256 = Get-Sha256 -Bytes $content

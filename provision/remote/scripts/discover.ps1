@@ -7,7 +7,7 @@ function Invoke-Discover {
     $users = New-Object System.Collections.ArrayList
     foreach ($user in $Request.users) {
         try {
-            [void]$users.Add([hashtable](Get-UserIni -Name $user.name -Install $Request.install))
+            [void]$users.Add([hashtable](Get-UserIni -Name $user.name -Install $Request.install -MaxBytes $Request.max_ini_bytes))
         } catch {
             [void]$users.Add(@{ name = [string]$user.name; status = 'failed'; reason = 'cannot read the ini: ' + (Get-ErrorText $_) })
         }

@@ -7,7 +7,7 @@ function Invoke-Health {
     $users = New-Object System.Collections.ArrayList
     foreach ($user in $Request.users) {
         try {
-            $entry = [hashtable](Get-UserIni -Name $user.name -Install $Request.install)
+            $entry = [hashtable](Get-UserIni -Name $user.name -Install $Request.install -MaxBytes $Request.max_ini_bytes)
             if ($entry.profile_path) {
                 $exe = Get-MicroSipExe -ProfilePath $entry.profile_path -Install $Request.install
                 $entry.exe = [hashtable](Get-ExeInfo -Path $exe)
