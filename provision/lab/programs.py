@@ -788,7 +788,9 @@ class AgentTwin:
         file = self.host.path(path)
         result: dict[str, Any] = {"exists": file.is_file(), "line": None}
         if result["exists"] and patterns:
-            text = file.read_text("utf-8")
+            data = file.read_bytes()
+            self.host.stats["log_bytes_read"] += len(data)
+            text = data.decode("utf-8", "replace")
             found = [line for line in text.splitlines() if any(re.search(p, line) for p in patterns)]
             result["line"] = found[-1] if found else None
         return result
