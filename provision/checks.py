@@ -35,6 +35,8 @@ REGISTRATION_FAILED = r"SIP registration failed, status=\d+|SIP registration err
 INVITE_SENT = r"Request msg INVITE/cseq="
 HANGUP_SENT = r"Request msg (BYE|CANCEL)/cseq="
 
+LOG_TAIL_BYTES = 256 * 1024  # health reads only the end of MicroSIP's log (it grows for weeks)
+
 DAY = 86_400
 BUILD_AGE_WARN = int(1.5 * 365 * DAY)  # MicroSIP 3.22 starts warning
 BUILD_AGE_FAIL = int(2.5 * 365 * DAY)  # and refuses to start
@@ -112,6 +114,7 @@ def _health(agent: Agent, job: HostJob, key: bytes, now: float) -> CheckResult:
         "max_ini_bytes": MAX_INI_BYTES,
         "hooks": sorted({p for u in job.users for p in _hook_programs(u)}),
         "log_patterns": [REGISTERED, REGISTRATION_FAILED],
+        "log_tail_bytes": LOG_TAIL_BYTES,
     }
     reply = agent.request(request)
     latency = time.monotonic() - clock
@@ -212,7 +215,8 @@ def _judge_user(result: CheckResult, user: UserJob, entry: dict[str, Any], devic
     if user.target.resolved.profile.settings.enableLog:
         line = (entry.get("log") or {}).get("line")
         if line is None:
-            result.add(f"{name}: registration", WARN, "no registration line in the log yet")
+            detail = f"no registration line in the last {LOG_TAIL_BYTES // 1024} KB of the log"
+            result.add(f"{name}: registration", WARN, detail)
         elif "success" in line:
             result.add(f"{name}: registration", PASS, "registered")
         else:

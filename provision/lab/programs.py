@@ -763,7 +763,8 @@ class AgentTwin:
                     exe = self.get_microsip_exe(entry["profile_path"], install)
                     entry["exe"] = self.get_exe_info(exe)
                     log = self.get_log_path(entry["profile_path"], install)
-                    entry["log"] = self.find_log_line(log, request.get("log_patterns") or [])
+                    patterns = request.get("log_patterns") or []
+                    entry["log"] = self.find_log_line(log, patterns, int(request["log_tail_bytes"]))
             except PSError as exc:
                 entry = {"name": user["name"], "status": UserStatus.FAILED, "reason": f"cannot read the ini: {exc}"}
             users.append(entry)
@@ -784,13 +785,20 @@ class AgentTwin:
             return self.get_microsip_exe(profile, install)[: -len(".exe")] + "_log.txt"
         return profile + "\\AppData\\Local\\MicroSIP\\microsip_log.txt"
 
-    def find_log_line(self, path: str, patterns: list[str]) -> dict[str, Any]:
+    def find_log_line(self, path: str, patterns: list[str], tail_bytes: int) -> dict[str, Any]:
         file = self.host.path(path)
         result: dict[str, Any] = {"exists": file.is_file(), "line": None}
         if result["exists"] and patterns:
-            data = file.read_bytes()
+            with open(file, "rb") as stream:
+                size = stream.seek(0, 2)
+                start = max(0, size - tail_bytes)
+                stream.seek(start)
+                data = stream.read()
             self.host.stats["log_bytes_read"] += len(data)
-            text = data.decode("utf-8", "replace")
+            lines = data.decode("utf-8", "replace").splitlines()
+            if start > 0:
+                lines = lines[1:]
+            text = "\n".join(lines)
             found = [line for line in text.splitlines() if any(re.search(p, line) for p in patterns)]
             result["line"] = found[-1] if found else None
         return result
@@ -828,7 +836,8 @@ class AgentTwin:
             self.started.append(instance.pid)
             if host.faults.smoke_hang:
                 raise _Hang
-            seen = self.find_log_line(log, request["ready_patterns"])["line"] if instance.ready else None
+            whole = self.find_log_line(log, request["ready_patterns"], 1 << 40)  # Wait-LogLine reads from 0
+            seen = whole["line"] if instance.ready else None
             step("start", StepStatus.DONE, line=seen, alive=instance.pid in host.processes)
             if seen is None:
                 return self.smoke_reply(exe, request, steps, instance, folder)

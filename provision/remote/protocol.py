@@ -127,6 +127,7 @@ class HealthRequest(TypedDict):
     max_ini_bytes: int
     hooks: list[str]
     log_patterns: list[str]
+    log_tail_bytes: int  # only the log's last bytes are read
 
 
 class SmokeCommand(TypedDict, total=False):

@@ -12,7 +12,7 @@ function Invoke-Health {
                 $exe = Get-MicroSipExe -ProfilePath $entry.profile_path -Install $Request.install
                 $entry.exe = [hashtable](Get-ExeInfo -Path $exe)
                 $log = Get-LogPath -ProfilePath $entry.profile_path -Install $Request.install
-                $entry.log = [hashtable](Find-LogLine -Path $log -Patterns $Request.log_patterns)
+                $entry.log = [hashtable](Find-LogLine -Path $log -Patterns $Request.log_patterns -TailBytes $Request.log_tail_bytes)
             }
         } catch {
             $entry = @{ name = [string]$user.name; status = 'failed'; reason = 'cannot read the ini: ' + (Get-ErrorText $_) }
@@ -58,17 +58,26 @@ function Get-LogPath {
 }
 
 function Find-LogLine {
-    # The last line of the log matching any of the patterns (regular expressions, as data).
-    param([string]$Path, $Patterns)
-    $result = @{ exists = [bool](Test-Path -LiteralPath $Path -PathType Leaf); line = $null }
+    # The last line matching any of the patterns (regular expressions, as data) in the log's
+    # last TailBytes. A level-5 log grows for weeks: only its end is read, never the whole
+    # file into this shell's memory (MaxMemoryPerShellMB). Opened for shared reading and
+    # writing: MicroSIP keeps it open for writing while it runs.
+    param([string]$Path, $Patterns, [long]$TailBytes)
+    $result = @{ exists = [System.IO.File]::Exists($Path); line = $null }
     if ($result.exists -and $Patterns) {
         $stream = New-Object System.IO.FileStream($Path, 'Open', 'Read', 'ReadWrite')
         try {
-            $text = (New-Object System.IO.StreamReader($stream)).ReadToEnd()
+            $start = [Math]::Max([long]0, $stream.Length - $TailBytes)
+            $stream.Position = $start
+            $bytes = (New-Object System.IO.BinaryReader($stream)).ReadBytes([int]($stream.Length - $start))
         } finally {
             $stream.Dispose()
         }
-        $found = @($text -split "`r?`n" | Select-String -Pattern $Patterns)
+        $lines = [System.Text.Encoding]::UTF8.GetString($bytes) -split "`r?`n"
+        if ($start -gt 0) {
+            $lines = @($lines | Select-Object -Skip 1)  # the first line is cut: not judged
+        }
+        $found = @($lines | Select-String -Pattern $Patterns)
         if ($found.Count -gt 0) {
             $result.line = [string]$found[-1].Line
         }
