@@ -53,6 +53,12 @@ class Faults:
     # Windows timing: powershell.exe takes this long to start before it reads its stdin
     # (real Windows 5.1: about 0.5 to 1.5 s per shell, more on a cold or AV-heavy host).
     powershell_start_ms: float = 0.0
+    # The WinRM account and PowerShell on the host.
+    account: str = "admin"  # "admin" (elevated), "uac-filtered" (local admin, filtered token), "non-admin"
+    language_mode: str = "FullLanguage"  # "ConstrainedLanguage" under an AppLocker/WDAC policy
+    powershell_version: str = "5.1"
+    dotnet_release: int = 528040  # HKLM\...\NDP\v4\Full Release (528040: .NET Framework 4.8)
+    task_scheduler: str = "Running"  # the Schedule service's status: "Running", "Stopped", or "missing"
     # WinRM settings that differ from Windows' defaults (WINRM_DEFAULTS), e.g. {"MaxEnvelopeSizekb": 150}.
     winrm_config: dict[str, int] = field(default_factory=dict)
 

@@ -347,24 +347,35 @@ class SimulatedHost:
             self.module_log.append("\n".join(lines))
 
     def test_path(self, windows_path: str) -> bool:
-        """Test-Path -LiteralPath: never throws."""
+        """Test-Path -LiteralPath: never throws; false where access is denied."""
         self.cmdlet("Test-Path", LiteralPath=windows_path)
+        if self.denied(windows_path):
+            return False
         try:
             return self.path(windows_path).exists()
         except OSError:
             return False
 
+    @property
+    def elevated(self) -> bool:
+        """The agent runs with an administrator's full token."""
+        return self.faults.account == "admin"
+
+    def denied(self, windows_path: str) -> bool:
+        """Another user's profile, to a token that is not elevated."""
+        return not self.elevated and windows_path.casefold().startswith("c:\\users\\")
+
     def file_exists(self, windows_path: str) -> bool:
-        """[System.IO.File]::Exists: never throws."""
+        """[System.IO.File]::Exists: never throws; false where access is denied."""
         try:
-            return self.path(windows_path).is_file()
+            return not self.denied(windows_path) and self.path(windows_path).is_file()
         except OSError:
             return False
 
     def directory_exists(self, windows_path: str) -> bool:
-        """[System.IO.Directory]::Exists: never throws."""
+        """[System.IO.Directory]::Exists: never throws; false where access is denied."""
         try:
-            return self.path(windows_path).is_dir()
+            return not self.denied(windows_path) and self.path(windows_path).is_dir()
         except OSError:
             return False
 
@@ -469,6 +480,8 @@ class SimulatedHost:
                 raise PSError(f"Cannot find path '{windows_path}' because it does not exist.")
 
     def _file(self, windows_path: str, method: str, arguments: int) -> Path:
+        if self.denied(windows_path):
+            raise method_error(method, arguments, f"Access to the path '{windows_path}' is denied.")
         file = self.path(windows_path)
         if not file.is_file():
             raise method_error(method, arguments, f"Could not find file '{windows_path}'.")
@@ -487,8 +500,11 @@ class SimulatedHost:
         return found.sid
 
     def hive_loaded(self, sid: str) -> bool:
-        """Test-Path Registry::HKEY_USERS\\<SID>: only while the user's hive is loaded."""
+        """Test-Path Registry::HKEY_USERS\\<SID>: only while the user's hive is loaded (and
+        readable: another user's hive is not, to a token that is not elevated)."""
         self.cmdlet("Test-Path", LiteralPath=f"Registry::HKEY_USERS\\{sid}")
+        if not self.elevated:
+            return False
         found = next((u for u in self.users.values() if u.sid == sid), None)
         return found is not None and found.has_profile and found.hive
 
@@ -531,6 +547,8 @@ class SimulatedHost:
                 process = None
             if process is None:
                 raise PSError("Not found ")
+            if not self.elevated and process.user:
+                return ""  # ReturnValue 2, access denied: no owner without SeDebugPrivilege
             return process.user
 
     def process_start(self, pid: int) -> int | None:
@@ -547,6 +565,13 @@ class SimulatedHost:
         """Register-ScheduledTask: the definition is stored as XML where Windows keeps it."""
         self.cmdlet("Register-ScheduledTask", TaskPath=task_path, TaskName=name, Principal=task.user, Force=force)
         time.sleep(self.faults.task_delay_ms / 1000)
+        if self.faults.task_scheduler != "Running":
+            raise PSError(
+                "The service cannot be started, either because it is disabled or because it has no "
+                "enabled devices associated with it."
+            )
+        if not self.elevated:
+            raise PSError("Access is denied. (Exception from HRESULT: 0x80070005 (E_ACCESSDENIED))")
         if self.faults.task_fails is not None and task.arguments == self.faults.task_fails:
             raise PSError(
                 "No mapping between account names and security IDs was done. (Exception from HRESULT: 0x80070534)"

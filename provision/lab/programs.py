@@ -158,6 +158,10 @@ class AgentProgram(Program):
 
     def _run(self) -> None:
         twin = AgentTwin(self.host, self)
+        if self.host.faults.language_mode != "FullLanguage":
+            # bootstrap.ps1's first .NET call, [Console]::OpenStandardInput(), under Constrained Language.
+            self.fail("Cannot invoke method. Method invocation is supported only on core types in this language mode.")
+            return
         try:
             first = self._lines.get()
             if first is None:
@@ -179,7 +183,14 @@ class AgentProgram(Program):
                 except (UnicodeDecodeError, json.JSONDecodeError):
                     self.fail("lab: standard input is not JSON")
                     return
-                reply = twin.handle(message)
+                if self.host.faults.powershell_version < "5.1":
+                    # The agent uses [Type]::new() (PowerShell 5.0+) and more of 5.1: it fails early.
+                    error = (
+                        "Method invocation failed because [System.IO.FileInfo] does not contain a method named 'new'."
+                    )
+                    reply = {"ok": False, "error": error}
+                else:
+                    reply = twin.handle(message)
                 self.check()
                 held.append(twin.send_reply(reply))
                 if isinstance(message, dict) and message.get("op") == Op.RECOVER and reply.get("ok"):
