@@ -37,7 +37,7 @@ from provision.remote import (
     agent_text,
     bootstrap_text,
 )
-from provision.remote.protocol import InstallMode, Method, Op, StepStatus, UserStatus
+from provision.remote.protocol import InstallMode, Method, Op, Preflight, StepStatus, UserStatus
 
 
 class Program:
@@ -158,9 +158,15 @@ class AgentProgram(Program):
 
     def _run(self) -> None:
         twin = AgentTwin(self.host, self)
-        if self.host.faults.language_mode != "FullLanguage":
-            # bootstrap.ps1's first .NET call, [Console]::OpenStandardInput(), under Constrained Language.
-            self.fail("Cannot invoke method. Method invocation is supported only on core types in this language mode.")
+        faults = self.host.faults
+        # bootstrap.ps1: checked first, with what Constrained Language allows; a string written
+        # to the output stream reaches stdout as a line (CRLF) from powershell.exe.
+        if faults.language_mode != "FullLanguage":
+            facts = {"language_mode": faults.language_mode}
+            self._refuse(Preflight.LANGUAGE_MODE, facts, "\r\n")
+            return
+        if tuple(int(p) for p in faults.powershell_version.split(".")[:2]) < (5, 1):
+            self._refuse(Preflight.POWERSHELL, {"powershell": faults.powershell_version}, "\r\n")
             return
         try:
             first = self._lines.get()
@@ -168,6 +174,11 @@ class AgentProgram(Program):
                 self.finish(0)
                 return
             if not self._trusted(first):
+                return
+            facts = twin.get_preflight()  # loop.ps1, before its loop
+            failure = twin.get_preflight_failure(facts)
+            if failure is not None:
+                self._refuse(failure, facts, "\n")
                 return
             held: list[str] = []
             while True:
@@ -183,14 +194,7 @@ class AgentProgram(Program):
                 except (UnicodeDecodeError, json.JSONDecodeError):
                     self.fail("lab: standard input is not JSON")
                     return
-                if self.host.faults.powershell_version < "5.1":
-                    # The agent uses [Type]::new() (PowerShell 5.0+) and more of 5.1: it fails early.
-                    error = (
-                        "Method invocation failed because [System.IO.FileInfo] does not contain a method named 'new'."
-                    )
-                    reply = {"ok": False, "error": error}
-                else:
-                    reply = twin.handle(message)
+                reply = twin.handle(message)
                 self.check()
                 held.append(twin.send_reply(reply))
                 if isinstance(message, dict) and message.get("op") == Op.RECOVER and reply.get("ok"):
@@ -199,6 +203,11 @@ class AgentProgram(Program):
                 held.clear()
         except (Killed, _Hang):
             return
+
+    def _refuse(self, failure: str, facts: dict[str, Any], end: str) -> None:
+        reply = {"ok": False, "preflight": failure, "facts": facts}
+        self.stdout += (json.dumps(reply, separators=(",", ":")) + end).encode("utf-8")
+        self.finish(1)
 
     def _trusted(self, line: bytes) -> bool:
         """bootstrap.ps1: the first line is base64 of the agent's UTF-8 text."""
@@ -299,6 +308,26 @@ class AgentTwin:
         return {"ok": False, "error": "unknown operation"}
 
     # common.ps1 -----------------------------------------------------------------------------
+
+    def get_preflight(self) -> dict[str, Any]:
+        faults = self.host.faults
+        self.host.cmdlet("Get-Service", Name="Schedule")
+        return {
+            "language_mode": "FullLanguage",
+            "powershell": faults.powershell_version,
+            "elevated": faults.account == "admin",
+            "filtered": faults.account == "uac-filtered",
+            "dotnet": faults.dotnet_release,
+            "task_scheduler": faults.task_scheduler,
+        }
+
+    @staticmethod
+    def get_preflight_failure(facts: dict[str, Any]) -> str | None:
+        if not facts["elevated"]:
+            return Preflight.UAC_FILTERED if facts["filtered"] else Preflight.NOT_ADMIN
+        if facts["task_scheduler"] != "Running":
+            return Preflight.TASK_SCHEDULER
+        return None
 
     @staticmethod
     def set_failure(result: dict[str, Any], reason: str) -> None:

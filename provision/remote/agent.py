@@ -14,9 +14,10 @@ import re
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from provision.remote import agent_text, bootstrap_command
+from provision.remote.protocol import Facts, Preflight
 from provision.transport.base import PROTOCOL, SCRIPT, TIMEOUT, RemoteCommand, Transport, TransportError
 
 ABORTED = "aborted"
@@ -24,6 +25,50 @@ ABORTED = "aborted"
 DEFAULT_ENVELOPE_KB = 500  # WinRM's MaxEnvelopeSizekb unless an administrator changed it
 ENVELOPE_OVERHEAD = 8 * 1024  # the SOAP envelope around a Send's data, with room to spare
 MAX_ANSWER_BYTES = 256 * 1024 * 1024  # one answer line; far above what any request returns
+
+
+# What a host lacks, as a person reads it, and the one-line fix. {name} is a fact's value.
+PREFLIGHT: dict[str, tuple[str, str]] = {
+    Preflight.LANGUAGE_MODE: (
+        "PowerShell runs in {language_mode} mode here (an AppLocker or WDAC policy), which stops the agent",
+        "exempt the WinRM administrators from the policy so their PowerShell runs in FullLanguage mode",
+    ),
+    Preflight.POWERSHELL: (
+        "PowerShell {powershell} is too old for the agent",
+        "install Windows Management Framework 5.1 (PowerShell 5.1)",
+    ),
+    Preflight.NOT_ADMIN: (
+        "the WinRM account is not an administrator on this host",
+        "add it, or a group it is in, to the host's local Administrators group",
+    ),
+    Preflight.UAC_FILTERED: (
+        "the WinRM account is a local administrator, but UAC filters its token over the network",
+        "use a domain account in the local Administrators group, or set the DWORD LocalAccountTokenFilterPolicy=1 "
+        "under HKLM\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Policies\\System",
+    ),
+    Preflight.TASK_SCHEDULER: (
+        "Task Scheduler is {task_scheduler} here, and MicroSIP is closed and started through it",
+        "Set-Service Schedule -StartupType Automatic; Start-Service Schedule",
+    ),
+}
+
+
+class PreflightError(TransportError):
+    """The host lacks something the agent needs (its kind is a Preflight word); facts says what was found."""
+
+    def __init__(self, kind: str, reason: str, facts: Facts) -> None:
+        super().__init__(kind, reason)
+        self.facts = facts
+
+
+def preflight_error(reply: dict[str, Any]) -> PreflightError:
+    kind = str(reply.get("preflight"))
+    facts = reply.get("facts") if isinstance(reply.get("facts"), dict) else {}
+    assert isinstance(facts, dict)
+    what, fix = PREFLIGHT.get(kind, ("the agent cannot work on this host ({kind})", "see provision doctor"))
+    values = {name: facts.get(name, "unknown") for name in ("language_mode", "powershell", "task_scheduler")}
+    reason = f"{what.format(kind=kind, **values)}. Fix: {fix}"
+    return PreflightError(kind, reason, cast(Facts, {k: v for k, v in facts.items() if k in Facts.__annotations__}))
 
 
 def send_limit(max_envelope_kb: int | None) -> int:
@@ -130,6 +175,8 @@ class Agent:
         if not isinstance(reply, dict):
             raise TransportError(PROTOCOL, "the workstation's answer is not a JSON object")
         if not reply.get("ok"):
+            if reply.get("preflight"):
+                raise preflight_error(reply)
             raise TransportError(SCRIPT, f"script error: {reply.get('error', 'unknown')}")
         return reply
 

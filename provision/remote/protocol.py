@@ -39,6 +39,17 @@ class UserStatus(StrEnum):
     NO_BACKUP = "no-backup"  # rollback: nothing to restore
 
 
+class Preflight(StrEnum):
+    """What a host lacks for the agent, checked first in every conversation. Each is a failure
+    kind of its own (the host's result), with a one-line fix (remote.agent.PREFLIGHT)."""
+
+    LANGUAGE_MODE = "language-mode"  # PowerShell in Constrained Language (AppLocker/WDAC)
+    POWERSHELL = "powershell-version"  # older than 5.1
+    NOT_ADMIN = "not-admin"  # the WinRM account is no administrator here
+    UAC_FILTERED = "uac-filtered"  # a local administrator with a filtered (not elevated) token
+    TASK_SCHEDULER = "task-scheduler"  # the Schedule service is not running
+
+
 class StepStatus(StrEnum):
     """A smoke step: judged by the agent (pass, fail) or left to the controller (done)."""
 
@@ -169,9 +180,22 @@ Request = (
 # Replies -------------------------------------------------------------------------------------
 
 
+class Facts(TypedDict, total=False):
+    """What the agent found about its session (the bootstrap gives only the first two)."""
+
+    language_mode: str  # FullLanguage, ConstrainedLanguage, ...
+    powershell: str  # $PSVersionTable.PSVersion
+    elevated: bool  # an administrator's full token
+    filtered: bool  # Administrators is in the token as deny-only (UAC remote filtering)
+    dotnet: int | None  # .NET Framework 4.x Release number
+    task_scheduler: str  # the Schedule service's status, or missing
+
+
 class Reply(TypedDict, total=False):
     ok: bool
     error: str  # when ok is false: why the request failed as a whole
+    preflight: str  # when ok is false before any request: what the host lacks (Preflight)
+    facts: Facts
 
 
 class UserIni(TypedDict, total=False):
@@ -286,6 +310,7 @@ REQUEST_TYPES: tuple[type[Any], ...] = (
     SmokeCleanupRequest,
 )
 REPLY_TYPES: tuple[type[Any], ...] = (
+    Facts,
     Reply,
     UserIni,
     ExeInfo,

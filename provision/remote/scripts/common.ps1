@@ -47,6 +47,40 @@ function Set-Failure {
     $Result.reason = $Reason
 }
 
+# What the agent needs ---------------------------------------------------------------------
+
+function Get-Preflight {
+    # Facts about this session: an elevated administrator (a local account in Administrators
+    # gets a UAC-filtered token over the network, which holds that group as deny-only), .NET
+    # and PowerShell versions, Task Scheduler. The bootstrap has checked the language mode.
+    $identity = [System.Security.Principal.WindowsIdentity]::GetCurrent()
+    $principal = New-Object System.Security.Principal.WindowsPrincipal($identity)
+    $facts = @{ language_mode = 'FullLanguage'; powershell = [string]$PSVersionTable.PSVersion }
+    $facts.elevated = [bool]$principal.IsInRole([System.Security.Principal.WindowsBuiltInRole]::Administrator)
+    $denyOnly = 'http://schemas.microsoft.com/ws/2008/06/identity/claims/denyonlysid'
+    $facts.filtered = @($identity.Claims | Where-Object { $_.Type -eq $denyOnly -and $_.Value -eq 'S-1-5-32-544' }).Count -gt 0
+    $ndp = Get-ItemProperty -LiteralPath 'HKLM:\SOFTWARE\Microsoft\NET Framework Setup\NDP\v4\Full' -ErrorAction SilentlyContinue
+    $facts.dotnet = if ($ndp) { [long]$ndp.Release } else { $null }
+    $service = Get-Service -Name 'Schedule' -ErrorAction SilentlyContinue
+    $facts.task_scheduler = if ($service) { [string]$service.Status } else { 'missing' }
+    return $facts
+}
+
+function Get-PreflightFailure {
+    # The first thing this session lacks, as a failure kind, or $null.
+    param([hashtable]$Facts)
+    if (-not $Facts.elevated) {
+        if ($Facts.filtered) {
+            return 'uac-filtered'
+        }
+        return 'not-admin'
+    }
+    if ($Facts.task_scheduler -ne 'Running') {
+        return 'task-scheduler'
+    }
+    return $null
+}
+
 # Where a user's things are ----------------------------------------------------------------
 
 function Get-UserSid {

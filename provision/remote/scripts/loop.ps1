@@ -1,5 +1,13 @@
 # provision-op: loop v1
-# One JSON request per line until standard input ends; one JSON reply line each.
+# Checks what the agent needs (answering a failure instead of any request), then one JSON
+# request per line until standard input ends; one JSON reply line each.
+
+$facts = Get-Preflight
+$failure = Get-PreflightFailure -Facts $facts
+if ($failure) {
+    Send-Reply @{ ok = $false; preflight = $failure; facts = $facts }
+    exit 1
+}
 
 while ($true) {
     $line = $stdin.ReadLine()
