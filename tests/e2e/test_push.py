@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from provision.ini import decode_ini, read_ini
+from provision.ini import decode_ini, encode_ini, read_ini
 from provision.lab.host import decrypt_password, read_task
 from provision.secrets import read_env_file
 
@@ -430,3 +430,26 @@ def test_only_the_declared_microsip_is_closed_not_another_copy_of_the_user(lab: 
     pids = {p.pid for p in host.user_microsips(user)}
     assert other.pid in pids and own.pid not in pids  # the copy untouched; the installed one restarted
     assert host.stats["microsip_kills"] == 0
+
+
+# An ini that cannot be read ------------------------------------------------------------------
+
+
+def test_an_unreadable_ini_is_that_users_result_and_replaced_only_when_asked(lab: Lab) -> None:
+    host = lab.host("lab-002")
+    user, other = lab.user("lab-002", 1), lab.user("lab-002")
+    broken = encode_ini("[Settings]\nmainX=1\n[Settings]\nmainX=2\n")  # the same section twice
+    host.write_ini(user, broken)
+    report = lab.report("--limit", "lab-002")
+    assert report["exit_code"] == 1
+    users = {u["user"]: u for u in report["hosts"][0]["users"]}
+    assert users[user]["status"] == "failed" and users[user]["reason"].startswith("unreadable ini: ")
+    assert "line 3" in users[user]["reason"]
+    assert users[other]["status"] == "changed"
+    assert lab.ini("lab-002", user) == broken  # untouched
+    report = lab.report("--limit", "lab-002", "--replace-unreadable")
+    assert report["exit_code"] == 0, report["output"]
+    users = {u["user"]: u for u in report["hosts"][0]["users"]}
+    assert users[user]["status"] == "changed" and any("replaced" in n for n in users[user]["notes"])
+    assert host.path(users[user]["backup"]).read_bytes() == broken  # backed up first
+    assert settings(lab, "lab-002", user)["autoAnswer"] == ""
