@@ -70,6 +70,9 @@ class PushOptions:
     # users to change needs more than a workstation with one (a scheduled task each to close
     # MicroSIP and one to start it again, the file work, the checks).
     per_user_seconds: float = 2.0
+    # An ini that cannot be read (parsed) is replaced by the rendered one, after a backup,
+    # instead of being that user's failure.
+    replace_unreadable: bool = False
 
     @property
     def session(self) -> SessionOptions:
@@ -161,7 +164,7 @@ def _push(agent: Agent, job: HostJob, options: PushOptions, fingerprint_key: byt
     to_apply: list[tuple[UserJob, dict[str, Any], TargetPlan]] = []
     for user in job.users:
         entry = found[user.user.casefold()]
-        result, plan = _plan_user(job.host, user, entry, fingerprint_key)
+        result, plan = _plan_user(job.host, user, entry, fingerprint_key, replace=options.replace_unreadable)
         results[user.user] = result
         if plan is not None and plan.changed:
             if options.check:
@@ -232,21 +235,31 @@ def warnings_of(entry: dict[str, Any]) -> tuple[str, ...]:
     return (str(warning),) if warning else ()
 
 
+def unreadable(exc: IniError) -> str:
+    """'unreadable ini: line N: ...' for an ini that cannot be parsed."""
+    message = exc.message
+    return message if message.startswith("unreadable ini") else f"unreadable ini: {message}"
+
+
 def _plan_user(
-    host: str, user: UserJob, entry: dict[str, Any], key: bytes, current: bytes | None = None
+    host: str, user: UserJob, entry: dict[str, Any], key: bytes, *, replace: bool = False
 ) -> tuple[UserResult, TargetPlan | None]:
     problem = unusable(host, user.user, entry)
     if problem is not None:
         return problem, None
-    if current is None:
-        current = _content(entry)
+    current = _content(entry)
     assert user.rendered is not None, "push needs rendered inis"
+    notes: tuple[str, ...] = ()
     try:
         plan = plan_target(user.rendered, user.secrets, current, user.record, key)
     except IniError as exc:
-        return UserResult(host, user.user, FAILED, f"cannot merge the current ini: {exc.message}"), None
+        if not replace:
+            reason = f"{unreadable(exc)} (left as it is; push --replace-unreadable replaces it after a backup)"
+            return UserResult(host, user.user, FAILED, reason), None
+        plan = plan_target(user.rendered, user.secrets, None, user.record, key)
+        notes = (f"{unreadable(exc)}: replaced by the rendered ini (the old one is the backup)",)
     status = CHANGED if plan.changed else UNCHANGED
-    notes = (*plan.notes, *warnings_of(entry))
+    notes = (*notes, *plan.notes, *warnings_of(entry))
     return UserResult(host, user.user, status, changes=plan.changes, notes=notes, plan=plan), plan
 
 
@@ -278,7 +291,7 @@ def _apply(
         if answer.get("status") == UserStatus.REREAD:
             # MicroSIP saved its settings while closing: merge again on what it wrote.
             reread = {**entry, "sha256": answer.get("sha256"), "content_b64": answer.get("content_b64")}
-            result, plan = _plan_user(job.host, user, reread, key)
+            result, plan = _plan_user(job.host, user, reread, key, replace=options.replace_unreadable)
             results[user.user] = result
             if plan is not None and (plan.content is not None or answer.get("closed")):
                 # Write what changed, and start MicroSIP again if it was running.

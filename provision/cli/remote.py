@@ -168,12 +168,24 @@ def _run(ctx: click.Context, remote: RemoteArgs, verb: str, action: Action, *, d
 @click.option(
     "--exit-code", is_flag=True, help=f"With --check: exit {int(ExitStatus.CHANGES)} if anything would change."
 )
+@click.option(
+    "--replace-unreadable",
+    is_flag=True,
+    help="Replace a workstation ini that cannot be read with the rendered one (after a backup) "
+    "instead of reporting it.",
+)
 @click.pass_context
 def push_command(
-    ctx: click.Context, remote: RemoteArgs, check: bool, show_diff: bool, backups: int, exit_code: bool
+    ctx: click.Context,
+    remote: RemoteArgs,
+    check: bool,
+    show_diff: bool,
+    backups: int,
+    exit_code: bool,
+    replace_unreadable: bool,
 ) -> None:
     """Put each user's microsip.ini on their workstation, changing only what differs."""
-    options = PushOptions(check=check, timeout=remote.timeout, backups=backups)
+    options = PushOptions(check=check, timeout=remote.timeout, backups=backups, replace_unreadable=replace_unreadable)
 
     def action(project: Project, inventory: Path, connect: ConnectFactory, settings: RunSettings) -> RunResult:
         return push(project, inventory, connect, options, settings)
