@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from provision.jobs import HostJob
-from provision.remote.agent import Agent, send_limit
+from provision.remote.agent import Agent, Recorder, send_limit
 from provision.remote.protocol import Install, InstallMode, Op, RecoverRequest
 from provision.transport.base import Transport, TransportError
 
@@ -52,9 +52,11 @@ def converse(
     failed: Callable[[TransportError], R],
     *,
     abort: threading.Event | None = None,
+    recorder: Recorder | None = None,
 ) -> tuple[R, int]:
     """Run `talk` in one conversation with the host; start over on a new shell after a
-    transient fault, a bounded number of times. Returns the result and the attempts made."""
+    transient fault, a bounded number of times. Returns the result and the attempts made.
+    recorder: hears every request and reply line (masked), for a transcript."""
     tries = 0
     while True:
         tries += 1
@@ -67,6 +69,7 @@ def converse(
                     abort=abort,
                     recover=recover_request(job, options),
                     max_send=send_limit(job.connection.max_envelope_kb),
+                    recorder=recorder,
                 )
                 result = talk(agent)
                 agent.close()

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 import provision
-from provision.cli import checks, lab, offline, profiles, remote
+from provision.cli import checks, doctor, lab, offline, profiles, remote
 from provision.cli.app import App, make_reporter
 from provision.errors import ExitStatus, ProvisionError
 from provision.project import Project
@@ -106,6 +106,7 @@ cli.add_command(remote.rollback_command)
 cli.add_command(checks.health_command)
 cli.add_command(checks.smoke_command)
 cli.add_command(lab.lab)
+cli.add_command(doctor.doctor_command)
 
 
 def main() -> None:

@@ -299,6 +299,8 @@ class AgentTwin:
                 return self.invoke_health(request)
             if op == Op.SMOKE:
                 return self.invoke_smoke(request)
+            if op == Op.INSPECT:
+                return self.invoke_inspect(request)
             if op == Op.SMOKE_CLEANUP:
                 return {"ok": True, "cleanup": self.remove_smoke_copy(None, request["folder"])}
         except PSError as exc:
@@ -842,6 +844,43 @@ class AgentTwin:
             found = [line for line in text.splitlines() if any(re.search(p, line) for p in patterns)]
             result["line"] = found[-1] if found else None
         return result
+
+    # inspect.ps1 ------------------------------------------------------------------------------
+
+    def invoke_inspect(self, request: dict[str, Any]) -> dict[str, Any]:
+        names = (
+            "MaxEnvelopeSizekb",
+            "MaxTimeoutms",
+            "MaxConcurrentOperationsPerUser",
+            "MaxShellsPerUser",
+            "MaxMemoryPerShellMB",
+            "IdleTimeout",
+        )
+        winrm = {name: self.host.faults.winrm(name) for name in names}
+        paths = [INSTALLED_EXE, "C:\\Program Files (x86)\\MicroSIP\\microsip.exe"]
+        users = []
+        for user in request["users"]:
+            try:
+                entry = self.get_user_place(user["name"])
+                if entry["status"] == UserStatus.OK:
+                    entry["ini_path"] = self.get_ini_path(entry, request["install"])
+                    if entry["ini_path"].startswith("\\\\") or "%" in entry["ini_path"]:
+                        entry["status"] = UserStatus.REDIRECTED
+                        entry["reason"] = (
+                            f"the ini would be {entry['ini_path']} (AppData redirected); provision does not write there"
+                        )
+                    else:
+                        entry["exists"] = self.host.file_exists(entry["ini_path"])
+                if entry.get("profile_path"):
+                    exe = self.get_microsip_exe(entry["profile_path"], request["install"])
+                    if exe.casefold() not in {p.casefold() for p in paths}:
+                        paths.append(exe)
+            except PSError as exc:
+                entry = {"name": user["name"], "status": UserStatus.FAILED, "reason": str(exc)}
+            users.append(entry)
+        self.add_running(users, request["install"])
+        installs = [self.get_exe_info(path) for path in paths]
+        return {"ok": True, "facts": self.get_preflight(), "winrm": winrm, "installs": installs, "users": users}
 
     # smoke.ps1 --------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ AGENT_PARTS = (
     "rollback.ps1",
     "health.ps1",
     "smoke.ps1",
+    "inspect.ps1",
     "loop.ps1",
 )
 POWERSHELL = "powershell.exe"

@@ -9,11 +9,12 @@ end: deleting the shell ends the processes it started (a Windows job object).
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from provision.remote import agent_text, bootstrap_command
@@ -53,6 +54,38 @@ PREFLIGHT: dict[str, tuple[str, str]] = {
 }
 
 
+# A line of the conversation, for a transcript: (direction, text), direction "send" or "receive".
+Recorder = Callable[[str, str], None]
+SECRET_FIELDS = frozenset({"content_b64", "ini_b64"})  # an ini, with its passwords
+
+
+def masked(line: str) -> str:
+    """A request or reply line as a transcript shows it: every ini by size and digest, any
+    password field masked. Lines that are not JSON objects are returned as they are."""
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return line
+    return json.dumps(_mask(data), ensure_ascii=False)
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, dict):
+        shown = {}
+        for key, item in value.items():
+            if key in SECRET_FIELDS and isinstance(item, str):
+                raw = base64.b64decode(item + "=" * (-len(item) % 4), validate=False)
+                shown[key] = f"<{len(raw)} bytes, sha256 {hashlib.sha256(raw).hexdigest()[:16]}>"
+            elif "password" in key.lower():
+                shown[key] = "********"
+            else:
+                shown[key] = _mask(item)
+        return shown
+    if isinstance(value, list):
+        return [_mask(item) for item in value]
+    return value
+
+
 class PreflightError(TransportError):
     """The host lacks something the agent needs (its kind is a Preflight word); facts says what was found."""
 
@@ -78,6 +111,10 @@ def send_limit(max_envelope_kb: int | None) -> int:
     return max(1024, (envelope - ENVELOPE_OVERHEAD) * 3 // 4)
 
 
+def agent_digest() -> str:
+    return hashlib.sha256(agent_text().encode("utf-8")).hexdigest()[:16]
+
+
 def agent_line() -> str:
     """The agent as the bootstrap reads it: base64 of its UTF-8 text, one line."""
     return base64.b64encode(agent_text().encode("utf-8")).decode("ascii")
@@ -92,6 +129,7 @@ class Agent:
         abort: threading.Event | None = None,
         recover: Mapping[str, Any] | None = None,
         max_send: int = send_limit(None),
+        recorder: Recorder | None = None,
     ) -> None:
         """deadline: time.monotonic() value after which every wait gives up. abort: once set, no
         new piece of work is asked for (a request already sent is still answered). recover: a
@@ -103,6 +141,7 @@ class Agent:
         self._abort = abort
         self._recover = recover
         self._max_send = max_send
+        self._recorder = recorder
         self._command: RemoteCommand | None = None
         self._buffer = b""
         self._stderr = b""
@@ -121,6 +160,9 @@ class Agent:
             command, arguments = bootstrap_command()
             self._command = self._transport.start(command, list(arguments))
             lines = [agent_line(), *([json.dumps(self._recover)] if self._recover else []), *lines]
+            self._record("send", f"<the agent: {len(agent_text())} characters, sha256 {agent_digest()}>")
+        for line in lines[1:] if first else lines:
+            self._record("send", line)
         data = ("\n".join(lines) + "\n").encode("utf-8")
         for start in range(0, len(data), self._max_send):
             self._send(data[start : start + self._max_send])
@@ -128,6 +170,10 @@ class Agent:
             users = self._reply().get("users")
             self.recovered = [u for u in users if isinstance(u, dict)] if isinstance(users, list) else []
         return self._reply()
+
+    def _record(self, direction: str, text: str) -> None:
+        if self._recorder is not None:
+            self._recorder(direction, masked(text))
 
     def _send(self, data: bytes) -> None:
         assert self._command is not None
@@ -168,6 +214,7 @@ class Agent:
                 message = stderr_message(self._stderr) or "no answer"
                 raise TransportError(SCRIPT, f"PowerShell exited with status {output.exit_code}: {message}")
         line, _, self._buffer = self._buffer.partition(b"\n")
+        self._record("receive", line.decode("utf-8", "replace").rstrip("\r"))
         try:
             reply = json.loads(line.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):

@@ -22,6 +22,7 @@ class Op(StrEnum):
     HEALTH = "health"
     SMOKE = "smoke"
     SMOKE_CLEANUP = "smoke-cleanup"
+    INSPECT = "inspect"  # provision doctor: facts about the host, no ini content
 
 
 class UserStatus(StrEnum):
@@ -166,8 +167,15 @@ class SmokeCleanupRequest(TypedDict):
     folder: str
 
 
+class InspectRequest(TypedDict):
+    op: Literal[Op.INSPECT]
+    install: Install
+    users: list[UserName]
+
+
 Request = (
-    RecoverRequest
+    InspectRequest
+    | RecoverRequest
     | DiscoverRequest
     | ApplyRequest
     | RollbackRequest
@@ -274,6 +282,23 @@ class HealthReply(Reply, total=False):
     devices: list[str]
 
 
+class WinRMConfig(TypedDict, total=False):
+    """WinRM's settings that matter to provision, as the WSMan: drive gives them (None: unreadable)."""
+
+    MaxEnvelopeSizekb: int | None
+    MaxTimeoutms: int | None
+    MaxConcurrentOperationsPerUser: int | None
+    MaxShellsPerUser: int | None
+    MaxMemoryPerShellMB: int | None
+    IdleTimeout: int | None
+
+
+class InspectReply(Reply, total=False):
+    winrm: WinRMConfig
+    installs: list[ExeInfo]
+    users: list[UserIni]  # without content: place, ini path, whether it exists, running, session
+
+
 class SmokeStep(TypedDict, total=False):
     name: str
     status: str  # StepStatus
@@ -296,6 +321,7 @@ class SmokeReply(Reply, total=False):
 
 
 REQUEST_TYPES: tuple[type[Any], ...] = (
+    InspectRequest,
     RecoverRequest,
     Install,
     UserName,
@@ -319,6 +345,8 @@ REPLY_TYPES: tuple[type[Any], ...] = (
     ApplyOutcome,
     ApplyReply,
     ClosedMarker,
+    WinRMConfig,
+    InspectReply,
     Hook,
     HealthReply,
     SmokeStep,

@@ -35,6 +35,9 @@ while ($true) {
             'smoke' {
                 Invoke-Smoke -Request $request
             }
+            'inspect' {
+                Invoke-Inspect -Request $request
+            }
             'smoke-cleanup' {
                 Invoke-SmokeCleanup -Request $request
             }
