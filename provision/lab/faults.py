@@ -1,8 +1,16 @@
-"""Faults the lab can inject, per host. All off by default."""
+"""Faults the lab can inject, per host. All off by default.
+
+A faults file (`provision lab up --faults FILE`, or the daemon's JSON) maps host-name
+patterns (globs) to fault settings, applied in order; `users:` maps user-name patterns to
+settings of those users (USER_SETTINGS). `problems` checks one before any host starts.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import typing
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 # WinRM's service settings as `winrm get winrm/config` shows them, Windows' defaults (2016+).
 WINRM_DEFAULTS = {
@@ -63,6 +71,7 @@ class Faults:
     winrm_config: dict[str, int] = field(default_factory=dict)
 
     def winrm(self, name: str) -> int:
+        """A WinRM setting: the injected value, else Windows' default."""
         return self.winrm_config.get(name, WINRM_DEFAULTS[name])
 
     def take_soap_fault(self, action: str) -> str | None:
@@ -71,3 +80,95 @@ class Faults:
             return None
         self.fault_times -= 1
         return kind
+
+
+# Settings of a user (SimUser) a faults file may change.
+USER_SETTINGS: dict[str, type] = {
+    "logged_on": bool,  # has an interactive session (scheduled tasks run only then)
+    "has_profile": bool,  # False: never logged on here (no ProfileList entry)
+    "profile_exists": bool,  # False: ProfileList names a folder that is gone
+    "hive_loaded": bool,  # their registry hive is loaded (else: while logged on)
+    "appdata": str,  # User Shell Folders\\AppData, e.g. \\\\fs01\\redirect$\\%USERNAME%\\AppData\\Roaming
+}
+# Faults whose value is one of a few words.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "account": ("admin", "uac-filtered", "non-admin"),
+    "language_mode": ("FullLanguage", "ConstrainedLanguage", "RestrictedLanguage", "NoLanguage"),
+    "task_scheduler": ("Running", "Stopped", "missing"),
+    "reset_on": ("Create", "Command", "Send", "Receive", "Signal", "Delete"),
+    "reset_mid_response": ("Create", "Command", "Send", "Receive", "Signal", "Delete"),
+    "task_fails": ("/exit", "/minimized"),
+}
+SOAP_FAULTS = ("busy", "quota", "shell-not-found")
+
+
+def fault_types() -> dict[str, Any]:
+    hints = typing.get_type_hints(Faults)
+    return {f.name: hints[f.name] for f in fields(Faults)}
+
+
+def problems(spec: Any) -> Iterator[tuple[tuple[str, ...], str]]:
+    """What is wrong with a faults spec, as (path, message); nothing if it is right."""
+    if not isinstance(spec, dict):
+        yield (), "a faults file maps host-name patterns to faults"
+        return
+    types = fault_types()
+    for pattern, settings in spec.items():
+        if not isinstance(settings, dict):
+            yield (pattern,), "give the faults of these hosts as a mapping (fault: value)"
+            continue
+        for name, value in settings.items():
+            where = (pattern, name)
+            if name == "users":
+                yield from _user_problems(where, value)
+            elif name not in types:
+                yield where, f"unknown fault {name!r} (known: {', '.join(sorted(types))}, users)"
+            else:
+                message = _value_problem(name, types[name], value)
+                if message:
+                    yield where, message
+
+
+def _user_problems(where: tuple[str, ...], value: Any) -> Iterator[tuple[tuple[str, ...], str]]:
+    if not isinstance(value, dict):
+        yield where, "map user-name patterns to their settings"
+        return
+    for pattern, settings in value.items():
+        if not isinstance(settings, dict):
+            yield (*where, pattern), "give the settings of these users as a mapping"
+            continue
+        for name, item in settings.items():
+            if name not in USER_SETTINGS:
+                yield (*where, pattern, name), f"unknown user setting {name!r} (known: {', '.join(USER_SETTINGS)})"
+            elif not isinstance(item, USER_SETTINGS[name]):
+                yield (*where, pattern, name), f"must be {USER_SETTINGS[name].__name__}"
+
+
+def _value_problem(name: str, kind: Any, value: Any) -> str | None:
+    if name in CHOICES:
+        if value is None and "None" in str(kind):
+            return None
+        return None if value in CHOICES[name] else f"must be one of {', '.join(CHOICES[name])}"
+    if name == "soap_fault":
+        if not isinstance(value, dict) or not all(isinstance(k, str) and v in SOAP_FAULTS for k, v in value.items()):
+            return f"map WS-Management actions to one of {', '.join(SOAP_FAULTS)}"
+        return None
+    if name == "winrm_config":
+        if not isinstance(value, dict) or not all(k in WINRM_DEFAULTS and _is_int(v) for k, v in value.items()):
+            return f"map WinRM settings ({', '.join(WINRM_DEFAULTS)}) to whole numbers"
+        return None
+    if kind is bool:
+        return None if isinstance(value, bool) else "must be true or false"
+    if kind is int:
+        return None if _is_int(value) else "must be a whole number"
+    if kind is float:
+        return None if _is_int(value) or isinstance(value, float) else "must be a number"
+    if kind == list[str]:
+        return None if isinstance(value, list) and all(isinstance(v, str) for v in value) else "must be a list of text"
+    if kind in (str, str | None):
+        return None if isinstance(value, str) or (value is None and kind is not str) else "must be text"
+    return f"cannot be set from a file ({kind})"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
