@@ -163,6 +163,7 @@ def test_the_extraction_sees_what_it_should() -> None:
 PYTHON_USERS = [
     ROOT / "provision" / "push.py",
     ROOT / "provision" / "checks.py",
+    ROOT / "provision" / "doctor.py",
     ROOT / "provision" / "lab" / "programs.py",
 ]
 AGENT_WORDS = {op.value for op in protocol.Op} | {
