@@ -36,7 +36,8 @@ from provision.secrets import Redactor
 from provision.session import Connect, SessionOptions, converse, install_of
 from provision.transport.base import AUTH, REFUSED, TIMEOUT, TLS, UNREACHABLE, TransportError
 
-OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
+OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"  # a step's status
+HEALTHY, WARNING, FAILED = "ok", "warning", "failed"  # a host's
 EXPIRY_WARN_DAYS = 14
 PROBE_TIMEOUT = 5.0
 # .NET Framework 4.x: the lowest Release value of each version (Microsoft's table).
@@ -68,7 +69,7 @@ class Diagnosis:
     @property
     def status(self) -> str:
         statuses = {s.status for s in self.steps}
-        return "failed" if FAIL in statuses else "warning" if WARN in statuses else "ok"
+        return FAILED if FAIL in statuses else WARNING if WARN in statuses else HEALTHY
 
     @property
     def reason(self) -> str:
@@ -99,7 +100,7 @@ class DoctorRun:
 
     @property
     def ok(self) -> bool:
-        return all(h.status != "failed" for h in self.hosts)
+        return all(h.status != FAILED for h in self.hosts)
 
 
 # The command -------------------------------------------------------------------------------
@@ -570,8 +571,8 @@ def lines(run: DoctorRun) -> list[str]:
     counts: dict[str, int] = {}
     for host in run.hosts:
         counts[host.status] = counts.get(host.status, 0) + 1
-    words = {"warning": "with warnings"}
-    parts = ", ".join(f"{counts[s]} {words.get(s, s)}" for s in ("ok", "warning", "failed") if s in counts)
+    words = {WARNING: "with warnings"}
+    parts = ", ".join(f"{counts[s]} {words.get(s, s)}" for s in (HEALTHY, WARNING, FAILED) if s in counts)
     out.append(f"{len(run.hosts)} host{'' if len(run.hosts) == 1 else 's'}: {parts or 'none'} in {run.seconds:.1f} s")
     return [run.redactor(line) for line in out]
 
