@@ -605,7 +605,10 @@ class AgentTwin:
                 self.remove_marker(name)
                 continue
             try:
-                tasks.append(self.start_in_user_session(name, exes[key], "/minimized", "start"))
+                exe = exes.get(key, "")
+                if not exe:  # Split-Path -Parent '' throws
+                    raise PSError("Cannot bind argument to parameter 'Path' because it is an empty string.")
+                tasks.append(self.start_in_user_session(name, exe, "/minimized", "start"))
                 pending.append(name)
             except PSError as exc:
                 self.set_failure(
