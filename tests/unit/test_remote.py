@@ -211,3 +211,30 @@ def test_the_lab_refuses_envelopes_over_the_size_limit(tmp_path: Path) -> None:
     host.faults.winrm_config = {"MaxEnvelopeSizekb": 150}
     status, _ = asyncio.run(service.handle(b"<x>" + b"a" * 150 * 1024 + b"</x>"))
     assert status == 413
+
+
+def test_requests_go_in_sends_that_fit_the_hosts_envelope(tmp_path: Path) -> None:
+    from provision.remote.agent import Agent, send_limit
+
+    host = SimulatedHost("h", tmp_path, [SimUser("u")])
+    transport = DirectTransport(host)
+    limit = send_limit(150)
+    agent = Agent(transport, deadline=time.monotonic() + 30, max_send=limit)
+    big = {"op": "discover", "install": {"mode": "installed", "exe": None}, "users": [{"name": "u" * 400_000}]}
+    agent.request({**big, "max_ini_bytes": 1})
+    assert max(len(chunk) for chunk in transport.sent) <= limit
+    assert len(transport.sent) > 3
+    # What WinRS puts in the envelope: the chunk in base64, plus the SOAP around it.
+    assert 4 * -(-limit // 3) + 2048 < 150 * 1000
+    assert send_limit(None) == send_limit(500) > 300_000
+
+
+def test_a_transcript_line_shows_inis_by_digest_and_masks_passwords() -> None:
+    from provision.remote.agent import masked
+
+    content = base64.b64encode("[Account1]\r\npassword=hunter2\r\n".encode("utf-16")).decode()
+    line = json.dumps({"op": "apply", "users": [{"name": "u", "content_b64": content, "password": "hunter2"}]})
+    shown = masked(line)
+    assert "hunter2" not in shown and content not in shown
+    assert '"content_b64": "<' in shown and '"password": "********"' in shown
+    assert masked("not json") == "not json"
