@@ -21,9 +21,10 @@ from provision.plan import plan_target
 from provision.push import PushOptions, by_user
 from provision.remote import INSTALLED_EXE
 from provision.remote.agent import Agent
+from provision.remote.protocol import MAX_INI_BYTES, Op, UserStatus
 from provision.render import RenderedIni
 from provision.secrets import Secret
-from provision.session import Connect, converse
+from provision.session import Connect, converse, install_of
 from provision.transport.base import TIMEOUT, TransportError
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
@@ -33,6 +34,8 @@ REGISTERED = r"registration success, status=200"
 REGISTRATION_FAILED = r"SIP registration failed, status=\d+|SIP registration error"
 INVITE_SENT = r"Request msg INVITE/cseq="
 HANGUP_SENT = r"Request msg (BYE|CANCEL)/cseq="
+
+LOG_TAIL_BYTES = 256 * 1024  # health reads only the end of MicroSIP's log (it grows for weeks)
 
 DAY = 86_400
 BUILD_AGE_WARN = int(1.5 * 365 * DAY)  # MicroSIP 3.22 starts warning
@@ -106,11 +109,13 @@ def health_host(job: HostJob, connect: Connect, options: PushOptions, key: bytes
 def _health(agent: Agent, job: HostJob, key: bytes, now: float) -> CheckResult:
     clock = time.monotonic()
     request = {
-        "op": "health",
-        "install": {"mode": job.install.mode or "installed", "exe": job.install.exe},
+        "op": Op.HEALTH,
+        "install": install_of(job),
         "users": [{"name": u.user} for u in job.users],
+        "max_ini_bytes": MAX_INI_BYTES,
         "hooks": sorted({p for u in job.users for p in _hook_programs(u)}),
         "log_patterns": [REGISTERED, REGISTRATION_FAILED],
+        "log_tail_bytes": LOG_TAIL_BYTES,
     }
     reply = agent.request(request)
     latency = time.monotonic() - clock
@@ -125,7 +130,20 @@ def _health(agent: Agent, job: HostJob, key: bytes, now: float) -> CheckResult:
     devices = set(reply.get("devices") or [])
     for user in job.users:
         _judge_user(result, user, users[user.user.casefold()], devices, key)
+    recovered_checks(result, agent)
     return result
+
+
+def recovered_checks(result: CheckResult, agent: Agent) -> None:
+    """What the conversation's recover step did: MicroSIP an earlier run left closed."""
+    for entry in agent.recovered:
+        name = entry.get("name")
+        if entry.get("restarted"):
+            detail = "MicroSIP started again: an earlier run had closed it and not started it again"
+            result.add(f"{name}: recovered", WARN, detail)
+        else:
+            detail = f"MicroSIP closed by an earlier run is still not running: {entry.get('reason') or 'unknown'}"
+            result.add(f"{name}: recovered", FAIL, detail)
 
 
 def _hook_programs(user: UserJob) -> list[str]:
@@ -158,9 +176,14 @@ def _judge_exe(result: CheckResult, exe: dict[str, Any] | None, now: float) -> N
 
 def _judge_user(result: CheckResult, user: UserJob, entry: dict[str, Any], devices: set[str], key: bytes) -> None:
     name = user.user
-    if entry.get("status") == "no-profile":
+    if entry.get("status") == UserStatus.NO_PROFILE:
         result.add(f"{name}: ini", WARN, "never logged on to this host")
         return
+    if entry.get("status") in (UserStatus.REDIRECTED, UserStatus.FAILED, UserStatus.TOO_LARGE):
+        result.add(f"{name}: ini", FAIL, str(entry.get("reason") or "cannot read the ini"))
+        return
+    if entry.get("warning"):
+        result.add(f"{name}: place", WARN, str(entry["warning"]))
     if not entry.get("exists"):
         result.add(f"{name}: ini", FAIL, f"missing: {entry.get('ini_path')}")
         return
@@ -193,7 +216,8 @@ def _judge_user(result: CheckResult, user: UserJob, entry: dict[str, Any], devic
     if user.target.resolved.profile.settings.enableLog:
         line = (entry.get("log") or {}).get("line")
         if line is None:
-            result.add(f"{name}: registration", WARN, "no registration line in the log yet")
+            detail = f"no registration line in the last {LOG_TAIL_BYTES // 1024} KB of the log"
+            result.add(f"{name}: registration", WARN, detail)
         elif "success" in line:
             result.add(f"{name}: registration", PASS, "registered")
         else:
@@ -233,7 +257,7 @@ def smoke_host(job: HostJob, connect: Connect, options: PushOptions, plan: Smoke
     folder = f"C:\\ProgramData\\provision\\smoke-{token.token_hex(4)}"
     method = "switch" if job.install.ini_switch else "copy"
     request = {
-        "op": "smoke",
+        "op": Op.SMOKE,
         "exe": exe,
         "method": method,
         "folder": folder,
@@ -312,7 +336,7 @@ def _cleanup_after_timeout(
     """The agent did not answer: its shell is gone, and with it the test instance; remove the folder."""
 
     def talk(agent: Agent) -> tuple[str, str]:
-        cleanup = agent.request({"op": "smoke-cleanup", "folder": folder}).get("cleanup") or {}
+        cleanup = agent.request({"op": Op.SMOKE_CLEANUP, "folder": folder}).get("cleanup") or {}
         if cleanup.get("ok"):
             return PASS, "removed after the timeout"
         return FAIL, str(cleanup.get("reason"))

@@ -3,6 +3,8 @@
 Every command talks to a host through `converse`: it gives the questions (`talk`, which uses
 the Agent) and what a host that could not be worked on becomes (`failed`). Deadlines,
 retries on transient faults with jittered backoff, and closing the shell live here only.
+Every conversation first starts MicroSIP for users an earlier run closed and never started
+again (the `recover` request, in the same Send as the first question).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import TypeVar
 
 from provision.interrupt import current_abort
 from provision.jobs import HostJob
-from provision.remote.agent import Agent
+from provision.remote.agent import Agent, Recorder, send_limit
+from provision.remote.protocol import Install, InstallMode, Op, RecoverRequest
 from provision.transport.base import Transport, TransportError
 
 R = TypeVar("R")
@@ -31,6 +34,17 @@ class SessionOptions:
     timeout: float = 120.0  # the whole conversation with one host, per attempt
     retries: int = 2  # extra attempts after a transient fault (busy, quota, shell gone, reset)
     backoff: float = 0.5  # first wait before a retry; doubles, with jitter
+    start_wait_ms: int = 10_000  # how long a MicroSIP started again gets to be seen running
+
+
+def install_of(job: HostJob) -> Install:
+    """The MicroSIP install the inventory declares for the host, as the agent takes it."""
+    return {"mode": job.install.mode or InstallMode.INSTALLED, "exe": job.install.exe}
+
+
+def recover_request(job: HostJob, options: SessionOptions) -> RecoverRequest:
+    """First in every conversation: start MicroSIP for users a run that died left closed."""
+    return {"op": Op.RECOVER, "install": install_of(job), "start_wait_ms": options.start_wait_ms}
 
 
 def converse(
@@ -41,11 +55,13 @@ def converse(
     failed: Callable[[TransportError], R],
     *,
     abort: threading.Event | None = None,
+    recorder: Recorder | None = None,
 ) -> tuple[R, int]:
     """Run `talk` in one conversation with the host; start over on a new shell after a
     transient fault, a bounded number of times. Returns the result and the attempts made.
 
-    abort: no new step once it is set; by default the fleet runner's (provision.interrupt)."""
+    abort: no new step once it is set; by default the fleet runner's (provision.interrupt).
+    recorder: hears every request and reply line (masked), for a transcript."""
     abort = abort if abort is not None else current_abort()
     tries = 0
     while True:
@@ -53,7 +69,14 @@ def converse(
         try:
             transport = connect(job)
             try:
-                agent = Agent(transport, deadline=time.monotonic() + options.timeout, abort=abort)
+                agent = Agent(
+                    transport,
+                    deadline=time.monotonic() + options.timeout,
+                    abort=abort,
+                    recover=recover_request(job, options),
+                    max_send=send_limit(job.connection.max_envelope_kb),
+                    recorder=recorder,
+                )
                 result = talk(agent)
                 agent.close()
                 return result, tries

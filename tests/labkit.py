@@ -78,6 +78,8 @@ def running_lab(tmp_path: Path, examples: Path, hosts: int = 4, users: int = 2) 
     root = tmp_path / "project"
     shutil.copytree(examples, root / "profiles")
     fleet = Fleet(tmp_path / "lab", hosts=hosts, users_per_host=users)
+    for host in fleet.hosts.values():
+        host.wait_scale = 0.05  # a MicroSIP that never closes is given up on after 0.5 s, not 10
     fleet.start()
     try:
         yield Lab(fleet, root)

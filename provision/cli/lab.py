@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -9,11 +10,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
 from provision.cli.app import App
-from provision.errors import ProvisionError, display_path
+from provision.errors import ConfigError, ProvisionError, display_path
+from provision.lab.faults import problems
+from provision.model.source import load_yaml
 
 DEFAULT_DIR = Path(".provision/lab")
 START_TIMEOUT = 120.0
@@ -47,18 +51,29 @@ def _running(folder: Path) -> int | None:
 @click.option("--hosts", "-n", type=click.IntRange(1, 5000), default=10, show_default=True, help="Workstations.")
 @click.option("--users", type=click.IntRange(1, 9), default=1, show_default=True, help="Windows users on each.")
 @click.option("--latency", type=click.FloatRange(0, 5000), default=0, help="Milliseconds added to every request.")
+@click.option(
+    "--faults",
+    "faults_file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="YAML: host-name patterns to the faults of those hosts (see docs/commands/lab.md).",
+)
 @lab_dir
 @click.pass_obj
-def up(app: App, hosts: int, users: int, latency: float, folder: Path) -> None:
+def up(app: App, hosts: int, users: int, latency: float, faults_file: Path | None, folder: Path) -> None:
     """Start the lab in the background and write an inventory for it."""
+    faults = read_faults(faults_file) if faults_file is not None else None
     if _running(folder):
         raise ProvisionError(f"a lab is already up in {display_path(folder)}; `provision lab down` stops it")
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
+    arguments = [str(folder), str(hosts), str(users), str(latency)]
+    if faults is not None:
+        (folder / "faults.json").write_text(json.dumps(faults), "utf-8")
+        arguments.append(str(folder / "faults.json"))
     log = open(folder / "lab.log", "wb")  # noqa: SIM115 - handed to the child process
     child = subprocess.Popen(  # noqa: S603 - our own module, with our own arguments
-        [sys.executable, "-m", "provision.lab.daemon", str(folder), str(hosts), str(users), str(latency)],
+        [sys.executable, "-m", "provision.lab.daemon", *arguments],
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -79,6 +94,16 @@ def up(app: App, hosts: int, users: int, latency: float, folder: Path) -> None:
     app.reporter.line(f"  credentials: {where}/lab.env (throwaway; loopback only)")
     app.reporter.line(f"Try:  provision --env-file {where}/lab.env push -i {where}/inventory.yaml")
     app.reporter.line("Stop: provision lab down")
+
+
+def read_faults(path: Path) -> dict[str, Any]:
+    """A faults file, checked: an unknown fault or a wrong value is an error naming file and line."""
+    located = load_yaml(path)
+    found = [located.problem(where, message) for where, message in problems(located.data)]
+    if found:
+        raise ConfigError(found, summary=f"{len(found)} problem{'s' if len(found) != 1 else ''} in the lab faults")
+    data: dict[str, Any] = located.data
+    return data
 
 
 @lab.command()

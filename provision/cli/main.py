@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 import provision
-from provision.cli import checks, lab, offline, profiles, remote
+from provision.cli import checks, doctor, lab, offline, profiles, remote
 from provision.cli.app import App, add_env_file_option, apply_env_files, make_reporter
 from provision.cli.config import CONFIG_ENV, CONFIG_NAME, add_environment_variables, default_map, find_config
 from provision.cli.init import init
@@ -161,6 +161,7 @@ cli.add_command(remote.rollback_command)
 cli.add_command(checks.health_command)
 cli.add_command(checks.smoke_command)
 cli.add_command(lab.lab)
+cli.add_command(doctor.doctor_command)
 cli.add_command(init)
 cli.add_command(runs)
 

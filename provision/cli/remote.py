@@ -470,6 +470,12 @@ def exit_for(ctx: click.Context, run: RunOutcome[Any]) -> None:
     "--exit-code", is_flag=True, help=f"With --check: exit {int(ExitStatus.CHANGES)} if anything would change."
 )
 @click.option(
+    "--replace-unreadable",
+    is_flag=True,
+    help="Replace a workstation ini that cannot be read with the rendered one (after a backup) "
+    "instead of reporting it.",
+)
+@click.option(
     "--resume",
     metavar="RUN",
     help="Finish a stopped or interrupted push: the hosts it did not get through, with its own options "
@@ -484,10 +490,11 @@ def push_command(
     show_diff: bool,
     backups: int,
     exit_code: bool,
+    replace_unreadable: bool,
     resume: str | None,
 ) -> None:
     """Put each user's microsip.ini on their workstation, changing only what differs."""
-    options = PushOptions(check=check, timeout=remote.timeout, backups=backups)
+    options = PushOptions(check=check, timeout=remote.timeout, backups=backups, replace_unreadable=replace_unreadable)
     if resume:
         given = [
             f"--{name.replace('_', '-')}"

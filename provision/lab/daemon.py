@@ -1,7 +1,9 @@
 """`python -m provision.lab.daemon DIR HOSTS USERS LATENCY_MS [FAULTS.json]`: a lab that runs until SIGTERM.
 
-FAULTS.json maps host-name patterns (globs) to fault settings, applied in order:
-{"*": {"powershell_start_ms": 800}, "lab-00[12]": {"refuse": true}}.
+FAULTS.json maps host-name patterns (globs) to fault settings, applied in order, and
+`users` to settings of those hosts' users (see provision/lab/faults.py and docs/commands/lab.md):
+{"*": {"powershell_start_ms": 800}, "lab-00[12]": {"refuse": true},
+ "lab-003": {"users": {"*b": {"hive_loaded": false}}}}.
 
 SIGUSR1 writes DIR/stats.json: each host's request and WS-Management action counts.
 
@@ -18,8 +20,11 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
+from provision.lab.faults import problems
 from provision.lab.fleet import Fleet
+from provision.lab.host import SimulatedHost
 
 
 def main(argv: list[str]) -> int:
@@ -45,15 +50,30 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def apply_faults(fleet: Fleet, spec: dict[str, dict[str, object]]) -> None:
+def apply_faults(fleet: Fleet, spec: dict[str, dict[str, Any]]) -> None:
     """Set faults on the hosts whose names match each pattern, in the order given."""
+    wrong = [f"{'.'.join(path)}: {message}" for path, message in problems(spec)]
+    if wrong:
+        raise SystemExit("bad lab faults: " + "; ".join(wrong))
     for pattern, settings in spec.items():
         for name, host in fleet.hosts.items():
-            if fnmatch.fnmatchcase(name, pattern):
-                for field, value in settings.items():
-                    if not hasattr(host.faults, field):
-                        raise SystemExit(f"unknown lab fault {field!r}")
+            if not fnmatch.fnmatchcase(name, pattern):
+                continue
+            for field, value in settings.items():
+                if field == "users":
+                    _set_users(host, value)
+                else:
                     setattr(host.faults, field, value)  # refuse is honoured when the fleet starts
+
+
+def _set_users(host: SimulatedHost, spec: dict[str, dict[str, Any]]) -> None:
+    for pattern, settings in spec.items():
+        for user in host.users.values():
+            if fnmatch.fnmatchcase(user.name, pattern):
+                for name, value in settings.items():
+                    setattr(user, name, value)
+                if not user.profile_exists and host.test_path(f"C:\\Users\\{user.name}"):
+                    host.remove_item(f"C:\\Users\\{user.name}")
 
 
 def _dump_stats(fleet: Fleet, path: Path) -> None:

@@ -58,7 +58,8 @@ def _register_ntlm_user(folder: Path, credentials: Credentials) -> None:
     """pyspnego's NTLM acceptor reads accounts from the file named by NTLM_USER_FILE."""
     with _NTLM_LOCK:
         path = os.environ.get("NTLM_USER_FILE")
-        store = Path(path) if path else folder / "ntlm-users"
+        # An earlier lab in this process may have been removed with its folder: start a new store.
+        store = Path(path) if path and Path(path).parent.is_dir() else folder / "ntlm-users"
         with open(store, "a", encoding="utf-8") as handle:
             handle.write(f":{credentials.username}:{credentials.password}\n")
         os.environ["NTLM_USER_FILE"] = str(store)

@@ -39,6 +39,7 @@ ACTIONS = {
 }
 
 MAX_ENVELOPE_BYTES = 500 * 1024  # MaxEnvelopeSizekb = 500, Windows' default
+TOO_LARGE = 413  # what the service answers to a request over MaxEnvelopeSizekb (no SOAP fault)
 MAX_OPERATIONS_PER_SHELL = 1500  # MaxConcurrentOperationsPerUser default
 OUTPUT_CHUNK = 96 * 1024  # keeps each Receive reply under pywinrm's 153,600-byte MaxEnvelopeSize
 
@@ -72,11 +73,11 @@ class WSManService:
     async def handle(self, body: bytes) -> tuple[int, bytes]:
         """An HTTP request body in, (status, reply body) out."""
         message_id = ""
+        if len(body) > self.host.faults.winrm("MaxEnvelopeSizekb") * 1024:
+            # Windows answers an oversized request with HTTP 413 and no WS-Management fault.
+            self.host.stats["too_large"] += 1
+            return TOO_LARGE, b""
         try:
-            if len(body) > MAX_ENVELOPE_BYTES:
-                raise SoapFaultError(
-                    "w:EncodingLimit", "The request envelope is larger than MaxEnvelopeSize.", 2150858817, status=400
-                )
             try:
                 # Requests come from clients on this machine; expat refuses entity expansion bombs.
                 root = ET.fromstring(body)  # noqa: S314
@@ -145,7 +146,7 @@ class WSManService:
         command_id = desired.get("CommandId", "")
         program = self._program(shell, command_id)
         timeout = _duration(_text(header, "w:OperationTimeout") or "PT20S")
-        waited = 0.0
+        waited, pause = 0.0, 0.001
         # powershell.exe takes a while to start (faults.powershell_start_ms): no output before then.
         while time.monotonic() < program.ready_at or not (program.stdout or program.stderr or program.done):
             if waited >= timeout:
@@ -155,8 +156,9 @@ class WSManService:
                     "time specified in OperationTimeout.",
                     TIMED_OUT,
                 )
-            await asyncio.sleep(0.05)
-            waited += 0.05
+            await asyncio.sleep(pause)
+            waited += pause
+            pause = min(pause * 2, 0.05)
         out = bytes(program.stdout[:OUTPUT_CHUNK])
         del program.stdout[: len(out)]
         err = bytes(program.stderr[:OUTPUT_CHUNK])

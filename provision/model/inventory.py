@@ -25,6 +25,12 @@ class Connection(StrictModel):
         "PEM file with the CA that signed the WinRM certificates, relative to the inventory file. "
         "Certificates are always checked; only push --no-verify-tls turns that off."
     )
+    max_envelope_kb: int | None = Field(
+        default=None,
+        ge=32,
+        description="The host's WinRM MaxEnvelopeSizekb, if it is not Windows' default of 500: "
+        "requests are sent in pieces that fit it.",
+    )
 
     def merged(self, other: Connection) -> Connection:
         return self.model_copy(update=other.model_dump(exclude_none=True))

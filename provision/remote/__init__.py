@@ -15,7 +15,17 @@ from pathlib import Path
 from provision.errors import ProvisionError
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
-AGENT_PARTS = ("common.ps1", "discover.ps1", "apply.ps1", "rollback.ps1", "health.ps1", "smoke.ps1", "loop.ps1")
+AGENT_PARTS = (
+    "common.ps1",
+    "recover.ps1",
+    "discover.ps1",
+    "apply.ps1",
+    "rollback.ps1",
+    "health.ps1",
+    "smoke.ps1",
+    "inspect.ps1",
+    "loop.ps1",
+)
 POWERSHELL = "powershell.exe"
 INSTALLED_EXE = "C:\\Program Files\\MicroSIP\\microsip.exe"  # where the installer puts it by default
 POWERSHELL_FLAGS = ("-NoLogo", "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass")
@@ -46,8 +56,17 @@ def encode_command(text: str) -> str:
 
 
 @cache
+def bootstrap_text() -> str:
+    """The bootstrap as sent: its marker line and code, without the comment lines, which
+    would only lengthen the command line."""
+    lines = script("bootstrap.ps1").splitlines()
+    kept = [lines[0], *(line for line in lines[1:] if not line.lstrip().startswith("#"))]
+    return "\n".join(kept) + "\n"
+
+
+@cache
 def bootstrap_command() -> tuple[str, tuple[str, ...]]:
-    arguments = (*POWERSHELL_FLAGS, "-EncodedCommand", encode_command(script("bootstrap.ps1")))
+    arguments = (*POWERSHELL_FLAGS, "-EncodedCommand", encode_command(bootstrap_text()))
     check_command_line(POWERSHELL, arguments)
     return POWERSHELL, arguments
 

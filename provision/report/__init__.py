@@ -248,7 +248,10 @@ class Reporter:
                         console.print("  " + escape(self.redact(change.describe())))
                     for note in user.notes:
                         console.print("  note: " + escape(self.redact(note)))
-        if run.hosts and not self.quiet:
+        if run.command == "doctor" and not self.quiet:
+            for line in _steps(run.hosts):
+                console.print(escape(self.redact(line)))
+        elif run.hosts and not self.quiet:
             rows, left = _rows(run.hosts, show)
             self._table(_hosts_table(run, rows, self.redact), console)
             if left:
@@ -432,6 +435,19 @@ def _hosts_table(run: RunOutcome[Any], rows: Sequence[Any], redact: Callable[[st
         cells.append(escape(redact(host.reason if checks else _host_reason(host))))
         table.add_row(*cells)
     return table
+
+
+def _steps(hosts: Sequence[Any]) -> list[str]:
+    """doctor: per host, every step with its status, and the fix under a step that warns or fails."""
+    out: list[str] = []
+    width = max((len(s.name) for h in hosts for s in h.steps), default=10)
+    for host in hosts:
+        out.append(f"{host.host}  {host.endpoint}".rstrip())
+        for step in host.steps:
+            out.append(f"  {step.status:<4}  {step.name:<{width}}  {step.detail}".rstrip())
+            if step.fix and step.status in ("warn", "fail"):
+                out.append(f"        {'':<{width}}  fix: {step.fix}")
+    return out
 
 
 def _user_counts(host: HostResult) -> str:

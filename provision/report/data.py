@@ -114,6 +114,9 @@ def host_data(host: Any, groups: Sequence[str]) -> dict[str, Any]:
             }
             for u in host.users
         ]
+    if hasattr(host, "steps"):
+        data["endpoint"] = host.endpoint
+        data["steps"] = [{"name": s.name, "status": s.status, "detail": s.detail, "fix": s.fix} for s in host.steps]
     if hasattr(host, "checks"):
         if getattr(host, "method", ""):
             data["method"] = host.method

@@ -236,3 +236,26 @@ def test_smoke_junit_is_valid(lab: Lab, tmp_path: Path) -> None:
     xml = junit.read_text("utf-8")
     assert xml.count("<testcase ") == 4 and xml.count("<failure ") == 1
     assert "SIP_PW" not in xml and read_env_file(lab.fleet.env_file)["SIP_PW_SMOKE"] not in xml
+
+
+def test_health_reads_only_the_end_of_a_long_microsip_log(lab: Lab) -> None:
+    """A level-5 log grows for weeks: a line from long ago says nothing about now, and the whole
+    file must not be read into the shell (MaxMemoryPerShellMB)."""
+    assert lab.push().exit_code == 0
+    host = lab.host("lab-002")  # support: logging on
+    user = lab.user("lab-002")
+    log = host.path(f"C:\\Users\\{user}\\AppData\\Local\\MicroSIP\\microsip_log.txt")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    noise = "".join(
+        f"12:00:{n % 60:02d}.000 pjsua_core.c  RX 512 bytes OPTIONS from UDP 10.0.0.1:5060\r\n" for n in range(60_000)
+    )
+    log.write_text("12:00:00.000 pjsua_acc.c  SIP registration failed, status=401 (Unauthorized)\r\n" + noise, "utf-8")
+    host.stats["log_bytes_read"] = 0
+    _, data = run_json(lab, "health", "--limit", "lab-002")
+    got = checks(data, "lab-002")[f"{user}: registration"]
+    assert got["status"] == "warn" and "no registration line" in got["detail"], got
+    assert host.stats["log_bytes_read"] <= 256 * 1024
+    with log.open("a", encoding="utf-8", newline="") as handle:
+        handle.write("12:01:00.000 pjsua_acc.c  registration success, status=200 (OK)\r\n")
+    _, data = run_json(lab, "health", "--limit", "lab-002")
+    assert checks(data, "lab-002")[f"{user}: registration"]["status"] == "pass"

@@ -34,3 +34,28 @@ def test_lab_up_push_and_down(tmp_path: Path) -> None:
     assert not (tmp_path / "lab" / "lab.pid").exists()
     refused = provision(tmp_path, "--env-file", "lab/lab.env", "push", "-i", "lab/inventory.yaml", "--timeout", "5")
     assert refused.returncode == 1 and "2 hosts: 2 unreachable" in refused.stdout
+
+
+def test_lab_faults_from_a_file_are_checked_and_applied(tmp_path: Path) -> None:
+    shutil.copytree(EXAMPLES, tmp_path / "profiles")
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text(
+        '"lab-002":\n  account: uac-filtered\n  acount: admin\n  users:\n    "*": {hive: false}\n', "utf-8"
+    )
+    refused = provision(tmp_path, "lab", "up", "--hosts", "2", "--dir", "lab", "--faults", "wrong.yaml")
+    assert refused.returncode == 2
+    assert "wrong.yaml:3: lab-002.acount: unknown fault 'acount'" in refused.stderr
+    assert "wrong.yaml:5: lab-002.users.*.hive: unknown user setting 'hive'" in refused.stderr
+    assert not (tmp_path / "lab" / "lab.pid").exists()
+    faults = tmp_path / "faults.yaml"
+    faults.write_text('"lab-002":\n  language_mode: ConstrainedLanguage\n', "utf-8")
+    up = provision(tmp_path, "lab", "up", "--hosts", "2", "--dir", "lab", "--faults", "faults.yaml")
+    assert up.returncode == 0, up.stderr
+    try:
+        doctor = provision(tmp_path, "--env-file", "lab/lab.env", "doctor", "-i", "lab/inventory.yaml")
+        assert doctor.returncode == 1, doctor.stdout + doctor.stderr
+        lab_002 = doctor.stdout[doctor.stdout.index("lab-002") :]
+        assert "fail  language mode" in lab_002 and "FullLanguage" in lab_002
+        assert "fail" not in doctor.stdout[: doctor.stdout.index("lab-002")]
+    finally:
+        provision(tmp_path, "lab", "down", "--dir", "lab")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 from pathlib import Path
 
 import pytest
 
-from provision.ini import decode_ini, read_ini
-from provision.lab.host import decrypt_password
+from provision.ini import decode_ini, encode_ini, read_ini
+from provision.lab.host import decrypt_password, read_task
 from provision.secrets import read_env_file
 
 from labkit import Lab
@@ -345,3 +347,109 @@ def test_portable_microsip_gets_the_ini_next_to_its_exe(lab: Lab) -> None:
     assert written.is_file()
     assert settings(lab, "lab-004", user)["autoAnswer"] == ""  # read from the portable path
     assert installed.read_bytes() == before
+
+
+def test_no_secret_reaches_powershells_module_log(lab: Lab) -> None:
+    """Module Logging (event 4103) records every cmdlet's parameters: the ini (and its password,
+    plain or in base64) must never be one of them."""
+    host = lab.host("lab-001")
+    assert lab.push().exit_code == 0
+    sip = read_env_file(lab.fleet.env_file)["PROVISION_LAB_SIP_PASSWORD"]
+    log = "\n".join(host.module_log)
+    assert "Test-Path" in log  # cmdlets are logged, paths and names are fine
+    assert sip not in log
+    decoded = [
+        base64.b64decode(token + "=" * (-len(token) % 4)).decode("utf-16-le", "replace")
+        for token in re.findall(r"[A-Za-z0-9+/]{40,}={0,2}", log)
+    ]
+    assert [text for text in decoded if sip in text] == []
+
+
+# Task Scheduler ----------------------------------------------------------------------------
+
+
+def test_microsip_is_closed_and_restarted_by_tasks_that_suit_a_laptop_on_battery(lab: Lab) -> None:
+    """Task Scheduler's defaults: priority 7 (below normal), no start on battery, stopped when
+    the laptop unplugs, a 72-hour limit, started in System32. Each must be set explicitly."""
+    host = lab.host("lab-001")
+    host.on_battery = True
+    user = lab.user("lab-001")
+    assert host.user_microsips(user)
+    report = lab.report()
+    assert report["exit_code"] == 0, report["output"]
+    assert host.stats["microsip_exits"] == 1 and host.stats["microsip_kills"] == 0  # /exit ran: saved, not killed
+    (process,) = host.user_microsips(user)
+    assert process.priority is not None and 4 <= process.priority <= 6  # the normal priority band
+    assert process.working_directory == "C:\\Program Files\\MicroSIP"
+    for data in host.task_history:
+        task = read_task(data)
+        assert data.startswith(b"\xff\xfe<\x00?\x00")  # UTF-16LE with BOM, as Task Scheduler writes it
+        assert not task.disallow_start_if_on_batteries and not task.stop_if_going_on_batteries
+        assert task.execution_time_limit == "PT0S" and task.priority == process.priority
+        assert task.logon_type == "InteractiveToken" and task.user == user
+    assert {read_task(d).arguments for d in host.task_history} == {"/exit", "/minimized"}
+    assert host.tasks() == []  # every task removed once its process started
+    host.unplug()
+    assert host.user_microsips(user) == [process]  # still running on battery
+
+
+# Which MicroSIP --------------------------------------------------------------------------------
+
+
+def declare_install(lab: Lab, host: str, line: str) -> None:
+    inventory = lab.fleet.inventory
+    text = inventory.read_text("utf-8")
+    inventory.write_text(text.replace(f"  {host}:\n", f"  {host}:\n    microsip: {line}\n"), "utf-8")
+
+
+def test_a_portable_microsip_under_another_name_is_closed_before_its_ini_is_written(lab: Lab) -> None:
+    host = lab.host("lab-004")
+    host.mode, host.portable_exe = "portable", "%USERPROFILE%\\Phone\\softphone.exe"
+    declare_install(lab, "lab-004", "{mode: portable, exe: '%USERPROFILE%\\Phone\\softphone.exe'}")
+    user = lab.user("lab-004")
+    host.write_ini(user, (lab.ini("lab-004", user) or b""))
+    host.start_microsip(user)  # softphone.exe reads softphone.ini beside it
+    (running,) = host.user_microsips(user)
+    assert running.exe.endswith("softphone.exe")
+    report = lab.report("--limit", "lab-004")
+    assert report["exit_code"] == 0, report["output"]
+    assert host.stats["microsip_exits"] == 1  # it was closed (and saved) before the write
+    (restarted,) = host.user_microsips(user)
+    assert restarted.pid != running.pid and restarted.exe == running.exe
+    host.run_in_session(user, restarted.exe, "/exit")  # the user quits later: MicroSIP saves again
+    assert settings(lab, "lab-004", user)["autoAnswer"] == ""  # the support profile's value survives
+
+
+def test_only_the_declared_microsip_is_closed_not_another_copy_of_the_user(lab: Lab) -> None:
+    host = lab.host("lab-002")
+    user = lab.user("lab-002")
+    own = host.start_microsip(user)  # the installed one
+    other = host.start_microsip(user, f"C:\\Users\\{user}\\Downloads\\MicroSIP\\microsip.exe")  # their own copy
+    report = lab.report("--limit", "lab-002")
+    assert report["exit_code"] == 0, report["output"]
+    pids = {p.pid for p in host.user_microsips(user)}
+    assert other.pid in pids and own.pid not in pids  # the copy untouched; the installed one restarted
+    assert host.stats["microsip_kills"] == 0
+
+
+# An ini that cannot be read ------------------------------------------------------------------
+
+
+def test_an_unreadable_ini_is_that_users_result_and_replaced_only_when_asked(lab: Lab) -> None:
+    host = lab.host("lab-002")
+    user, other = lab.user("lab-002", 1), lab.user("lab-002")
+    broken = encode_ini("[Settings]\nmainX=1\n[Settings]\nmainX=2\n")  # the same section twice
+    host.write_ini(user, broken)
+    report = lab.report("--limit", "lab-002")
+    assert report["exit_code"] == 1
+    users = {u["user"]: u for u in report["hosts"][0]["users"]}
+    assert users[user]["status"] == "failed" and users[user]["reason"].startswith("unreadable ini: ")
+    assert "line 3" in users[user]["reason"]
+    assert users[other]["status"] == "changed"
+    assert lab.ini("lab-002", user) == broken  # untouched
+    report = lab.report("--limit", "lab-002", "--replace-unreadable")
+    assert report["exit_code"] == 0, report["output"]
+    users = {u["user"]: u for u in report["hosts"][0]["users"]}
+    assert users[user]["status"] == "changed" and any("replaced" in n for n in users[user]["notes"])
+    assert host.path(users[user]["backup"]).read_bytes() == broken  # backed up first
+    assert settings(lab, "lab-002", user)["autoAnswer"] == ""

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from provision.remote import (
     CommandLineTooLongError,
     agent_text,
     bootstrap_command,
+    bootstrap_text,
     check_command_line,
     script,
 )
@@ -61,7 +63,8 @@ def test_every_script_parses_as_powershell(name: str) -> None:
 
 
 def test_the_syntax_check_catches_a_broken_script() -> None:
-    broken = script("apply.ps1").replace("$result.status = 'written'\n    }", "$result.status = 'written'\n", 1)
+    broken = script("apply.ps1").replace("    $Result.status = 'written'\n}", "    $Result.status = 'written'\n", 1)
+    assert broken != script("apply.ps1")
     assert syntax_errors(broken.encode()) != []
 
 
@@ -83,9 +86,11 @@ def test_the_command_line_is_the_bootstrap_only_and_well_under_cmds_limit() -> N
         "Bypass",
         "-EncodedCommand",
     )
-    assert base64.b64decode(arguments[-1]).decode("utf-16-le") == script("bootstrap.ps1")
+    sent = base64.b64decode(arguments[-1]).decode("utf-16-le")
+    assert sent == bootstrap_text()
+    assert [line for line in script("bootstrap.ps1").splitlines() if not line.startswith("#")] == sent.splitlines()[1:]
     length = len(command) + sum(1 + len(a) for a in arguments)
-    assert length < CMD_LIMIT // 4  # the agent and data go on stdin, never on the command line
+    assert length < CMD_LIMIT // 3  # the agent and data go on stdin, never on the command line
 
 
 def test_command_lines_over_windows_limits_are_refused_before_sending() -> None:
@@ -108,7 +113,10 @@ def test_the_lab_refuses_long_command_lines_and_unknown_programs(tmp_path: Path)
     assert "unrecognised PowerShell script" in stderr_message(bytes(tampered.stderr))
     agent = start_program(host, command, " ".join(arguments), False)
     assert isinstance(agent, AgentProgram)
-    agent.feed(json.dumps({"agent": agent_text() + "\nRemove-Item C:\\"}).encode() + b"\n", end=False)
+    agent.feed(base64.b64encode((agent_text() + "\nRemove-Item C:\\").encode()) + b"\n", end=False)
+    deadline = time.monotonic() + 5
+    while not agent.done and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert agent.exit_code == 1 and "unrecognised agent" in stderr_message(bytes(agent.stderr))
 
 
@@ -140,17 +148,22 @@ class DirectCommand:
 
     def receive(self) -> Output:
         p = self.program
+        deadline = time.monotonic() + 5  # the agent answers from a thread of its own, as a process would
+        while not (p.stdout or p.stderr or p.done) and time.monotonic() < deadline:
+            time.sleep(0.001)
         out = Output(bytes(p.stdout), bytes(p.stderr), p.done, p.exit_code)
         p.stdout.clear()
         p.stderr.clear()
         return out
 
 
-def shown(message: dict[str, Any]) -> dict[str, Any]:
+def shown(message: Any) -> dict[str, Any]:
     """A request as the golden shows it: the agent and file contents by size and digest."""
-    if "agent" in message:
-        text = message["agent"]
+    if isinstance(message, str):  # the agent's line
+        text = base64.b64decode(message).decode("utf-8")
         return {"agent": f"<{len(text)} characters, sha256 {hashlib.sha256(text.encode()).hexdigest()[:16]}>"}
+    if "budget_ms" in message:
+        message["budget_ms"] = "<time left>"  # depends on the clock
     for user in message.get("users", []):
         if "content_b64" in user:
             user["content_b64"] = f"<{len(base64.b64decode(user['content_b64']))} bytes>"
@@ -174,7 +187,8 @@ def test_golden_push_conversation(examples: Project, tmp_path: Path) -> None:
     lines = [*transport.command_lines]
     for chunk in transport.sent:
         for line in chunk.decode().splitlines():
-            lines.append(json.dumps(shown(json.loads(line)), ensure_ascii=False))
+            message = line if not line.startswith("{") else json.loads(line)
+            lines.append(json.dumps(shown(message), ensure_ascii=False))
     text = "\n".join(lines) + "\n"
     password = prepared.secrets[target.id]["account1"].reveal()
     assert password not in text
@@ -190,6 +204,37 @@ def test_the_lab_refuses_envelopes_over_the_size_limit(tmp_path: Path) -> None:
 
     from provision.lab.wsman import MAX_ENVELOPE_BYTES, WSManService
 
-    service = WSManService(SimulatedHost("h", tmp_path, [SimUser("u")]))
+    host = SimulatedHost("h", tmp_path, [SimUser("u")])
+    service = WSManService(host)
     status, body = asyncio.run(service.handle(b"<x>" + b"a" * MAX_ENVELOPE_BYTES + b"</x>"))
-    assert status == 400 and b"EncodingLimit" in body and b"2150858817" in body
+    assert (status, body) == (413, b"")  # HTTP 413, not a WS-Management fault
+    host.faults.winrm_config = {"MaxEnvelopeSizekb": 150}
+    status, _ = asyncio.run(service.handle(b"<x>" + b"a" * 150 * 1024 + b"</x>"))
+    assert status == 413
+
+
+def test_requests_go_in_sends_that_fit_the_hosts_envelope(tmp_path: Path) -> None:
+    from provision.remote.agent import Agent, send_limit
+
+    host = SimulatedHost("h", tmp_path, [SimUser("u")])
+    transport = DirectTransport(host)
+    limit = send_limit(150)
+    agent = Agent(transport, deadline=time.monotonic() + 30, max_send=limit)
+    big = {"op": "discover", "install": {"mode": "installed", "exe": None}, "users": [{"name": "u" * 400_000}]}
+    agent.request({**big, "max_ini_bytes": 1})
+    assert max(len(chunk) for chunk in transport.sent) <= limit
+    assert len(transport.sent) > 3
+    # What WinRS puts in the envelope: the chunk in base64, plus the SOAP around it.
+    assert 4 * -(-limit // 3) + 2048 < 150 * 1000
+    assert send_limit(None) == send_limit(500) > 300_000
+
+
+def test_a_transcript_line_shows_inis_by_digest_and_masks_passwords() -> None:
+    from provision.remote.agent import masked
+
+    content = base64.b64encode("[Account1]\r\npassword=hunter2\r\n".encode("utf-16")).decode()
+    line = json.dumps({"op": "apply", "users": [{"name": "u", "content_b64": content, "password": "hunter2"}]})
+    shown = masked(line)
+    assert "hunter2" not in shown and content not in shown
+    assert '"content_b64": "<' in shown and '"password": "********"' in shown
+    assert masked("not json") == "not json"

@@ -1,61 +1,75 @@
 # provision-op: apply v1
-# For each user: close their MicroSIP if asked, check the ini is still what discover
-# read (MicroSIP rewrites it on exit), back it up, write the new one atomically, verify,
-# and start MicroSIP again if it was running. A user whose MicroSIP cannot be closed is
-# "busy" and not written.
+# Writes new inis. Every user whose MicroSIP runs is closed first, all together (one wait),
+# within the first half of the time this host was given; then each user's ini is checked
+# against what discover read (MicroSIP rewrites it on exit), backed up, written atomically
+# and verified, each user on their own; then, whatever happened, MicroSIP is started again
+# for every user it was closed for, and seen running. A user whose ini changed meanwhile
+# is sent back ('reread') for a new merge; their MicroSIP stays closed for the next request.
 
 function Invoke-Apply {
     param($Request)
-    $users = @()
+    $clock = [System.Diagnostics.Stopwatch]::StartNew()
+    $results = @{}
+    $exes = @{}
+    $toClose = New-Object System.Collections.ArrayList
+    $users = New-Object System.Collections.ArrayList
     foreach ($user in $Request.users) {
-        $users += Update-UserIni -User $user -Request $Request
+        $result = @{ name = [string]$user.name; status = 'failed'; restarted = $false }
+        $results[$user.name] = $result
+        [void]$users.Add($result)
+        try {
+            $exes[$user.name] = Get-UserExe -Name $user.name -Install $Request.install
+            if ($user.close) {
+                [void]$toClose.Add([string]$user.name)
+            }
+        } catch {
+            Set-Failure -Result $result -Reason (Get-ErrorText $_)
+        }
+    }
+    $closed = @(Close-Users -Names $toClose -Exes $exes -Results $results -WaitMs $Request.exit_wait_ms -Clock $clock -UntilMs ($Request.budget_ms / 2))
+    $restart = New-Object System.Collections.ArrayList
+    try {
+        foreach ($user in $Request.users) {
+            $result = $results[$user.name]
+            if (-not $result.reason) {
+                # Neither busy nor failed so far: MicroSIP is closed, or was not running.
+                try {
+                    Update-UserIni -User $user -Request $Request -Result $result -Closed ($closed -contains $user.name)
+                } catch {
+                    Set-Failure -Result $result -Reason ('write failed: ' + (Get-ErrorText $_))
+                }
+            }
+            $again = $user.restart -or $closed -contains $user.name
+            if ($again -and $result.status -ne 'reread') {
+                [void]$restart.Add([string]$user.name)
+            }
+        }
+    } finally {
+        Start-Users -Names $restart -Exes $exes -Results $results -WaitMs $Request.start_wait_ms
     }
     Send-Reply @{ ok = $true; users = $users }
 }
 
 function Update-UserIni {
-    param($User, $Request)
-    $result = @{ name = $User.name; status = 'failed' }
-    $closed = @{ ok = $true; was_running = $false; exe = $null }
-    try {
-        if ($User.close) {
-            $closed = Close-MicroSip -Name $User.name -WaitMs $Request.exit_wait_ms
-            if (-not $closed.ok) {
-                $result.status = 'busy'
-                $result.reason = $closed.reason
-                return $result
-            }
-        }
-        $current = $null
-        if (Test-Path -LiteralPath $User.ini_path) {
-            $current = Get-Sha256 -Path $User.ini_path
-        }
-        if ($current -ne $User.expected_sha256 -and $current -ne $User.new_sha256) {
-            # Changed since discover (MicroSIP saved on exit): send it back for a new merge.
-            $result.status = 'reread'
-            $result.sha256 = $current
-            $result.closed = $closed.was_running
-            $result.exe = $closed.exe
-            if ($null -ne $current) {
-                $result.content_b64 = [Convert]::ToBase64String([System.IO.File]::ReadAllBytes($User.ini_path))
-            }
-            return $result
-        }
-        if ($current -ne $User.new_sha256) {
-            $result.backup = Save-Backup -Path $User.ini_path -Keep $Request.backups
-            $content = [Convert]::FromBase64String($User.content_b64)
-            Write-IniFile -Path $User.ini_path -Content $content -Digest $User.new_sha256
-        }
-        $result.status = 'written'
-    } catch {
-        $result.reason = $_.Exception.Message
+    param($User, $Request, [hashtable]$Result, [bool]$Closed)
+    $path = [string]$User.ini_path
+    $current = $null
+    if ([System.IO.File]::Exists($path)) {
+        $current = Get-Sha256 -Path $path
     }
-    if ($User.restart -or $closed.was_running) {
-        $exe = if ($closed.exe) { $closed.exe } else { $User.exe }
-        if ($exe) {
-            Start-InUserSession -Name $User.name -Exe $exe -Argument '/minimized' -Verb 'start'
-            $result.restarted = $true
+    if ($current -ne $User.expected_sha256 -and $current -ne $User.new_sha256) {
+        # Changed since discover (MicroSIP saved on exit): send it back for a new merge.
+        $Result.status = 'reread'
+        $Result.sha256 = ConvertTo-Text $current
+        $Result.closed = $Closed
+        if ($null -ne $current) {
+            $Result.content_b64 = [Convert]::ToBase64String((Read-SharedBytes -Path $path))
         }
+        return
     }
-    return $result
+    if ($current -ne $User.new_sha256) {
+        $Result.backup = ConvertTo-Text (Save-Backup -Path $path -Keep $Request.backups)
+        Write-IniFile -Path $path -Content ([Convert]::FromBase64String($User.content_b64)) -Digest $User.new_sha256
+    }
+    $Result.status = 'written'
 }

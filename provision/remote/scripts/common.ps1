@@ -1,126 +1,268 @@
 # provision-op: common v1
 # Helpers shared by the operations. Every value from the controller arrives as JSON data
-# on standard input and is passed to cmdlets as a parameter, never pasted into code.
+# on standard input, never pasted into code. JSON is read and written with .NET's
+# JavaScriptSerializer, not ConvertFrom-Json/ConvertTo-Json: Module Logging (event 4103)
+# records every cmdlet's parameters, and requests and replies carry inis with passwords.
+# Reply values are cast to plain .NET types ([string], [bool], [long], [hashtable]) so
+# the serializer never meets a PowerShell wrapper object.
+
+Add-Type -AssemblyName System.Web.Extensions
+$json = New-Object System.Web.Script.Serialization.JavaScriptSerializer
+$json.MaxJsonLength = [int]::MaxValue
+$held = New-Object System.Collections.ArrayList
 
 function Send-Reply {
-    param($Reply)
-    $stdout.WriteLine(($Reply | ConvertTo-Json -Depth 6 -Compress))
+    # One JSON line. -Hold keeps it back to go out with the next reply, in the same write,
+    # so a reply the controller asked for in passing costs it no extra round trip.
+    param([hashtable]$Reply, [switch]$Hold)
+    [void]$held.Add($json.Serialize($Reply))
+    if (-not $Hold) {
+        $stdout.WriteLine([string]::Join("`n", $held.ToArray()))
+        $held.Clear()
+    }
 }
 
-function Get-ProfilePath {
-    # The user's profile folder, or $null if the account has never logged on here.
+function ConvertTo-Text {
+    # A string, or $null, as a plain .NET value.
+    param($Value)
+    if ($null -eq $Value) {
+        return $null
+    }
+    return [string]$Value
+}
+
+function Get-ErrorText {
+    # The message of the error being handled, one line.
+    param($ErrorRecord)
+    return ([string]$ErrorRecord.Exception.Message).Trim()
+}
+
+function Set-Failure {
+    # A user's result becomes 'failed' with this reason, saying what was done before.
+    param([hashtable]$Result, [string]$Reason)
+    if ($Result.status -eq 'written' -or $Result.status -eq 'restored') {
+        $Reason = 'ini ' + $Result.status + ', but ' + $Reason
+    }
+    $Result.status = 'failed'
+    $Result.reason = $Reason
+}
+
+# What the agent needs ---------------------------------------------------------------------
+
+function Get-Preflight {
+    # Facts about this session: an elevated administrator (a local account in Administrators
+    # gets a UAC-filtered token over the network, which holds that group as deny-only), .NET
+    # and PowerShell versions, Task Scheduler. The bootstrap has checked the language mode.
+    $identity = [System.Security.Principal.WindowsIdentity]::GetCurrent()
+    $principal = New-Object System.Security.Principal.WindowsPrincipal($identity)
+    $facts = @{ language_mode = 'FullLanguage'; powershell = [string]$PSVersionTable.PSVersion }
+    $facts.elevated = [bool]$principal.IsInRole([System.Security.Principal.WindowsBuiltInRole]::Administrator)
+    $denyOnly = 'http://schemas.microsoft.com/ws/2008/06/identity/claims/denyonlysid'
+    $facts.filtered = @($identity.Claims | Where-Object { $_.Type -eq $denyOnly -and $_.Value -eq 'S-1-5-32-544' }).Count -gt 0
+    $ndp = Get-ItemProperty -LiteralPath 'HKLM:\SOFTWARE\Microsoft\NET Framework Setup\NDP\v4\Full' -ErrorAction SilentlyContinue
+    $facts.dotnet = if ($ndp) { [long]$ndp.Release } else { $null }
+    $service = Get-Service -Name 'Schedule' -ErrorAction SilentlyContinue
+    $facts.task_scheduler = if ($service) { [string]$service.Status } else { 'missing' }
+    return $facts
+}
+
+function Get-PreflightFailure {
+    # The first thing this session lacks, as a failure kind, or $null.
+    param([hashtable]$Facts)
+    if (-not $Facts.elevated) {
+        if ($Facts.filtered) {
+            return 'uac-filtered'
+        }
+        return 'not-admin'
+    }
+    if ($Facts.task_scheduler -ne 'Running') {
+        return 'task-scheduler'
+    }
+    return $null
+}
+
+# Where a user's things are ----------------------------------------------------------------
+
+function Get-UserSid {
+    # The account's SID, or $null if there is no such account.
     param([string]$Name)
     try {
         $account = New-Object System.Security.Principal.NTAccount($Name)
-        $sid = $account.Translate([System.Security.Principal.SecurityIdentifier]).Value
+        return $account.Translate([System.Security.Principal.SecurityIdentifier]).Value
     } catch {
         return $null
     }
+}
+
+function Expand-UserPath {
+    # %USERPROFILE% in a path, as the user's own session expands it: with their profile
+    # folder, not with this (administrator's) session's environment.
+    param([string]$Path, [string]$ProfilePath)
+    $at = $Path.IndexOf('%USERPROFILE%', [System.StringComparison]::OrdinalIgnoreCase)
+    while ($at -ge 0) {
+        $Path = $Path.Substring(0, $at) + $ProfilePath + $Path.Substring($at + 13)
+        $at = $Path.IndexOf('%USERPROFILE%', [System.StringComparison]::OrdinalIgnoreCase)
+    }
+    return $Path
+}
+
+function Get-UserPlace {
+    # A user's profile folder and real AppData, from their own registry hive when it is
+    # loaded (User Shell Folders\AppData, which folder redirection changes), else the
+    # default place with a warning. Status 'no-profile' for a user who never logged on
+    # here; 'failed' when the profile folder is gone (it is never created).
+    param([string]$Name)
+    $place = @{ name = $Name; status = 'ok' }
+    $sid = Get-UserSid -Name $Name
     $key = 'HKLM:\SOFTWARE\Microsoft\Windows NT\CurrentVersion\ProfileList\' + $sid
-    if (-not (Test-Path -LiteralPath $key)) {
+    if ($null -eq $sid -or -not (Test-Path -LiteralPath $key)) {
+        $place.status = 'no-profile'
+        return $place
+    }
+    $profilePath = [string](Get-ItemProperty -LiteralPath $key).ProfileImagePath
+    $place.profile_path = $profilePath
+    if (-not [System.IO.Directory]::Exists($profilePath)) {
+        $place.status = 'failed'
+        $place.reason = 'the profile folder ' + $profilePath + ' does not exist (ProfileList still names it); nothing is created'
+        return $place
+    }
+    $appdata = [System.IO.Path]::Combine($profilePath, 'AppData\Roaming')
+    $hive = 'Registry::HKEY_USERS\' + $sid
+    if (Test-Path -LiteralPath $hive) {
+        $folders = Get-Item -LiteralPath ($hive + '\Software\Microsoft\Windows\CurrentVersion\Explorer\User Shell Folders')
+        # REG_EXPAND_SZ, read unexpanded: expanding it here would use this session's %USERPROFILE%.
+        $raw = $folders.GetValue('AppData', $null, [Microsoft.Win32.RegistryValueOptions]::DoNotExpandEnvironmentNames)
+        if ($raw) {
+            $appdata = Expand-UserPath -Path ([string]$raw) -ProfilePath $profilePath
+        }
+    } else {
+        $place.warning = "the user's registry hive is not loaded (they are not logged on): AppData assumed at " + $appdata
+    }
+    $place.appdata = $appdata
+    return $place
+}
+
+function Get-MicroSipExe {
+    # The exe of the install the inventory declares, for this user (%USERPROFILE% expanded).
+    param([string]$ProfilePath, $Install)
+    if ($Install.exe) {
+        return Expand-UserPath -Path ([string]$Install.exe) -ProfilePath $ProfilePath
+    }
+    return 'C:\Program Files\MicroSIP\microsip.exe'
+}
+
+function Get-UserExe {
+    # Get-MicroSipExe for a user by name; $null if they have no profile here.
+    param([string]$Name, $Install)
+    $place = Get-UserPlace -Name $Name
+    if ($null -eq $place.profile_path) {
         return $null
     }
-    return (Get-ItemProperty -LiteralPath $key).ProfileImagePath
+    return Get-MicroSipExe -ProfilePath $place.profile_path -Install $Install
 }
 
 function Get-IniPath {
-    # Installed MicroSIP: %APPDATA%\MicroSIP\microsip.ini of the user.
-    # Portable MicroSIP: next to the exe, named after it (%USERPROFILE% expanded per user).
-    param([string]$ProfilePath, $Install)
+    # Installed MicroSIP: <the user's AppData>\MicroSIP\microsip.ini.
+    # Portable MicroSIP: next to the exe, named after it.
+    param([hashtable]$Place, $Install)
     if ($Install.mode -eq 'portable') {
-        $exe = $Install.exe.Replace('%USERPROFILE%', $ProfilePath)
+        $exe = Get-MicroSipExe -ProfilePath $Place.profile_path -Install $Install
         return [System.IO.Path]::ChangeExtension($exe, '.ini')
     }
-    return Join-Path $ProfilePath 'AppData\Roaming\MicroSIP\microsip.ini'
+    return [System.IO.Path]::Combine($Place.appdata, 'MicroSIP\microsip.ini')
 }
 
 function Get-UserIni {
-    # One user's ini: where it is, its content and digest, whether their MicroSIP runs.
-    # Also gives the profile folder, or status 'no-profile' for a user who never logged on.
-    param([string]$Name, $Install)
-    $entry = @{ name = $Name; status = 'ok' }
-    $profilePath = Get-ProfilePath -Name $Name
-    if ($null -eq $profilePath) {
-        $entry.status = 'no-profile'
+    # One user's ini: where it is, its content and digest. An ini whose folder is on a
+    # share (AppData redirected, or a portable exe there) is reported, never read or written;
+    # so is one over MaxBytes (never read into this shell's memory, nor the controller's).
+    param([string]$Name, $Install, [long]$MaxBytes)
+    $entry = Get-UserPlace -Name $Name
+    if ($entry.status -ne 'ok') {
         return $entry
     }
-    $entry.profile_path = $profilePath
-    $ini = Get-IniPath -ProfilePath $profilePath -Install $Install
+    $ini = Get-IniPath -Place $entry -Install $Install
     $entry.ini_path = $ini
-    $entry.exists = Test-Path -LiteralPath $ini
-    if ($entry.exists) {
-        $entry.content_b64 = [Convert]::ToBase64String([System.IO.File]::ReadAllBytes($ini))
-        $entry.sha256 = Get-Sha256 -Path $ini
+    if ($ini.StartsWith('\\') -or $ini.Contains('%')) {
+        $entry.status = 'redirected'
+        $entry.reason = 'the ini would be ' + $ini + ' (AppData redirected); not read and not written here'
+        return $entry
     }
-    $entry.running = @(Get-UserMicroSip -Name $Name).Count -gt 0
+    $entry.exists = [System.IO.File]::Exists($ini)
+    if ($entry.exists) {
+        $entry.size = [long][System.IO.FileInfo]::new($ini).Length
+        if ($entry.size -gt $MaxBytes) {
+            $entry.status = 'too-large'
+            $entry.reason = 'ini too large: ' + $entry.size + ' bytes, over the cap of ' + $MaxBytes + '; not read'
+            return $entry
+        }
+        $content = Read-SharedBytes -Path $ini
+        $entry.content_b64 = [Convert]::ToBase64String($content)
+        $entry.sha256 = Get-Sha256 -Bytes $content
+    }
     return $entry
 }
 
-function Get-Sha256 {
-    param([string]$Path)
-    return (Get-FileHash -LiteralPath $Path -Algorithm SHA256).Hash.ToLowerInvariant()
-}
-
-function Get-UserMicroSip {
-    # MicroSIP processes owned by this user only: another user's phone is never touched.
-    param([string]$Name)
-    $found = @()
-    foreach ($process in Get-CimInstance -ClassName Win32_Process -Filter "Name = 'microsip.exe'") {
-        $owner = Invoke-CimMethod -InputObject $process -MethodName GetOwner
-        if ($owner.User -eq $Name) {
-            $found += $process
+function Add-Running {
+    # Whether each found user's MicroSIP (the declared exe) runs, and in which session.
+    param($Entries, $Install)
+    $exes = @{}
+    foreach ($entry in $Entries) {
+        if ($entry.profile_path) {
+            $exes[$entry.name] = Get-MicroSipExe -ProfilePath $entry.profile_path -Install $Install
         }
     }
-    return $found
+    $running = @(Get-MicroSipProcess -Exes $exes)
+    foreach ($entry in $Entries) {
+        if ($exes.ContainsKey($entry.name)) {
+            $mine = @($running | Where-Object { $_.Owner -eq $entry.name })
+            $entry.running = $mine.Count -gt 0
+            $entry.session = if ($mine.Count -gt 0) { [long]$mine[0].SessionId } else { $null }
+        }
+    }
 }
 
-function Start-InUserSession {
-    # Runs Exe with one argument in the user's interactive session, through a scheduled
-    # task: a process started from WinRM runs in session 0 and cannot reach the user's
-    # MicroSIP window, and would die with the WinRM shell.
-    param([string]$Name, [string]$Exe, [string]$Argument, [string]$Verb)
-    $action = New-ScheduledTaskAction -Execute $Exe -Argument $Argument
-    $principal = New-ScheduledTaskPrincipal -UserId $Name -LogonType Interactive
-    $task = 'microsip-' + $Verb + '-' + $Name
-    Register-ScheduledTask -TaskPath '\provision\' -TaskName $task -Action $action -Principal $principal -Force | Out-Null
-    Start-ScheduledTask -TaskPath '\provision\' -TaskName $task
+# Files ------------------------------------------------------------------------------------
+
+function Read-SharedBytes {
+    # A whole file, read as MicroSIP lets others read it (it writes through the profile API).
+    param([string]$Path)
+    return [System.IO.File]::ReadAllBytes($Path)
 }
 
-function Close-MicroSip {
-    # /exit in the user's session (MicroSIP saves and closes), a bounded wait, then stop.
-    param([string]$Name, [int]$WaitMs)
-    $running = @(Get-UserMicroSip -Name $Name)
-    if ($running.Count -eq 0) {
-        return @{ ok = $true; was_running = $false; exe = $null }
+function Get-Sha256 {
+    # SHA-256 of bytes, or of a file (-Path), lower-case hex.
+    param([byte[]]$Bytes, [string]$Path)
+    if ($Path) {
+        $Bytes = [System.IO.File]::ReadAllBytes($Path)
     }
-    $exe = $running[0].ExecutablePath
-    Start-InUserSession -Name $Name -Exe $exe -Argument '/exit' -Verb 'exit'
-    $deadline = (Get-Date).AddMilliseconds($WaitMs)
-    while ((Get-Date) -lt $deadline -and @(Get-UserMicroSip -Name $Name).Count -gt 0) {
-        Start-Sleep -Milliseconds 200
+    $sha = [System.Security.Cryptography.SHA256]::Create()
+    try {
+        return [BitConverter]::ToString($sha.ComputeHash($Bytes)).Replace('-', '').ToLowerInvariant()
+    } finally {
+        $sha.Dispose()
     }
-    foreach ($process in @(Get-UserMicroSip -Name $Name)) {
-        Stop-Process -Id $process.ProcessId -Force -ErrorAction SilentlyContinue
-    }
-    Start-Sleep -Milliseconds 500
-    if (@(Get-UserMicroSip -Name $Name).Count -gt 0) {
-        return @{ ok = $false; was_running = $true; exe = $exe; reason = 'MicroSIP did not close' }
-    }
-    return @{ ok = $true; was_running = $true; exe = $exe }
 }
 
 function Write-IniFile {
-    # Whole file to a temporary name, then an atomic replace; read back and check.
+    # Whole file to a temporary name, then an atomic replace; read back and check. Only
+    # MicroSIP's own folder may be created, never the folders above it (a profile).
     param([string]$Path, [byte[]]$Content, [string]$Digest)
-    $folder = Split-Path -Parent $Path
-    if (-not (Test-Path -LiteralPath $folder)) {
-        New-Item -ItemType Directory -Path $folder -Force | Out-Null
+    $folder = [System.IO.Path]::GetDirectoryName($Path)
+    if (-not [System.IO.Directory]::Exists($folder)) {
+        $parent = [System.IO.Path]::GetDirectoryName($folder)
+        if (-not [System.IO.Directory]::Exists($parent)) {
+            throw ('the folder ' + $parent + ' does not exist; nothing is created')
+        }
+        [void][System.IO.Directory]::CreateDirectory($folder)
     }
     $temp = $Path + '.provision-tmp'
     [System.IO.File]::WriteAllBytes($temp, $Content)
-    if (Test-Path -LiteralPath $Path) {
+    if ([System.IO.File]::Exists($Path)) {
+        # ReplaceFile keeps the ini's ACL, owner-independent attributes and creation time.
         [System.IO.File]::Replace($temp, $Path, [NullString]::Value)
     } else {
+        # .NET Framework's Move never overwrites: a file that appeared meanwhile makes it throw.
         [System.IO.File]::Move($temp, $Path)
     }
     if ((Get-Sha256 -Path $Path) -ne $Digest) {
@@ -131,7 +273,7 @@ function Write-IniFile {
 function Save-Backup {
     # Copy of the current ini as <ini>.provision-<UTC time>.bak; keep the newest $Keep.
     param([string]$Path, [int]$Keep)
-    if (-not (Test-Path -LiteralPath $Path)) {
+    if (-not [System.IO.File]::Exists($Path)) {
         return $null
     }
     $stamp = (Get-Date).ToUniversalTime().ToString('yyyyMMddTHHmmssfffZ')
@@ -145,9 +287,247 @@ function Save-Backup {
 }
 
 function Get-Backups {
-    # Backups of one ini, oldest first (the names sort by time).
+    # Backups of one ini, oldest first (the names sort by time); none if its folder is gone.
     param([string]$Path)
-    $folder = Split-Path -Parent $Path
-    $leaf = Split-Path -Leaf $Path
-    return Get-ChildItem -LiteralPath $folder -Filter ($leaf + '.provision-*.bak') | Sort-Object Name
+    $folder = [System.IO.Path]::GetDirectoryName($Path)
+    if (-not [System.IO.Directory]::Exists($folder)) {
+        return @()
+    }
+    $leaf = [System.IO.Path]::GetFileName($Path)
+    return @(Get-ChildItem -LiteralPath $folder -Filter ($leaf + '.provision-*.bak') | Sort-Object Name)
+}
+
+# MicroSIP processes -----------------------------------------------------------------------
+
+function Get-MicroSipProcess {
+    # The running MicroSIPs of the given users, in one pass over Win32_Process: $Exes maps
+    # each user name to their declared exe. Matched by full path, as MicroSIP matches its
+    # own instances: a portable copy under another name is found, another copy of the
+    # user's, or another user's MicroSIP, is never touched. Each comes with an Owner.
+    # A process can end between the enumeration and GetOwner, which then throws
+    # 'Not found ': it is gone, so it is skipped; so is one whose owner cannot be read.
+    param([hashtable]$Exes)
+    $found = New-Object System.Collections.ArrayList
+    $wanted = @{}
+    foreach ($exe in $Exes.Values) {
+        $wanted[[string]$exe] = $true
+    }
+    foreach ($process in @(Get-CimInstance -ClassName Win32_Process)) {
+        $path = [string]$process.ExecutablePath
+        if (-not $path -or -not $wanted.ContainsKey($path)) {
+            continue
+        }
+        try {
+            $owner = Invoke-CimMethod -InputObject $process -MethodName GetOwner
+        } catch {
+            continue
+        }
+        if ($owner.ReturnValue -ne 0 -or -not $Exes.ContainsKey([string]$owner.User)) {
+            continue
+        }
+        if (-not [string]::Equals($path, [string]$Exes[[string]$owner.User], [System.StringComparison]::OrdinalIgnoreCase)) {
+            continue
+        }
+        $process | Add-Member -NotePropertyName Owner -NotePropertyValue ([string]$owner.User) -Force
+        [void]$found.Add($process)
+    }
+    return $found.ToArray()
+}
+
+function Start-InUserSession {
+    # Runs Exe with one argument in the user's interactive session, through a scheduled
+    # task: a process started from WinRM runs in session 0 and cannot reach the user's
+    # MicroSIP window, and would die with the WinRM shell. Returns the task's name; remove
+    # it with Remove-UserTask once its process has started.
+    param([string]$Name, [string]$Exe, [string]$Argument, [string]$Verb)
+    $action = New-ScheduledTaskAction -Execute $Exe -Argument $Argument -WorkingDirectory (Split-Path -Parent $Exe)
+    $principal = New-ScheduledTaskPrincipal -UserId $Name -LogonType Interactive
+    # Task Scheduler's defaults suit no softphone: priority 7 (below normal, low I/O), no
+    # start on battery, stopped when the laptop unplugs, stopped after 72 hours. Each is set.
+    $settings = New-ScheduledTaskSettingsSet -AllowStartIfOnBatteries -DontStopIfGoingOnBatteries -ExecutionTimeLimit ([TimeSpan]::Zero) -Priority 4
+    $task = 'microsip-' + $Verb + '-' + $Name
+    Register-ScheduledTask -TaskPath '\provision\' -TaskName $task -Action $action -Principal $principal -Settings $settings -Force | Out-Null
+    Start-ScheduledTask -TaskPath '\provision\' -TaskName $task
+    return $task
+}
+
+function Remove-UserTask {
+    # The task goes; a process it started keeps running.
+    param([string]$Task)
+    Unregister-ScheduledTask -TaskPath '\provision\' -TaskName $Task -Confirm:$false
+}
+
+function Remove-UserTasks {
+    # Every task in the list, each on its own: one that cannot be removed stops no other.
+    param($Tasks)
+    foreach ($task in $Tasks) {
+        try {
+            Remove-UserTask -Task $task
+        } catch {
+            continue
+        }
+    }
+}
+
+# Closed, not yet started again ------------------------------------------------------------
+# Before a user's MicroSIP is closed, a marker records it in C:\ProgramData\provision\closed
+# (Administrators and SYSTEM only: a marker names an exe the agent will start). It goes
+# once MicroSIP is seen running again. A run that dies in between (controller killed,
+# shell deleted) leaves it; the next conversation with the host starts MicroSIP first.
+
+function Get-MarkerFolder {
+    # -Create makes it when it is not there yet, for Administrators and SYSTEM only.
+    param([switch]$Create)
+    $folder = [System.IO.Path]::Combine([Environment]::GetFolderPath('CommonApplicationData'), 'provision\closed')
+    if ($Create -and -not [System.IO.Directory]::Exists($folder)) {
+        $security = New-Object System.Security.AccessControl.DirectorySecurity
+        $security.SetAccessRuleProtection($true, $false)
+        foreach ($sid in 'S-1-5-32-544', 'S-1-5-18') {
+            $identity = New-Object System.Security.Principal.SecurityIdentifier($sid)
+            $rule = New-Object System.Security.AccessControl.FileSystemAccessRule($identity, 'FullControl', 'ContainerInherit, ObjectInherit', 'None', 'Allow')
+            $security.AddAccessRule($rule)
+        }
+        [void][System.IO.Directory]::CreateDirectory($folder, $security)
+    }
+    return $folder
+}
+
+function Get-MarkerPath {
+    param([string]$Name)
+    return [System.IO.Path]::Combine((Get-MarkerFolder -Create), (Get-UserSid -Name $Name) + '.json')
+}
+
+function Write-Marker {
+    param([string]$Name, [string]$Exe, [long]$Session)
+    $me = [System.Diagnostics.Process]::GetCurrentProcess()
+    $marker = @{ name = $Name; exe = $Exe; session = $Session; agent_pid = [long]$me.Id }
+    $marker.agent_started = [long]$me.StartTime.ToUniversalTime().Ticks
+    $marker.closed_at = (Get-Date).ToUniversalTime().ToString('o')
+    [System.IO.File]::WriteAllText((Get-MarkerPath -Name $Name), $json.Serialize($marker))
+}
+
+function Remove-Marker {
+    param([string]$Name)
+    $path = Get-MarkerPath -Name $Name
+    if ([System.IO.File]::Exists($path)) {
+        [System.IO.File]::Delete($path)
+    }
+}
+
+function Test-MarkerLive {
+    # Whether the marker's agent is still running (another conversation, in progress).
+    param($Marker)
+    $process = Get-Process -Id ([int]$Marker.agent_pid) -ErrorAction SilentlyContinue
+    return $null -ne $process -and $process.StartTime.ToUniversalTime().Ticks -eq [long]$Marker.agent_started
+}
+
+# Closing and starting MicroSIP, many users at once ----------------------------------------
+
+function Close-Users {
+    # Closes the MicroSIP of each named user (with /exit in their session: it saves and
+    # exits). Every user's task is started before any is waited for, then one bounded wait
+    # for them all; what still runs is stopped. Users not reached before UntilMs on the
+    # clock are 'busy', their MicroSIP untouched; so are those whose MicroSIP would not
+    # close. Returns the names of users whose MicroSIP was running and is now closed.
+    param($Names, [hashtable]$Exes, [hashtable]$Results, [int]$WaitMs, $Clock, [long]$UntilMs)
+    $closing = New-Object System.Collections.ArrayList
+    $tasks = New-Object System.Collections.ArrayList
+    $running = @(Get-MicroSipProcess -Exes $Exes)
+    foreach ($name in $Names) {
+        $mine = @($running | Where-Object { $_.Owner -eq $name })
+        if ($mine.Count -eq 0) {
+            continue
+        }
+        if ($Clock.ElapsedMilliseconds -gt $UntilMs) {
+            $Results[$name].status = 'busy'
+            $Results[$name].reason = 'not reached within the time this host was given; MicroSIP left running'
+            continue
+        }
+        try {
+            Write-Marker -Name $name -Exe $Exes[$name] -Session ([long]$mine[0].SessionId)
+            [void]$closing.Add($name)
+            [void]$tasks.Add((Start-InUserSession -Name $name -Exe $Exes[$name] -Argument '/exit' -Verb 'exit'))
+        } catch {
+            Set-Failure -Result $Results[$name] -Reason ('cannot close MicroSIP: ' + (Get-ErrorText $_))
+        }
+    }
+    try {
+        $deadline = (Get-Date).AddMilliseconds($WaitMs)
+        while ($closing.Count -gt 0 -and (Get-Date) -lt $deadline) {
+            if (@(Get-MicroSipProcess -Exes $Exes | Where-Object { $closing -contains $_.Owner }).Count -eq 0) {
+                break
+            }
+            Start-Sleep -Milliseconds 200
+        }
+    } finally {
+        Remove-UserTasks -Tasks $tasks
+    }
+    # Still running after the wait (a dialog, a hang): stopped; its unsaved settings are lost.
+    $left = @(Get-MicroSipProcess -Exes $Exes | Where-Object { $closing -contains $_.Owner })
+    foreach ($process in $left) {
+        Stop-Process -Id $process.ProcessId -Force -ErrorAction SilentlyContinue
+    }
+    $deadline = (Get-Date).AddMilliseconds(2000)
+    while ($left.Count -gt 0 -and (Get-Date) -lt $deadline) {
+        Start-Sleep -Milliseconds 200
+        $left = @(Get-MicroSipProcess -Exes $Exes | Where-Object { $closing -contains $_.Owner })
+    }
+    $closed = New-Object System.Collections.ArrayList
+    foreach ($name in $closing) {
+        if (@($left | Where-Object { $_.Owner -eq $name }).Count -gt 0) {
+            $Results[$name].status = 'busy'
+            $Results[$name].reason = 'MicroSIP did not close'
+            Remove-Marker -Name $name
+        } elseif (-not $Results[$name].reason) {
+            [void]$closed.Add($name)
+        }
+    }
+    return $closed.ToArray()
+}
+
+function Start-Users {
+    # Starts MicroSIP again, minimized, in each named user's session: every task first,
+    # then one bounded wait until each is seen running, in a user session (not 0). Only
+    # then is 'restarted' set and the user's marker removed; a user whose MicroSIP does not
+    # come back keeps the marker (the next conversation tries again) and fails with why.
+    param($Names, [hashtable]$Exes, [hashtable]$Results, [int]$WaitMs)
+    $pending = New-Object System.Collections.ArrayList
+    $tasks = New-Object System.Collections.ArrayList
+    $running = @(Get-MicroSipProcess -Exes $Exes)
+    foreach ($name in $Names) {
+        if (@($running | Where-Object { $_.Owner -eq $name -and $_.SessionId -gt 0 }).Count -gt 0) {
+            $Results[$name].restarted = $true  # running already (the user started it)
+            Remove-Marker -Name $name
+            continue
+        }
+        try {
+            [void]$tasks.Add((Start-InUserSession -Name $name -Exe $Exes[$name] -Argument '/minimized' -Verb 'start'))
+            [void]$pending.Add($name)
+        } catch {
+            Set-Failure -Result $Results[$name] -Reason ('MicroSIP could not be started again: ' + (Get-ErrorText $_) + '; the next run with this host tries again')
+        }
+    }
+    try {
+        $deadline = (Get-Date).AddMilliseconds($WaitMs)
+        while ($pending.Count -gt 0) {
+            $running = @(Get-MicroSipProcess -Exes $Exes | Where-Object { $_.SessionId -gt 0 })
+            foreach ($name in @($pending.ToArray())) {
+                if (@($running | Where-Object { $_.Owner -eq $name }).Count -gt 0) {
+                    $Results[$name].restarted = $true
+                    Remove-Marker -Name $name
+                    $pending.Remove($name)
+                }
+            }
+            if ($pending.Count -eq 0 -or (Get-Date) -ge $deadline) {
+                break
+            }
+            Start-Sleep -Milliseconds 200
+        }
+    } finally {
+        Remove-UserTasks -Tasks $tasks
+    }
+    foreach ($name in $pending) {
+        $seconds = [int]($WaitMs / 1000)
+        Set-Failure -Result $Results[$name] -Reason ('MicroSIP did not start again within ' + $seconds + ' s (is the user still logged on?); the next run with this host tries again')
+    }
 }

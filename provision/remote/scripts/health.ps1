@@ -4,37 +4,42 @@
 
 function Invoke-Health {
     param($Request)
-    $users = @()
+    $users = New-Object System.Collections.ArrayList
     foreach ($user in $Request.users) {
-        $entry = Get-UserIni -Name $user.name -Install $Request.install
-        if ($entry.status -eq 'ok') {
-            $exe = Get-ExePath -ProfilePath $entry.profile_path -Install $Request.install
-            $entry.exe = Get-ExeInfo -Path $exe
-            $log = Get-LogPath -ProfilePath $entry.profile_path -Install $Request.install
-            $entry.log = Find-LogLine -Path $log -Patterns $Request.log_patterns
+        try {
+            $entry = [hashtable](Get-UserIni -Name $user.name -Install $Request.install -MaxBytes $Request.max_ini_bytes)
+            if ($entry.profile_path) {
+                $exe = Get-MicroSipExe -ProfilePath $entry.profile_path -Install $Request.install
+                $entry.exe = [hashtable](Get-ExeInfo -Path $exe)
+                $log = Get-LogPath -ProfilePath $entry.profile_path -Install $Request.install
+                $entry.log = [hashtable](Find-LogLine -Path $log -Patterns $Request.log_patterns -TailBytes $Request.log_tail_bytes)
+            }
+        } catch {
+            $entry = @{ name = [string]$user.name; status = 'failed'; reason = 'cannot read the ini: ' + (Get-ErrorText $_) }
         }
-        $users += $entry
+        [void]$users.Add($entry)
     }
-    $hooks = @()
+    Add-Running -Entries $users -Install $Request.install
+    $hooks = New-Object System.Collections.ArrayList
     foreach ($path in $Request.hooks) {
-        $hooks += @{ path = $path; exists = Test-Path -LiteralPath $path -PathType Leaf }
+        [void]$hooks.Add(@{ path = [string]$path; exists = [bool](Test-Path -LiteralPath $path -PathType Leaf) })
     }
-    $devices = @(Get-CimInstance -ClassName Win32_PnPEntity -Filter "PNPClass = 'AudioEndpoint'" | ForEach-Object { $_.Name })
+    $devices = [string[]]@(Get-CimInstance -ClassName Win32_PnPEntity -Filter "PNPClass = 'AudioEndpoint'" | ForEach-Object { $_.Name })
     Send-Reply @{ ok = $true; users = $users; hooks = $hooks; devices = $devices }
 }
 
 function Get-ExeInfo {
     # File version, and the build time from the PE header (TimeDateStamp, seconds since 1970).
     param([string]$Path)
-    $info = @{ path = $Path; exists = Test-Path -LiteralPath $Path -PathType Leaf }
+    $info = @{ path = $Path; exists = [bool](Test-Path -LiteralPath $Path -PathType Leaf) }
     if ($info.exists) {
-        $info.version = (Get-Item -LiteralPath $Path).VersionInfo.FileVersion
+        $info.version = ConvertTo-Text (Get-Item -LiteralPath $Path).VersionInfo.FileVersion
         $stream = [System.IO.File]::OpenRead($Path)
         try {
             $reader = New-Object System.IO.BinaryReader($stream)
             $stream.Position = 0x3C
             $stream.Position = $reader.ReadInt32() + 8
-            $info.build_time = $reader.ReadUInt32()
+            $info.build_time = [long]$reader.ReadUInt32()
         } finally {
             $stream.Dispose()
         }
@@ -42,39 +47,39 @@ function Get-ExeInfo {
     return $info
 }
 
-function Get-ExePath {
-    # The inventory's exe (%USERPROFILE% expanded), else where the installer puts it.
-    param([string]$ProfilePath, $Install)
-    if ($Install.exe) {
-        return $Install.exe.Replace('%USERPROFILE%', $ProfilePath)
-    }
-    return 'C:\Program Files\MicroSIP\microsip.exe'
-}
-
 function Get-LogPath {
     # <exe>_log.txt: next to a portable exe, in %LOCALAPPDATA%\MicroSIP for the installed one.
     param([string]$ProfilePath, $Install)
     if ($Install.mode -eq 'portable') {
-        $exe = $Install.exe.Replace('%USERPROFILE%', $ProfilePath)
+        $exe = Get-MicroSipExe -ProfilePath $ProfilePath -Install $Install
         return [System.IO.Path]::ChangeExtension($exe, $null).TrimEnd('.') + '_log.txt'
     }
     return Join-Path $ProfilePath 'AppData\Local\MicroSIP\microsip_log.txt'
 }
 
 function Find-LogLine {
-    # The last line of the log matching any of the patterns (regular expressions, as data).
-    param([string]$Path, $Patterns)
-    $result = @{ exists = Test-Path -LiteralPath $Path -PathType Leaf; line = $null }
+    # The last line matching any of the patterns (regular expressions, as data) in the log's
+    # last TailBytes. A level-5 log grows for weeks: only its end is read, never the whole
+    # file into this shell's memory (MaxMemoryPerShellMB). Opened for shared reading and
+    # writing: MicroSIP keeps it open for writing while it runs.
+    param([string]$Path, $Patterns, [long]$TailBytes)
+    $result = @{ exists = [System.IO.File]::Exists($Path); line = $null }
     if ($result.exists -and $Patterns) {
         $stream = New-Object System.IO.FileStream($Path, 'Open', 'Read', 'ReadWrite')
         try {
-            $text = (New-Object System.IO.StreamReader($stream)).ReadToEnd()
+            $start = [Math]::Max([long]0, $stream.Length - $TailBytes)
+            $stream.Position = $start
+            $bytes = (New-Object System.IO.BinaryReader($stream)).ReadBytes([int]($stream.Length - $start))
         } finally {
             $stream.Dispose()
         }
-        $found = @($text -split "`r?`n" | Select-String -Pattern $Patterns)
+        $lines = [System.Text.Encoding]::UTF8.GetString($bytes) -split "`r?`n"
+        if ($start -gt 0) {
+            $lines = @($lines | Select-Object -Skip 1)  # the first line is cut: not judged
+        }
+        $found = @($lines | Select-String -Pattern $Patterns)
         if ($found.Count -gt 0) {
-            $result.line = $found[-1].Line
+            $result.line = [string]$found[-1].Line
         }
     }
     return $result

@@ -1,14 +1,25 @@
 # provision-op: loop v1
-# One JSON request per line until standard input ends; one JSON reply line each.
+# Checks what the agent needs (answering a failure instead of any request), then one JSON
+# request per line until standard input ends; one JSON reply line each.
+
+$facts = Get-Preflight
+$failure = Get-PreflightFailure -Facts $facts
+if ($failure) {
+    Send-Reply @{ ok = $false; preflight = $failure; facts = $facts }
+    exit 1
+}
 
 while ($true) {
     $line = $stdin.ReadLine()
     if ($null -eq $line) {
         break
     }
-    $request = ConvertFrom-Json $line
+    $request = $json.DeserializeObject($line)
     try {
         switch ($request.op) {
+            'recover' {
+                Invoke-Recover -Request $request
+            }
             'discover' {
                 Invoke-Discover -Request $request
             }
@@ -24,6 +35,9 @@ while ($true) {
             'smoke' {
                 Invoke-Smoke -Request $request
             }
+            'inspect' {
+                Invoke-Inspect -Request $request
+            }
             'smoke-cleanup' {
                 Invoke-SmokeCleanup -Request $request
             }
@@ -32,6 +46,6 @@ while ($true) {
             }
         }
     } catch {
-        Send-Reply @{ ok = $false; error = $_.Exception.Message }
+        Send-Reply @{ ok = $false; error = [string]$_.Exception.Message }
     }
 }

@@ -1,42 +1,51 @@
 # provision-op: rollback v1
-# For each user: close their MicroSIP, put the newest backup back, start MicroSIP again
-# if it was running.
+# For each user with a backup: close their MicroSIP (all together, as apply does), put the
+# newest backup back, and start MicroSIP again for everyone it was closed for. One user's
+# failure is that user's result.
 
 function Invoke-Rollback {
     param($Request)
-    $users = @()
+    $clock = [System.Diagnostics.Stopwatch]::StartNew()
+    $results = @{}
+    $exes = @{}
+    $newest = @{}
+    $toClose = New-Object System.Collections.ArrayList
+    $users = New-Object System.Collections.ArrayList
     foreach ($user in $Request.users) {
-        $users += Restore-UserIni -User $user -Request $Request
+        $result = @{ name = [string]$user.name; status = 'failed'; restarted = $false }
+        $results[$user.name] = $result
+        [void]$users.Add($result)
+        try {
+            $backups = @(Get-Backups -Path $user.ini_path)
+            if ($backups.Count -eq 0) {
+                $result.status = 'no-backup'
+                continue
+            }
+            $newest[$user.name] = [string]$backups[-1].FullName
+            $exes[$user.name] = Get-UserExe -Name $user.name -Install $Request.install
+            [void]$toClose.Add([string]$user.name)
+        } catch {
+            Set-Failure -Result $result -Reason (Get-ErrorText $_)
+        }
+    }
+    $closed = @(Close-Users -Names $toClose -Exes $exes -Results $results -WaitMs $Request.exit_wait_ms -Clock $clock -UntilMs ($Request.budget_ms / 2))
+    try {
+        foreach ($user in $Request.users) {
+            $result = $results[$user.name]
+            if (-not $newest.ContainsKey($user.name) -or $result.status -ne 'failed' -or $result.reason) {
+                continue
+            }
+            try {
+                $content = Read-SharedBytes -Path $newest[$user.name]
+                Write-IniFile -Path $user.ini_path -Content $content -Digest (Get-Sha256 -Bytes $content)
+                $result.status = 'restored'
+                $result.backup = $newest[$user.name]
+            } catch {
+                Set-Failure -Result $result -Reason ('restore failed: ' + (Get-ErrorText $_))
+            }
+        }
+    } finally {
+        Start-Users -Names $closed -Exes $exes -Results $results -WaitMs $Request.start_wait_ms
     }
     Send-Reply @{ ok = $true; users = $users }
-}
-
-function Restore-UserIni {
-    param($User, $Request)
-    $result = @{ name = $User.name; status = 'failed' }
-    $backups = @(Get-Backups -Path $User.ini_path)
-    if ($backups.Count -eq 0) {
-        $result.status = 'no-backup'
-        return $result
-    }
-    $closed = Close-MicroSip -Name $User.name -WaitMs $Request.exit_wait_ms
-    if (-not $closed.ok) {
-        $result.status = 'busy'
-        $result.reason = $closed.reason
-        return $result
-    }
-    try {
-        $newest = $backups[-1].FullName
-        $content = [System.IO.File]::ReadAllBytes($newest)
-        Write-IniFile -Path $User.ini_path -Content $content -Digest (Get-Sha256 -Path $newest)
-        $result.status = 'restored'
-        $result.backup = $newest
-    } catch {
-        $result.reason = $_.Exception.Message
-    }
-    if ($closed.was_running) {
-        Start-InUserSession -Name $User.name -Exe $closed.exe -Argument '/minimized' -Verb 'start'
-        $result.restarted = $true
-    }
-    return $result
 }

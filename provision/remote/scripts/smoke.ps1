@@ -32,12 +32,12 @@ function Invoke-Smoke {
 
         $clock = [System.Diagnostics.Stopwatch]::StartNew()
         $instance = Start-Process -FilePath $testExe -ArgumentList $launch -PassThru
-        $seen = Wait-LogLine -Path $log -From 0 -Patterns $Request.ready_patterns -Process $instance -TimeoutMs $Request.ready_ms
+        $offset = [long]0
+        $seen = Wait-LogLine -Path $log -Offset ([ref]$offset) -Patterns $Request.ready_patterns -Process $instance -TimeoutMs $Request.ready_ms
         Add-Step -Steps $steps -Name 'start' -Status 'done' -Line $seen.line -Alive $seen.alive -Ms $clock.ElapsedMilliseconds
         if ($null -eq $seen.line) {
             return
         }
-        $offset = $seen.offset
         foreach ($command in $Request.commands) {
             $clock = [System.Diagnostics.Stopwatch]::StartNew()
             $launcher = Start-Process -FilePath $testExe -ArgumentList $command.argument -PassThru
@@ -59,8 +59,7 @@ function Invoke-Smoke {
                 }
                 continue
             }
-            $seen = Wait-LogLine -Path $log -From $offset -Patterns $command.expect -Process $instance -TimeoutMs $Request.step_ms
-            $offset = $seen.offset
+            $seen = Wait-LogLine -Path $log -Offset ([ref]$offset) -Patterns $command.expect -Process $instance -TimeoutMs $Request.step_ms
             Add-Step -Steps $steps -Name $command.name -Status 'done' -Line $seen.line -Alive $seen.alive -Ms $clock.ElapsedMilliseconds
             if (-not $seen.alive) {
                 return
@@ -70,40 +69,44 @@ function Invoke-Smoke {
         Add-Step -Steps $steps -Name 'error' -Status 'fail' -Reason $_.Exception.Message
     } finally {
         $cleanup = Remove-SmokeCopy -Instance $instance -TestExe $testExe -Folder $Request.folder -Method $Request.method
-        Send-Reply @{ ok = $true; exe = $exe; method = $Request.method; steps = $steps.ToArray(); cleanup = $cleanup }
+        Send-Reply @{ ok = $true; exe = [hashtable]$exe; method = [string]$Request.method; steps = $steps; cleanup = [hashtable]$cleanup }
     }
 }
 
 function Add-Step {
-    param($Steps, [string]$Name, [string]$Status, [string]$Reason, [string]$Line, $Alive, [long]$Ms)
-    $Steps.Add(@{ name = $Name; status = $Status; reason = $Reason; line = $Line; alive = $Alive; ms = $Ms }) | Out-Null
+    # Reason and Line stay $null when not given ([string] parameters would make them '').
+    param($Steps, [string]$Name, [string]$Status, $Reason, $Line, $Alive, [long]$Ms)
+    $step = @{ name = $Name; status = $Status; reason = (ConvertTo-Text $Reason); line = (ConvertTo-Text $Line) }
+    $step.alive = if ($null -eq $Alive) { $null } else { [bool]$Alive }
+    $step.ms = $Ms
+    [void]$Steps.Add($step)
 }
 
 function Wait-LogLine {
-    # Polls the log (shared read: MicroSIP keeps it open) for a line after offset From that
-    # matches a pattern, until found, the process ends, or TimeoutMs.
-    param([string]$Path, [long]$From, $Patterns, $Process, [int]$TimeoutMs)
+    # Polls the log (shared read: MicroSIP keeps it open) for a line after Offset that
+    # matches a pattern, until found, the process ends, or TimeoutMs. Moves Offset on.
+    param([string]$Path, [ref]$Offset, $Patterns, $Process, [int]$TimeoutMs)
     $deadline = (Get-Date).AddMilliseconds($TimeoutMs)
-    $offset = $From
+    $from = $Offset.Value
     while ($true) {
         $Process.Refresh()
         $alive = -not $Process.HasExited
         if (Test-Path -LiteralPath $Path -PathType Leaf) {
             $stream = New-Object System.IO.FileStream($Path, 'Open', 'Read', 'ReadWrite')
             try {
-                $stream.Position = [Math]::Min($From, $stream.Length)
+                $stream.Position = [Math]::Min($from, $stream.Length)
                 $text = (New-Object System.IO.StreamReader($stream)).ReadToEnd()
-                $offset = $stream.Length
+                $Offset.Value = $stream.Length
             } finally {
                 $stream.Dispose()
             }
             $found = @($text -split "`r?`n" | Select-String -Pattern $Patterns)
             if ($found.Count -gt 0) {
-                return @{ line = $found[0].Line; alive = $alive; offset = $offset }
+                return @{ line = $found[0].Line; alive = $alive }
             }
         }
         if (-not $alive -or (Get-Date) -gt $deadline) {
-            return @{ line = $null; alive = $alive; offset = $offset }
+            return @{ line = $null; alive = $alive }
         }
         Start-Sleep -Milliseconds 200
     }
@@ -129,7 +132,7 @@ function Remove-SmokeCopy {
         }
     } catch {
         $result.ok = $false
-        $result.reason = $_.Exception.Message
+        $result.reason = [string]$_.Exception.Message
     }
     return $result
 }
