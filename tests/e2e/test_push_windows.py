@@ -127,7 +127,7 @@ def test_users_past_the_hosts_time_budget_are_busy_with_microsip_still_running(t
         env = read_env_file(lab.fleet.env_file)
         project = Project(lab.profiles, ROOT / "templates", lab.root / "state.db", env, lab.root)
         prepared = prepare(project, lab.fleet.inventory)
-        (job,) = host_jobs(prepared, None)
+        (job,) = host_jobs(prepared, {})
         connect = winrm_connect(Credentials(env["PROVISION_WINRM_USER"], Secret(env["PROVISION_WINRM_PASSWORD"])))
         options = PushOptions(timeout=2, per_user_seconds=0.2)  # 5 s for 15 users to change
         result = push_host(job, connect(prepared.inventory), options, b"k" * 32)
