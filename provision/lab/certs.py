@@ -1,4 +1,10 @@
-"""A throwaway test CA and one server certificate for every lab address (IP SANs)."""
+"""A throwaway test CA and one server certificate for every lab address (IP SANs).
+
+The CA looks like an internal Active Directory Certificate Services root, the kind an
+admin's workstations trust through their system store: a name under the domain's DC
+components and the CA Version extension AD CS puts in every CA certificate
+(szOID_CERTSRV_CA_VERSION, 1.3.6.1.4.1.311.21.1; value 0 for a CA's first key).
+"""
 
 from __future__ import annotations
 
@@ -11,12 +17,21 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+CA_VERSION = x509.ObjectIdentifier("1.3.6.1.4.1.311.21.1")  # szOID_CERTSRV_CA_VERSION
+CA_NAME = x509.Name(
+    [
+        x509.NameAttribute(NameOID.DOMAIN_COMPONENT, "example"),
+        x509.NameAttribute(NameOID.DOMAIN_COMPONENT, "lab"),
+        x509.NameAttribute(NameOID.COMMON_NAME, "provision lab test CA"),
+    ]
+)
+
 
 def make_certificates(folder: Path, addresses: list[str]) -> tuple[Path, Path, Path, bytes]:
     """Write ca.pem, server.pem, server.key into folder; return their paths and the server cert (DER)."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "provision lab test CA")])
+    ca_name = CA_NAME
     ca = (
         x509.CertificateBuilder()
         .subject_name(ca_name)
@@ -28,6 +43,7 @@ def make_certificates(folder: Path, addresses: list[str]) -> tuple[Path, Path, P
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .add_extension(x509.UnrecognizedExtension(CA_VERSION, b"\x02\x01\x00"), critical=False)  # INTEGER 0
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
