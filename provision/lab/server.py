@@ -15,6 +15,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import json
 import os
 import socket
 import ssl
@@ -29,6 +30,7 @@ import spnego
 from spnego._ntlm_raw.crypto import lmowfv1, ntowfv1
 from spnego.channel_bindings import GssChannelBindings
 
+from provision.lab.certs import SERVER_CERTIFICATES
 from provision.lab.host import SimulatedHost
 from provision.lab.wsman import WSManService
 
@@ -87,11 +89,7 @@ class LabServer:
         self.username, self.password = username, password
         _store_ntlm_hashes(cert.parent / "ntlm-hashes", username, password)
         self.http_port, self.https_port = http_port, https_port
-        self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self._tls.load_cert_chain(cert, key)
-        self._bindings = GssChannelBindings(
-            application_data=b"tls-server-end-point:" + hashlib.sha256(cert_der).digest()
-        )
+        self._tls, self._bindings = _server_tls(cert, key, cert_der, list(self.endpoints))
         self._servers: dict[str, list[asyncio.base_events.Server]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -153,7 +151,7 @@ class LabServer:
                     self._handler(address, tls),
                     address,
                     port,
-                    ssl=self._tls if tls else None,
+                    ssl=self._tls[address] if tls else None,
                     reuse_address=True,
                     backlog=256,
                 )
@@ -230,7 +228,7 @@ class LabServer:
         elif scheme.lower() in ("negotiate", "ntlm"):
             if connection.context is None or connection.authenticated:
                 connection.context = spnego.server(
-                    protocol="ntlm", channel_bindings=self._bindings if connection.tls else None
+                    protocol="ntlm", channel_bindings=self._bindings[endpoint.address] if connection.tls else None
                 )
                 connection.authenticated = False
             try:
@@ -282,6 +280,31 @@ def _reset(writer: asyncio.StreamWriter) -> None:
     if sock is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()
+
+
+def _server_tls(
+    cert: Path, key: Path, cert_der: bytes, addresses: list[str]
+) -> tuple[dict[str, ssl.SSLContext], dict[str, GssChannelBindings]]:
+    """A TLS context and channel binding per address: the certificate make_certificates gave each
+    (see certs.SERVER_CERTIFICATES), or the one certificate given for all."""
+    index_path = cert.parent / SERVER_CERTIFICATES
+    index: dict[str, str] = json.loads(index_path.read_text("utf-8")) if index_path.is_file() else {}
+    made: dict[str, tuple[ssl.SSLContext, GssChannelBindings]] = {}
+    contexts, bindings = {}, {}
+    for address in addresses:
+        path = cert.parent / index.get(address, cert.name)
+        if path.name not in made:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(path, key)
+            der = cert_der if path == cert else ssl.PEM_cert_to_DER_cert(path.read_text("ascii"))
+            made[path.name] = (context, GssChannelBindings(application_data=_end_point(der)))
+        contexts[address], bindings[address] = made[path.name]
+    return contexts, bindings
+
+
+def _end_point(der: bytes) -> bytes:
+    """RFC 5929 tls-server-end-point of the lab's certificates (ECDSA with SHA-256)."""
+    return b"tls-server-end-point:" + hashlib.sha256(der).digest()
 
 
 def _store_ntlm_hashes(store: Path, username: str, password: str) -> None:

@@ -1,7 +1,8 @@
 """The lean WinRM transport: pywinrm's Protocol on one persistent connection per host.
 
 What it takes out of the stock path (requests, urllib3, xmltodict) and what it keeps:
-- one `http.client` connection per host, kept alive for the whole conversation;
+- one HTTP/1.1 connection per host, kept alive for the whole conversation (wire.HTTPChannel:
+  standard-library sockets; http.client cost twice the CPU per request, see wire.py);
 - authentication once per connection: NTLM through pyspnego (channel binding over HTTPS,
   message sealing over HTTP) with the password hashes computed once per run; Basic (HTTPS only)
   sent with every request, as Windows expects;

@@ -273,6 +273,10 @@ def translate(exc: BaseException, settings: WinRMSettings, clock: Clock | None =
         if any(word in text.lower() for word in _RESET_WORDS):
             return TransportError(UNREACHABLE, f"connection to {where} was reset", transient=True)
         return TransportError(TLS, f"TLS handshake failed for {where}")
+    if isinstance(exc, requests.exceptions.ConnectionError) and any(
+        isinstance(arg, urllib3.exceptions.ReadTimeoutError) for arg in exc.args
+    ):  # requests' name for a read that timed out while the body was streaming
+        exc = requests.exceptions.ReadTimeout(*exc.args)
     if isinstance(exc, requests.exceptions.ReadTimeout | requests.exceptions.ConnectTimeout) and clock.expired():
         return clock.expired_error()
     if isinstance(exc, requests.exceptions.ReadTimeout):
