@@ -31,6 +31,7 @@ from spnego._ntlm_raw.crypto import lmowfv1, ntowfv1
 from spnego.channel_bindings import GssChannelBindings
 
 from provision.lab.certs import SERVER_CERTIFICATES
+from provision.lab.faults import Faults
 from provision.lab.host import SimulatedHost
 from provision.lab.wsman import WSManService
 
@@ -260,7 +261,7 @@ class LabServer:
         return Reply(status, [("Content-Type", "application/soap+xml;charset=UTF-8")], reply, action)
 
 
-async def _send(writer: asyncio.StreamWriter, data: bytes, faults: Any) -> None:
+async def _send(writer: asyncio.StreamWriter, data: bytes, faults: Faults) -> None:
     """Write a reply; at faults.trickle_bytes_per_s, a few bytes at a time, twenty times a second."""
     rate = faults.trickle_bytes_per_s
     if not rate or rate <= 0:
