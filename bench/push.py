@@ -1,24 +1,37 @@
-"""Push benchmark: N lab workstations with injected latency, pushed with --forks F.
+"""Push benchmark: N lab workstations with injected latency, pushed with --forks F, transports side by side.
 
-The lab runs in a child process (its own core); this process is the controller, as an admin
-would run it. Three runs: a first push (every host changed; MicroSIP running on half of
-them, so closed, re-merged and restarted), a second push (nothing changed), and a push
-after a profile change. For each: wall time, WS-Management operations and HTTP requests
-per host (counted by the lab), and the ratio to the latency limit
+The lab runs in a child process; this process is the controller, as an admin would run it.
+For each transport (the lean one, then stock pywinrm, each against a fresh lab) three runs:
+a first push (every host changed; MicroSIP running on half of them, so closed, re-merged
+and restarted), a second push (nothing changed) and a push after a profile change.
+For each run:
 
-    limit = requests per host x latency x ceil(hosts / forks)
+    wall s       wall time of the push
+    ops, http    WS-Management operations and HTTP requests per host (counted by the lab)
+    limit s      what the round trips alone cost if every fork were always busy:
+                 rounds x (http requests per host x latency + powershell start), rounds = ceil(hosts / forks)
+    ratio        wall / limit (goals: unchanged <= 1.3, changed <= 1.5)
+    ctl ms/host  the controller's CPU time (this process and any worker processes) / hosts
+    vs stock     that CPU per host against stock pywinrm's for the same run (goals: unchanged <= 0.35,
+                 changed <= 0.4)
+    lab ms/host  the lab's CPU time / hosts; lab busy = lab CPU / wall (the lab is one event loop:
+                 near 100 % means the lab, not the controller, is what is slow)
 
-i.e. what the round trips alone cost if every fork were always busy. Goals: unchanged
-push at most 6 operations per host, changed at most 10; wall time within 1.5x of the
-limit and 500 hosts in under 60 s.
+Then, on the lean transport: the same fleet with realistic Windows timing (powershell.exe
+taking --ps-start ms to start, 800 by default; real Windows 5.1: 0.5 to 1.5 s), pushed first and
+then unchanged at each of --sweep forks, to show which --forks the fleet needs; and, when
+RunSettings has a `workers` field, the unchanged push with 1 and with 2 worker processes.
+With --trickle, a last run measures how closely --timeout is kept against a server that
+sends its replies slowly (each transport, one host, --timeout 10).
 
-    python bench/push.py                          # 500 hosts, 30 ms, --forks 64
-    python bench/push.py --hosts 100 --latency 10
+    python bench/push.py                          # 500 hosts, 30 ms, --forks 64 (about 3 minutes here)
+    python bench/push.py --hosts 100 --latency 10 --sweep 16,64 --json
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -29,19 +42,28 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 GOAL_OPS = {"first push": 10, "unchanged": 6, "profile change": 10}  # per host, at most
+GOAL_RATIO = {"unchanged": 1.3}  # wall / limit; 1.5 for pushes that change hosts
+GOAL_CPU = {"unchanged": 0.35}  # lean CPU / stock CPU per host; 0.4 for pushes that change hosts
+CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 
 
-def start_lab(folder: Path, hosts: int, latency: float) -> subprocess.Popen[bytes]:
-    child = subprocess.Popen(
-        [sys.executable, "-m", "provision.lab.daemon", str(folder), str(hosts), "1", str(latency)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 300
+def start_lab(
+    folder: Path, hosts: int, latency: float, faults: dict[str, dict[str, Any]] | None = None
+) -> subprocess.Popen[bytes]:
+    arguments = [sys.executable, "-m", "provision.lab.daemon", str(folder), str(hosts), "1", str(latency)]
+    if faults:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "faults.json").write_text(json.dumps(faults), "utf-8")
+        arguments.append(str(folder / "faults.json"))
+    child = subprocess.Popen(arguments, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
     while not (folder / "lab.pid").exists():
         if child.poll() is not None or time.monotonic() > deadline:
             raise SystemExit("the lab did not start")
@@ -72,70 +94,262 @@ def per_host(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]
     return sum(ops) / len(ops), sum(http) / len(http), max(ops)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--hosts", type=int, default=500)
-    parser.add_argument("--latency", type=float, default=30.0, help="milliseconds per request")
-    parser.add_argument("--forks", type=int, default=64)
-    parser.add_argument("--auth", choices=["ntlm", "basic"], default="ntlm", help="WinRM auth, over HTTPS")
-    args = parser.parse_args()
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a live process has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
 
+
+def controller_cpu(lab_pid: int) -> float:
+    """This process's CPU, plus its other children's (worker processes), live or finished; not the lab's."""
+    total = time.process_time()
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total += reaped.ru_utime + reaped.ru_stime
+    me = str(os.getpid())
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == lab_pid:
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == me:
+            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICK
+    return total
+
+
+@dataclasses.dataclass
+class Lab:
+    work: Path
+    child: subprocess.Popen[bytes]
+    project: Any
+    inventory: Path
+    credentials: Any
+
+    @property
+    def folder(self) -> Path:
+        return self.work / "lab"
+
+
+@contextmanager
+def running_lab(
+    hosts: int, latency: float, auth: str, faults: dict[str, dict[str, Any]] | None = None
+) -> Iterator[Lab]:
     from provision.project import Project
-    from provision.push import PushOptions
-    from provision.rollout import Credentials, RunSettings, push, winrm_connect
+    from provision.rollout import Credentials
     from provision.secrets import Secret, read_env_file
 
     work = Path(tempfile.mkdtemp(prefix="provision-bench-push-"))
     child = None
     try:
         shutil.copytree(ROOT / "profiles", work / "profiles")
-        started = time.monotonic()
-        child = start_lab(work / "lab", args.hosts, args.latency)
-        print(
-            f"lab: {args.hosts} hosts, {args.latency:g} ms per request, up in {time.monotonic() - started:.1f} s; "
-            f"{args.auth} over https, --forks {args.forks}"
-        )
+        child = start_lab(work / "lab", hosts, latency, faults)
         inventory = work / "lab" / "inventory.yaml"
-        if args.auth != "ntlm":
-            inventory.write_text(inventory.read_text("utf-8").replace("auth: ntlm", f"auth: {args.auth}"), "utf-8")
+        if auth != "ntlm":
+            inventory.write_text(inventory.read_text("utf-8").replace("auth: ntlm", f"auth: {auth}"), "utf-8")
         env = read_env_file(work / "lab" / "lab.env")
         project = Project(work / "profiles", None, work / "state.db", env, work)
-        connect = winrm_connect(Credentials(env["PROVISION_WINRM_USER"], Secret(env["PROVISION_WINRM_PASSWORD"])))
-        rounds = math.ceil(args.hosts / args.forks)
-        print(
-            f"{'run':<15} {'wall s':>7} {'ops/host':>9} {'max':>4} {'goal':>5} {'http/host':>10} "
-            f"{'limit s':>8} {'ratio':>6} {'status'}"
-        )
-        for name in ("first push", "unchanged", "profile change"):
-            if name == "profile change":
-                sales = work / "profiles" / "sales.yaml"
-                sales.write_text(sales.read_text("utf-8").replace("autoAnswer: button", "autoAnswer: all"), "utf-8")
-            before = lab_stats(child, work / "lab")
-            clock = time.monotonic()
-            run = push(project, inventory, connect, PushOptions(), RunSettings(forks=args.forks))
-            wall = time.monotonic() - clock
-            after = lab_stats(child, work / "lab")
-            ops, http, most = per_host(before, after)
-            limit = http * args.latency / 1000 * rounds
-            counts: dict[str, int] = {}
-            for host in run.hosts:
-                counts[host.status] = counts.get(host.status, 0) + 1
-            status = ", ".join(f"{n} {s}" for s, n in counts.items())
-            reasons = sorted({h.reason for h in run.hosts if h.reason})
-            if reasons:
-                status += " (" + "; ".join(reasons[:3]) + ")"
-            print(
-                f"{name:<15} {wall:7.2f} {ops:9.2f} {most:4d} {GOAL_OPS[name]:5d} {http:10.2f} "
-                f"{limit:8.2f} {wall / limit:6.2f} {status}"
-            )
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"controller peak memory: {peak:.0f} MB; limit = http requests/host x latency x ceil(hosts/forks)")
-        print(f"goals: ratio <= 1.5, {args.hosts} hosts in < 60 s")
+        credentials = Credentials(env["PROVISION_WINRM_USER"], Secret(env["PROVISION_WINRM_PASSWORD"]))
+        yield Lab(work, child, project, inventory, credentials)
     finally:
         if child is not None:
             child.terminate()
-            child.wait(timeout=30)
+            child.wait(timeout=60)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def workers_field() -> bool:
+    from provision.rollout import RunSettings
+
+    return any(f.name == "workers" for f in dataclasses.fields(RunSettings))
+
+
+def measured_push(
+    lab: Lab,
+    name: str,
+    *,
+    transport: str,
+    forks: int,
+    latency: float,
+    ps_start_ms: float = 0.0,
+    workers: int | None = None,
+    timeout: float = 120.0,
+) -> dict[str, Any]:
+    """One push, measured: wall, CPU of controller and lab, requests per host, statuses."""
+    from provision.push import PushOptions
+    from provision.rollout import RunSettings, push, winrm_connect
+
+    connect = winrm_connect(lab.credentials, timeout=timeout, transport=transport)
+    settings = RunSettings(forks=forks)
+    if workers is not None:  # a field the fleet runner may have (see workers_field)
+        settings = dataclasses.replace(settings, workers=workers)
+    before = lab_stats(lab.child, lab.folder)
+    lab_before, ctl_before = process_cpu(lab.child.pid), controller_cpu(lab.child.pid)
+    clock = time.monotonic()
+    run = push(lab.project, lab.inventory, connect, PushOptions(timeout=timeout), settings)
+    wall = time.monotonic() - clock
+    ctl = controller_cpu(lab.child.pid) - ctl_before
+    lab_cpu = process_cpu(lab.child.pid) - lab_before
+    after = lab_stats(lab.child, lab.folder)
+    ops, http, most = per_host(before, after)
+    hosts = len(run.hosts)
+    rounds = math.ceil(hosts / forks)
+    limit = rounds * (http * latency / 1000 + ps_start_ms / 1000)
+    statuses: dict[str, int] = {}
+    for host in run.hosts:
+        statuses[host.status] = statuses.get(host.status, 0) + 1
+    return {
+        "run": name,
+        "transport": transport,
+        "hosts": hosts,
+        "forks": forks,
+        "workers": workers,
+        "latency_ms": latency,
+        "powershell_start_ms": ps_start_ms,
+        "wall_s": round(wall, 3),
+        "limit_s": round(limit, 3),
+        "ratio": round(wall / limit, 2) if limit else None,
+        "ops_per_host": round(ops, 2),
+        "max_ops": most,
+        "http_per_host": round(http, 2),
+        "controller_cpu_ms_per_host": round(ctl / hosts * 1000, 2),
+        "controller_cores_busy": round(ctl / wall, 2),
+        "lab_cpu_ms_per_host": round(lab_cpu / hosts * 1000, 2),
+        "lab_busy": round(lab_cpu / wall, 2),
+        "statuses": statuses,
+        "reasons": sorted({h.reason for h in run.hosts if h.reason})[:3],
+    }
+
+
+HEADER = (
+    f"{'run':<15} {'transport':<8} {'forks':>5} {'wall s':>7} {'ops':>5} {'http':>5} {'limit s':>7} {'ratio':>5} "
+    f"{'ctl ms/host':>11} {'vs stock':>8} {'lab ms/host':>11} {'lab busy':>8}  status"
+)
+
+
+def show(row: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(row), flush=True)
+        return
+    status = ", ".join(f"{n} {s}" for s, n in row["statuses"].items())
+    if row["reasons"]:
+        status += " (" + "; ".join(row["reasons"]) + ")"
+    versus = f"{row['cpu_vs_stock']:.2f}" if row.get("cpu_vs_stock") is not None else "-"
+    name = row["run"] if row["workers"] is None else f"{row['run']} w={row['workers']}"
+    print(
+        f"{name:<15} {row['transport']:<8} {row['forks']:>5} {row['wall_s']:7.2f} {row['ops_per_host']:5.1f} "
+        f"{row['http_per_host']:5.1f} {row['limit_s']:7.2f} {row['ratio']:5.2f} "
+        f"{row['controller_cpu_ms_per_host']:11.2f} {versus:>8} {row['lab_cpu_ms_per_host']:11.2f} "
+        f"{row['lab_busy'] * 100:7.0f}%  {status}",
+        flush=True,
+    )
+
+
+def note(text: str, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"note": text}), flush=True)
+    else:
+        print(text, flush=True)
+
+
+def change_profile(lab: Lab) -> None:
+    sales = lab.work / "profiles" / "sales.yaml"
+    sales.write_text(sales.read_text("utf-8").replace("autoAnswer: button", "autoAnswer: all"), "utf-8")
+
+
+def side_by_side(args: argparse.Namespace, show_row: Callable[[dict[str, Any]], None]) -> None:
+    stock: dict[str, dict[str, Any]] = {}
+    lean: dict[str, dict[str, Any]] = {}
+    for transport, rows in (("pywinrm", stock), ("auto", lean)):
+        with running_lab(args.hosts, args.latency, args.auth) as lab:
+            for name in ("first push", "unchanged", "profile change"):
+                if name == "profile change":
+                    change_profile(lab)
+                rows[name] = measured_push(lab, name, transport=transport, forks=args.forks, latency=args.latency)
+    for name in lean:
+        show_row(stock[name])
+        row = lean[name]
+        row["cpu_vs_stock"] = round(row["controller_cpu_ms_per_host"] / stock[name]["controller_cpu_ms_per_host"], 3)
+        show_row(row)
+
+
+def windows_timing(args: argparse.Namespace, show_row: Callable[[dict[str, Any]], None], as_json: bool) -> None:
+    faults = {"*": {"powershell_start_ms": args.ps_start}}
+    note(f"-- with Windows timing: powershell.exe starts in {args.ps_start:g} ms (lean transport)", as_json)
+    with running_lab(args.hosts, args.latency, args.auth, faults) as lab:
+        common = {"transport": "auto", "latency": args.latency, "ps_start_ms": args.ps_start}
+        show_row(measured_push(lab, "first push", forks=args.forks, **common))
+        for forks in args.sweep:
+            show_row(measured_push(lab, "unchanged", forks=forks, **common))
+        if workers_field():
+            for workers in (1, 2):
+                show_row(measured_push(lab, "unchanged", forks=args.forks, workers=workers, **common))
+        else:
+            note("worker comparison unavailable: RunSettings has no `workers` field", as_json)
+
+
+def timeout_check(args: argparse.Namespace, as_json: bool) -> None:
+    """How long a push with --timeout 10 takes against a server that trickles its replies."""
+    from provision.push import PushOptions
+    from provision.rollout import RunSettings, push, winrm_connect
+
+    timeout = 10.0
+    note(f"-- a server sending {args.trickle:g} bytes/s, --timeout {timeout:g} (one host)", as_json)
+    for transport in ("auto", "pywinrm"):
+        with running_lab(1, 0.0, args.auth, {"*": {"trickle_bytes_per_s": args.trickle}}) as lab:
+            connect = winrm_connect(lab.credentials, timeout=timeout, transport=transport)
+            clock = time.monotonic()
+            run = push(lab.project, lab.inventory, connect, PushOptions(timeout=timeout, retries=0), RunSettings())
+            wall = time.monotonic() - clock
+            (host,) = run.hosts
+            over = f"{(host.seconds / timeout - 1) * 100:+.1f}%"
+            row = {"run": "trickle", "transport": transport, "timeout_s": timeout, "host_s": round(host.seconds, 3)}
+            row |= {"over_by": over, "kind": host.kind, "wall_s": round(wall, 3)}
+            if as_json:
+                print(json.dumps(row), flush=True)
+            else:
+                print(
+                    f"{transport:<8} host took {host.seconds:.2f} s for a {timeout:g} s limit ({row['over_by']}), "
+                    f"failed as {host.kind or '-'}: {host.reason}",
+                    flush=True,
+                )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hosts", type=int, default=500)
+    parser.add_argument("--latency", type=float, default=30.0, help="milliseconds per request")
+    parser.add_argument("--forks", type=int, default=64)
+    parser.add_argument("--auth", choices=["ntlm", "basic"], default="ntlm", help="WinRM auth, over HTTPS")
+    parser.add_argument("--ps-start", type=float, default=800.0, help="powershell.exe start-up, ms (0: skip)")
+    parser.add_argument(
+        "--sweep",
+        type=lambda text: [int(n) for n in text.split(",") if n],
+        default=[32, 64, 128, 256, 512],
+        help="forks to try with Windows timing, comma-separated",
+    )
+    parser.add_argument("--trickle", type=float, default=0.0, help="bytes/s for the --timeout check (0: skip)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per run")
+    args = parser.parse_args()
+
+    def show_row(row: dict[str, Any]) -> None:
+        show(row, args.json)
+
+    started = time.monotonic()
+    note(
+        f"{args.hosts} hosts, {args.latency:g} ms per request, {args.auth} over https, --forks {args.forks}, "
+        f"{os.cpu_count()} cores (lab and controller share them)",
+        args.json,
+    )
+    if not args.json:
+        print(HEADER)
+    side_by_side(args, show_row)
+    if args.ps_start > 0:
+        windows_timing(args, show_row, args.json)
+    if args.trickle > 0:
+        timeout_check(args, args.json)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    note(f"controller peak memory {peak:.0f} MB; bench took {time.monotonic() - started:.0f} s", args.json)
 
 
 if __name__ == "__main__":

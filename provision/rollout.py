@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -122,11 +123,14 @@ class RunSettings:
 EVERY_HOST = RunSettings()  # the default: all hosts, 16 at a time, one process, no progress shown
 
 
-def winrm_connect(credentials: Credentials, *, verify_tls: bool = True, timeout: float = 120.0) -> ConnectFactory:
+def winrm_connect(
+    credentials: Credentials, *, verify_tls: bool = True, timeout: float = 120.0, transport: str = "auto"
+) -> ConnectFactory:
     """Connect functions that open a pywinrm transport for a host's connection settings."""
 
     def factory(inventory: LoadedInventory) -> Connect:
-        from provision.transport.winrm import WinRMSettings, WinRMTransport
+        from provision.transport import open_transport
+        from provision.transport.winrm import WinRMSettings
 
         base = inventory.path.resolve().parent
         _check_ca_bundles(inventory)
@@ -146,7 +150,7 @@ def winrm_connect(credentials: Credentials, *, verify_tls: bool = True, timeout:
                 ca_bundle=ca_bundle,
                 operation_timeout=max(1, min(20, int(timeout / 4))),
             )
-            return WinRMTransport(settings)
+            return open_transport(settings, transport, deadline=time.monotonic() + timeout)
 
         return connect
 

@@ -3,6 +3,10 @@
 HTTP/1.1 with keep-alive; TLS with the lab CA; Basic (over HTTPS only, as Windows' default
 AllowUnencrypted=false demands) and NTLM through pyspnego, with WinRM message encryption
 over HTTP and channel binding checked over HTTPS.
+
+Transport faults happen here: a reset before the reply (reset_on) or in the middle of it
+(reset_mid_response: headers and part of the body, then a TCP reset), and replies sent at
+trickle_bytes_per_s.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import json
+import os
 import socket
 import ssl
 import struct
@@ -21,14 +27,18 @@ from pathlib import Path
 from typing import Any
 
 import spnego
+from spnego._ntlm_raw.crypto import lmowfv1, ntowfv1
 from spnego.channel_bindings import GssChannelBindings
 
+from provision.lab.certs import SERVER_CERTIFICATES
+from provision.lab.faults import Faults
 from provision.lab.host import SimulatedHost
 from provision.lab.wsman import WSManService
 
 BOUNDARY = b"--Encrypted Boundary"
 ENCRYPTED_TYPE = b"application/HTTP-SPNEGO-session-encrypted"
 HTTP_PORT, HTTPS_PORT = 5985, 5986
+_NTLM_STORE_LOCK = threading.Lock()
 
 
 @dataclass
@@ -53,6 +63,14 @@ class Request:
     body: bytes
 
 
+@dataclass
+class Reply:
+    status: int  # -1: reset the connection instead of answering
+    headers: list[tuple[str, str]]
+    body: bytes
+    action: str = ""  # the WS-Management action answered, if any
+
+
 class LabServer:
     """Serves every endpoint on HTTP (5985) and HTTPS (5986) of its own address."""
 
@@ -70,12 +88,9 @@ class LabServer:
     ) -> None:
         self.endpoints = {e.address: e for e in endpoints}
         self.username, self.password = username, password
+        _store_ntlm_hashes(cert.parent / "ntlm-hashes", username, password)
         self.http_port, self.https_port = http_port, https_port
-        self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self._tls.load_cert_chain(cert, key)
-        self._bindings = GssChannelBindings(
-            application_data=b"tls-server-end-point:" + hashlib.sha256(cert_der).digest()
-        )
+        self._tls, self._bindings = _server_tls(cert, key, cert_der, list(self.endpoints))
         self._servers: dict[str, list[asyncio.base_events.Server]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -137,7 +152,7 @@ class LabServer:
                     self._handler(address, tls),
                     address,
                     port,
-                    ssl=self._tls if tls else None,
+                    ssl=self._tls[address] if tls else None,
                     reuse_address=True,
                     backlog=256,
                 )
@@ -175,72 +190,137 @@ class LabServer:
                 faults = endpoint.host.faults
                 if faults.latency_ms:
                     await asyncio.sleep(faults.latency_ms / 1000)
-                status, headers, body = await self._respond(endpoint, connection, request)
-                if status == -1:  # reset the connection mid-request
-                    if sock is not None:
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    writer.transport.abort()
+                reply = await self._respond(endpoint, connection, request)
+                if reply.status == -1:  # reset the connection instead of answering
+                    _reset(writer)
                     return
-                writer.write(_response(status, headers, body))
-                await writer.drain()
+                data = _response(reply.status, reply.headers, reply.body)
+                if faults.reset_mid_response and reply.action == faults.reset_mid_response:
+                    # The headers and part of the body go out, then the connection is reset.
+                    await _send(writer, data[: len(data) - len(reply.body) + len(reply.body) // 2], faults)
+                    await asyncio.sleep(0.05)  # let the part reach the client before the reset
+                    _reset(writer)
+                    return
+                await _send(writer, data, faults)
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, ValueError):
             pass
         finally:
             with contextlib.suppress(Exception):
                 writer.close()
 
-    async def _respond(
-        self, endpoint: Endpoint, connection: _Connection, request: Request
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
+    async def _respond(self, endpoint: Endpoint, connection: _Connection, request: Request) -> Reply:
         faults = endpoint.host.faults
         challenge = [("WWW-Authenticate", "Negotiate")]
         if connection.tls:
             challenge.append(("WWW-Authenticate", 'Basic realm="WSMAN"'))
         if request.method != "POST":
-            return 405, [], b""
+            return Reply(405, [], b"")
         if faults.reject_auth:
-            return 401, challenge, b""
+            return Reply(401, challenge, b"")
         auth = request.headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
         body = request.body
         if scheme.lower() == "basic":
             if not connection.tls:
-                return 401, challenge, b""  # AllowUnencrypted=false: no Basic over HTTP
+                return Reply(401, challenge, b"")  # AllowUnencrypted=false: no Basic over HTTP
             user, _, password = base64.b64decode(token).decode("utf-8", "replace").partition(":")
             if (user, password) != (self.username, self.password):
-                return 401, challenge, b""
+                return Reply(401, challenge, b"")
         elif scheme.lower() in ("negotiate", "ntlm"):
             if connection.context is None or connection.authenticated:
                 connection.context = spnego.server(
-                    protocol="ntlm", channel_bindings=self._bindings if connection.tls else None
+                    protocol="ntlm", channel_bindings=self._bindings[endpoint.address] if connection.tls else None
                 )
                 connection.authenticated = False
             try:
                 out = connection.context.step(base64.b64decode(token))
             except Exception:  # noqa: BLE001 - any failure of the handshake is a rejected login
                 connection.context = None
-                return 401, challenge, b""
+                return Reply(401, challenge, b"")
             if not connection.context.complete:
-                return 401, [("WWW-Authenticate", f"{scheme} {base64.b64encode(out or b'').decode()}")], b""
+                return Reply(401, [("WWW-Authenticate", f"{scheme} {base64.b64encode(out or b'').decode()}")], b"")
             connection.authenticated = True
             connection.encrypted = not connection.tls
             if not body:
-                return 200, [], b""
+                return Reply(200, [], b"")
         elif connection.authenticated:
             if connection.encrypted:
                 try:
                     body = _decrypt(connection.context, request)
                 except (ValueError, KeyError, IndexError, struct.error):
-                    return 400, [], b""
+                    return Reply(400, [], b"")
         else:
-            return 401, challenge, b""
+            return Reply(401, challenge, b"")
         action = _action_of(body)
         if faults.reset_on and action == faults.reset_on:
-            return -1, [], b""
+            return Reply(-1, [], b"", action)
         status, reply = await endpoint.service.handle(body)
         if connection.authenticated and connection.encrypted:
-            return status, *_encrypt(connection.context, reply)
-        return status, [("Content-Type", "application/soap+xml;charset=UTF-8")], reply
+            headers, sealed = _encrypt(connection.context, reply)
+            return Reply(status, headers, sealed, action)
+        return Reply(status, [("Content-Type", "application/soap+xml;charset=UTF-8")], reply, action)
+
+
+async def _send(writer: asyncio.StreamWriter, data: bytes, faults: Faults) -> None:
+    """Write a reply; at faults.trickle_bytes_per_s, a few bytes at a time, twenty times a second."""
+    rate = faults.trickle_bytes_per_s
+    if not rate or rate <= 0:
+        writer.write(data)
+        await writer.drain()
+        return
+    step = max(1, int(rate / 20))
+    for start in range(0, len(data), step):
+        writer.write(data[start : start + step])
+        await writer.drain()
+        await asyncio.sleep(step / rate)
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with a TCP reset (SO_LINGER 0), over HTTP and HTTPS alike."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+def _server_tls(
+    cert: Path, key: Path, cert_der: bytes, addresses: list[str]
+) -> tuple[dict[str, ssl.SSLContext], dict[str, GssChannelBindings]]:
+    """A TLS context and channel binding per address: the certificate make_certificates gave each
+    (see certs.SERVER_CERTIFICATES), or the one certificate given for all."""
+    index_path = cert.parent / SERVER_CERTIFICATES
+    index: dict[str, str] = json.loads(index_path.read_text("utf-8")) if index_path.is_file() else {}
+    made: dict[str, tuple[ssl.SSLContext, GssChannelBindings]] = {}
+    contexts, bindings = {}, {}
+    for address in addresses:
+        path = cert.parent / index.get(address, cert.name)
+        if path.name not in made:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(path, key)
+            der = cert_der if path == cert else ssl.PEM_cert_to_DER_cert(path.read_text("ascii"))
+            made[path.name] = (context, GssChannelBindings(application_data=_end_point(der)))
+        contexts[address], bindings[address] = made[path.name]
+    return contexts, bindings
+
+
+def _end_point(der: bytes) -> bytes:
+    """RFC 5929 tls-server-end-point of the lab's certificates (ECDSA with SHA-256)."""
+    return b"tls-server-end-point:" + hashlib.sha256(der).digest()
+
+
+def _store_ntlm_hashes(store: Path, username: str, password: str) -> None:
+    """pyspnego's NTLM acceptor reads the account from the file NTLM_USER_FILE names, on every
+    login, and for a DOMAIN:USER:PASSWORD line computes the LM and NT hashes (pure-Python DES
+    and MD4) each time. Put this account first in that file in the smbpasswd form, whose hashes
+    it reads as they are: the lab no longer spends a millisecond per connection on them.
+    The lines already there (other labs in this process) follow it."""
+    line = f"{username}:1000:{lmowfv1(password).hex().upper()}:{ntowfv1(password).hex().upper()}:[U]:LCT-00000000\n"
+    with _NTLM_STORE_LOCK:
+        current = os.environ.get("NTLM_USER_FILE")
+        existing = Path(current).read_text("utf-8") if current and Path(current).is_file() else ""
+        store.parent.mkdir(parents=True, exist_ok=True)
+        store.write_text(line + existing, "utf-8")
+        os.environ["NTLM_USER_FILE"] = str(store)
 
 
 def _action_of(body: bytes) -> str:

@@ -138,6 +138,7 @@ class Agent:
         Send carries (send_limit of the host's MaxEnvelopeSizekb); longer lines go in pieces."""
         self._transport = transport
         self._deadline = deadline
+        transport.set_deadline(deadline)  # every network wait of the conversation ends by then
         self._abort = abort
         self._recover = recover
         self._max_send = max_send
@@ -191,6 +192,7 @@ class Agent:
     def extend(self, seconds: float) -> None:
         """Give this conversation more time (a host with more users to change needs more)."""
         self._deadline += seconds
+        self._transport.set_deadline(self._deadline)
 
     def remaining(self) -> float:
         """Seconds left before this conversation's deadline."""

@@ -49,4 +49,9 @@ class RemoteCommand(Protocol):
 class Transport(Protocol):
     def start(self, command: str, arguments: list[str]) -> RemoteCommand: ...
 
+    def set_deadline(self, deadline: float) -> None:
+        """Every network wait from now on ends by `deadline`, a time.monotonic() value: a reply
+        that has not fully arrived by then is a TIMEOUT failure, however slowly it trickles."""
+        ...
+
     def close(self) -> None: ...

@@ -9,12 +9,19 @@ forever; receive() does one round and the caller's deadline decides.
 from __future__ import annotations
 
 import contextlib
+import functools
+import http.client
+import ipaddress
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import requests
+import requests.adapters
 import urllib3
+import urllib3.connection
+import winrm.transport
 from winrm.exceptions import (
     InvalidCredentialsError,
     WinRMError,
@@ -38,6 +45,9 @@ from provision.transport.base import (
     Output,
     TransportError,
 )
+from provision.transport.envelopes import ReplyError
+from provision.transport.tls import system_trust_location
+from provision.transport.wire import Clock, DeadlineResponse, network_error
 
 T = TypeVar("T")
 
@@ -45,6 +55,7 @@ T = TypeVar("T")
 ERROR_BUSY = 170
 SHELL_NOT_FOUND = 2150858843
 QUOTA_MAX_OPERATIONS = 2150859174
+CLOSE_GRACE = 2.0  # seconds past the deadline to delete the shell, at most (5% of the time limit)
 
 
 @dataclass(frozen=True)
@@ -66,37 +77,59 @@ class WinRMSettings:
 
 
 class WinRMTransport:
+    """Stock pywinrm: its Protocol over requests (Kerberos, and whatever the lean transport does not cover).
+
+    Subclasses change only how the Protocol is made (LeanTransport, transport/lean.py)."""
+
     def __init__(self, settings: WinRMSettings) -> None:
         if settings.auth == "basic" and settings.scheme != "https":
             raise TransportError(AUTH, "basic auth is allowed only over https")
+        if settings.auth == "kerberos" and _is_ip_address(settings.address):
+            raise TransportError(
+                AUTH,
+                f"Kerberos needs the host's DNS name, not the IP address {settings.address}: its ticket is for "
+                "the service principal HTTP/<name> (set the host's address to its name, or use ntlm)",
+            )
         self.settings = settings
+        host = f"[{settings.address}]" if ":" in settings.address else settings.address
+        self.clock = Clock(settings.operation_timeout + 10, f"{host}:{settings.port}")
         self._protocol: Protocol | None = None
         self._shell: str | None = None
+        self._grace = CLOSE_GRACE
+
+    def set_deadline(self, deadline: float) -> None:
+        """Every network wait from now on ends by `deadline` (a time.monotonic() value)."""
+        self.clock.deadline = deadline
+        self._grace = max(0.05, min(CLOSE_GRACE, 0.05 * (deadline - time.monotonic())))
 
     def open(self) -> None:
+        self._protocol = self._make_protocol()
+        self._shell = self._call(lambda p: p.open_shell(codepage=65001, noprofile=True))
+
+    def _make_protocol(self) -> Protocol:
         s = self.settings
         if not s.verify_tls:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        options: dict[str, Any] = {
+            "username": s.username,
+            "password": s.password.reveal(),
+            "server_cert_validation": "validate" if s.verify_tls else "ignore",
+            # The inventory's CA bundle, or the system's trust store (not certifi's, not REQUESTS_CA_BUNDLE).
+            "ca_trust_path": s.ca_bundle or system_trust_location(),
+            "read_timeout_sec": s.operation_timeout + 10,
+            "proxy": None,
+        }
         try:
-            self._protocol = Protocol(
+            protocol = Protocol(
                 s.endpoint,
                 transport=s.auth,  # type: ignore[arg-type]  # checked by the inventory model
-                username=s.username,
-                password=s.password.reveal(),
-                server_cert_validation="validate" if s.verify_tls else "ignore",
-                # A CA bundle of the inventory's, or the system's; never REQUESTS_CA_BUNDLE by surprise.
-                ca_trust_path=s.ca_bundle if s.ca_bundle else None,  # type: ignore[arg-type]
                 operation_timeout_sec=s.operation_timeout,
-                read_timeout_sec=s.operation_timeout + 10,
-                proxy=None,
+                **options,
             )
+            protocol.transport = _BoundedTransport(self.clock, endpoint=s.endpoint, auth_method=s.auth, **options)
         except WinRMError as exc:
             raise TransportError(PROTOCOL, f"cannot set up WinRM: {type(exc).__name__}") from None
-        # No proxy (proxy=None above), so requests need not scan the environment for one on every
-        # request: about a tenth of the controller's time per host. (Over HTTP with NTLM this
-        # also sets up message encryption, which is a request.)
-        self._call(lambda p: setattr(p.transport.build_session(), "trust_env", False))
-        self._shell = self._call(lambda p: p.open_shell(codepage=65001, noprofile=True))
+        return protocol
 
     def start(self, command: str, arguments: list[str]) -> WinRMCommand:
         check_command_line(command, arguments)
@@ -110,19 +143,23 @@ class WinRMTransport:
     def close(self) -> None:
         protocol, shell = self._protocol, self._shell
         self._shell = None
-        if protocol is not None and shell is not None:
+        if protocol is None:
+            return
+        if shell is not None:
+            if self.clock.expired():
+                # Out of time, but a shell left open keeps its processes for hours: a short last try.
+                self.clock.deadline = time.monotonic() + self._grace
             # If this fails the shell times out on its own on the workstation.
-            with contextlib.suppress(
-                WinRMError, WinRMTransportError, WinRMOperationTimeoutError, requests.RequestException
-            ):
-                protocol.close_shell(shell)
+            with contextlib.suppress(TransportError):
+                self._call(lambda p: p.close_shell(shell))
+        protocol.transport.close_session()
 
     def _call(self, action: Callable[[Protocol], T]) -> T:
         assert self._protocol is not None
         try:
             return action(self._protocol)
         except Exception as exc:  # noqa: BLE001 - translated below, re-raised if not ours
-            raise translate(exc, self.settings) from None
+            raise translate(exc, self.settings, self.clock) from None
 
 
 class WinRMCommand:
@@ -146,9 +183,73 @@ class WinRMCommand:
         return Output(stdout, stderr, done, code if done else None)
 
 
-def translate(exc: BaseException, settings: WinRMSettings) -> TransportError:
+class _DeadlineAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter whose replies are read under the transport's Clock (see wire.DeadlineResponse)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._respond = functools.partial(DeadlineResponse, clock)
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        respond = self._respond
+
+        class _HTTPConnection(urllib3.connection.HTTPConnection):
+            response_class = respond  # type: ignore[assignment]
+
+        class _HTTPSConnection(urllib3.connection.HTTPSConnection):
+            response_class = respond  # type: ignore[assignment]
+
+        class _HTTPPool(urllib3.HTTPConnectionPool):
+            ConnectionCls = _HTTPConnection
+
+        class _HTTPSPool(urllib3.HTTPSConnectionPool):
+            ConnectionCls = _HTTPSConnection
+
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+class _BoundedTransport(winrm.transport.Transport):
+    """pywinrm's requests transport with every wait under the Clock, and no proxy from the environment."""
+
+    def __init__(self, clock: Clock, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.clock = clock
+
+    def _bound(self, session: requests.Session) -> None:
+        if not isinstance(session.get_adapter("https://"), _DeadlineAdapter):
+            # No proxy (proxy=None), so requests need not scan the environment for one on every request.
+            session.trust_env = False
+            session.mount("https://", _DeadlineAdapter(self.clock))
+            session.mount("http://", _DeadlineAdapter(self.clock))
+        self.read_timeout_sec = self.clock.wait()  # type: ignore[assignment]  # requests takes a float
+
+    def setup_encryption(self, session: requests.Session) -> None:
+        self._bound(session)  # NTLM over HTTP sets up sealing with a first request of its own
+        super().setup_encryption(session)
+
+    def send_message(self, message: str | bytes) -> bytes:
+        self._bound(self.build_session())
+        return super().send_message(message)
+
+
+def _is_ip_address(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+_RESET_WORDS = ("reset", "aborted", "remotedisconnected", "incompleteread", "broken pipe", "eof occurred")
+
+
+def translate(exc: BaseException, settings: WinRMSettings, clock: Clock | None = None) -> TransportError:
     """One line for a person, a kind for the report; never the password."""
     where = f"{settings.address}:{settings.port}"
+    clock = clock or Clock(settings.operation_timeout + 10, where)
+    if isinstance(exc, TransportError):
+        return exc
     if isinstance(exc, WinRMOperationTimeoutError):
         return TransportError(TIMEOUT, "WinRM operation timed out", transient=True)
     if isinstance(exc, InvalidCredentialsError):
@@ -161,25 +262,41 @@ def translate(exc: BaseException, settings: WinRMSettings) -> TransportError:
     if isinstance(exc, WinRMTransportError):
         if exc.code == 401:
             return TransportError(AUTH, f"credentials rejected by {where} ({settings.auth})")
+        if exc.code == 413:  # Windows answers an envelope over MaxEnvelopeSizekb with 413, not a fault
+            return TransportError(PROTOCOL, f"HTTP 413 from {where}: the request is over MaxEnvelopeSizekb")
         return TransportError(PROTOCOL, f"HTTP {exc.code} from {where}")
+    if isinstance(exc, ReplyError):
+        return TransportError(PROTOCOL, f"unexpected reply from {where}: {exc}")
     if isinstance(exc, requests.exceptions.SSLError):
-        detail = "certificate not trusted" if "CERTIFICATE_VERIFY_FAILED" in str(exc) else "handshake failed"
-        return TransportError(TLS, f"TLS {detail} for {where} (use the inventory's ca_bundle)")
+        text = str(exc)
+        if "CERTIFICATE_VERIFY_FAILED" in text:
+            return TransportError(TLS, f"TLS certificate not trusted for {where} (use the inventory's ca_bundle)")
+        if any(word in text.lower() for word in _RESET_WORDS):
+            return TransportError(RESET, f"connection to {where} was reset", transient=True)
+        return TransportError(TLS, f"TLS handshake failed for {where}")
+    if isinstance(exc, requests.exceptions.ConnectionError) and any(
+        isinstance(arg, urllib3.exceptions.ReadTimeoutError) for arg in exc.args
+    ):  # requests' name for a read that timed out while the body was streaming
+        exc = requests.exceptions.ReadTimeout(*exc.args)
+    if isinstance(exc, requests.exceptions.ReadTimeout | requests.exceptions.ConnectTimeout) and clock.expired():
+        return clock.expired_error()
     if isinstance(exc, requests.exceptions.ReadTimeout):
-        return TransportError(TIMEOUT, f"no answer from {where} within {settings.operation_timeout + 10} s")
+        return TransportError(TIMEOUT, f"no answer from {where} within {clock.cap:g} s")
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return TransportError(UNREACHABLE, f"cannot reach {where} (connect timed out)")
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):  # the reply was cut off: a reset
+        return TransportError(RESET, f"connection to {where} was reset", transient=True)
     if isinstance(exc, requests.exceptions.ConnectionError):
         text = str(exc)
         if "Connection refused" in text or "Errno 111" in text:
             return TransportError(REFUSED, f"connection refused by {where} (is the WinRM listener on?)")
-        if "reset" in text.lower() or "aborted" in text.lower():
+        if any(word in text.lower() for word in _RESET_WORDS):
             return TransportError(RESET, f"connection to {where} was reset", transient=True)
         return TransportError(UNREACHABLE, f"cannot reach {where}")
     if isinstance(exc, PermissionError):  # requests_ntlm: the server would not start an NTLM login
         return TransportError(AUTH, f"credentials rejected by {where} ({settings.auth}: no challenge)")
+    if isinstance(exc, OSError | http.client.HTTPException):
+        return network_error(exc, clock)
     if isinstance(exc, WinRMError):
         return TransportError(PROTOCOL, f"WinRM error from {where}: {type(exc).__name__}")
-    if isinstance(exc, TransportError):
-        return exc
     raise exc

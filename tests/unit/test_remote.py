@@ -133,6 +133,9 @@ class DirectTransport:
         self.command_lines.append(f"{command} {line}")
         return DirectCommand(start_program(self.host, command, line, False), self.sent)
 
+    def set_deadline(self, deadline: float) -> None:
+        self.deadline = deadline
+
     def close(self) -> None:
         pass
 
