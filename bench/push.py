@@ -24,6 +24,11 @@ RunSettings has a `workers` field, the unchanged push with 1 and with 2 worker p
 With --trickle, a last run measures how closely --timeout is kept against a server that
 sends its replies slowly (each transport, one host, --timeout 10).
 
+With --stores (sqlite, postgresql or both), the run's own overhead: a first and an unchanged
+push with the state on each store, and the controller time spent in the store (runs, hosts
+and users recorded as they finish, push records, leases taken, renewed and released) per host.
+PostgreSQL comes from PROVISION_TEST_POSTGRES_URL or a throwaway cluster (as the tests do).
+
     python bench/push.py                          # 500 hosts, 30 ms, --forks 64 (about 3 minutes here)
     python bench/push.py --hosts 100 --latency 10 --sweep 16,64 --json
 """
@@ -31,6 +36,7 @@ sends its replies slowly (each transport, one host, --timeout 10).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -288,6 +294,80 @@ def windows_timing(args: argparse.Namespace, show_row: Callable[[dict[str, Any]]
             note("worker comparison unavailable: RunSettings has no `workers` field", as_json)
 
 
+class TimedStore:
+    """A store whose every call adds its time to `spent` (the state's share of a run)."""
+
+    def __init__(self, store: Any, spent: dict[str, float]) -> None:
+        self._store, self._spent = store, spent
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self._store, name)
+        if not callable(found):
+            return found
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            clock = time.perf_counter()
+            try:
+                return found(*args, **kwargs)
+            finally:
+                self._spent[name] = self._spent.get(name, 0.0) + time.perf_counter() - clock
+
+        return call
+
+    def __enter__(self) -> TimedStore:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._store.close()
+
+
+@contextmanager
+def timed_state() -> Iterator[dict[str, float]]:
+    """Time every call the push makes to its state store."""
+    import provision.rollout as rollout
+
+    spent: dict[str, float] = {}
+    original = rollout.open_store
+    rollout.open_store = lambda location, **kw: TimedStore(original(location, **kw), spent)  # type: ignore[assignment]
+    try:
+        yield spent
+    finally:
+        rollout.open_store = original
+
+
+def state_overhead(args: argparse.Namespace, as_json: bool) -> None:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from pgcluster import bench_postgres
+
+    note("-- the run's own cost: the state store's time per host (lean transport)", as_json)
+    for store in args.stores:
+        with contextlib.ExitStack() as stack:
+            location: str | None = None
+            if store == "postgresql":
+                location = stack.enter_context(bench_postgres())
+                if location is None:
+                    continue
+            lab = stack.enter_context(running_lab(args.hosts, args.latency, args.auth))
+            if location is not None:
+                lab.project = dataclasses.replace(lab.project, state_path=location)
+            for name in ("first push", "unchanged"):
+                with timed_state() as spent:
+                    row = measured_push(lab, name, transport="auto", forks=args.forks, latency=args.latency)
+                total = sum(spent.values())
+                row |= {"store": store, "state_ms_per_host": round(total / row["hosts"] * 1000, 3)}
+                row |= {"state_share": round(total / row["wall_s"], 3)}
+                row["state_calls_ms"] = {k: round(v * 1000, 1) for k, v in sorted(spent.items(), key=lambda i: -i[1])}
+                if as_json:
+                    print(json.dumps(row), flush=True)
+                else:
+                    top = ", ".join(f"{k} {v:.0f}" for k, v in list(row["state_calls_ms"].items())[:4])
+                    print(
+                        f"{name:<15} {store:<10} wall {row['wall_s']:6.2f} s; state {row['state_ms_per_host']:.3f} "
+                        f"ms/host ({row['state_share'] * 100:.1f}% of the wall time; ms: {top})",
+                        flush=True,
+                    )
+
+
 def timeout_check(args: argparse.Namespace, as_json: bool) -> None:
     """How long a push with --timeout 10 takes against a server that trickles its replies."""
     from provision.push import PushOptions
@@ -330,6 +410,12 @@ def main() -> None:
     )
     parser.add_argument("--trickle", type=float, default=0.0, help="bytes/s for the --timeout check (0: skip)")
     parser.add_argument("--json", action="store_true", help="one JSON object per run")
+    parser.add_argument(
+        "--stores",
+        type=lambda text: [s for s in text.split(",") if s],
+        default=["sqlite", "postgresql"],
+        help="the state stores to measure the run's own cost on (sqlite,postgresql; empty: skip)",
+    )
     args = parser.parse_args()
 
     def show_row(row: dict[str, Any]) -> None:
@@ -346,6 +432,8 @@ def main() -> None:
     side_by_side(args, show_row)
     if args.ps_start > 0:
         windows_timing(args, show_row, args.json)
+    if args.stores:
+        state_overhead(args, args.json)
     if args.trickle > 0:
         timeout_check(args, args.json)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -19,16 +19,12 @@ either only SQLite is measured.
 from __future__ import annotations
 
 import argparse
-import os
-import secrets
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -43,7 +39,7 @@ from provision.state import (  # noqa: E402
     open_store,
 )
 
-from pgcluster import Cluster, ClusterError, server_binaries  # noqa: E402
+from pgcluster import bench_postgres  # noqa: E402
 
 USERS = ("jdoe", "asmith", "bwong", "cmeyer")
 
@@ -141,41 +137,6 @@ def size(location: str) -> int:
     return int(row[0]) if row and row[0] is not None else 0
 
 
-@contextmanager
-def postgres() -> Iterator[str | None]:
-    """A URL with a fresh schema of its own, or None when no PostgreSQL can be had."""
-    import psycopg
-
-    given = os.environ.get("PROVISION_TEST_POSTGRES_URL")
-    cluster = None
-    if given:
-        admin = given
-    else:
-        binaries = server_binaries()
-        if binaries is None:
-            print("PostgreSQL: no server binaries and no PROVISION_TEST_POSTGRES_URL; measuring SQLite only")
-            yield None
-            return
-        try:
-            cluster = Cluster(binaries)
-            admin = cluster.start()
-        except ClusterError as exc:
-            print(f"PostgreSQL: {exc}; measuring SQLite only")
-            yield None
-            return
-        print("PostgreSQL: a throwaway cluster on loopback (fsync off, as in the tests)")
-    schema = f"bench_{secrets.token_hex(4)}"
-    try:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE SCHEMA "{schema}"')
-        yield f"{admin}{'&' if '?' in admin else '?'}options={quote(f'-csearch_path={schema}', safe='')}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        if cluster is not None:
-            cluster.stop()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hosts", type=int, default=20_000)
@@ -187,7 +148,7 @@ def main() -> None:
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as folder:
         results["SQLite"] = measure(str(Path(folder) / "state.db"), args.hosts, args.users, args.batch, args.history)
-    with postgres() as url:
+    with bench_postgres() as url:
         if url is not None:
             results["PostgreSQL"] = measure(url, args.hosts, args.users, args.batch, args.history)
     names = list(results["SQLite"])

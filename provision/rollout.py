@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -203,9 +203,8 @@ def push(
                     )
                 ]
             )
-        jobs = choose_jobs(
-            store, host_jobs(prepared, store.last_pushes(t.host for t in prepared.targets)), settings, resumed
-        )
+        records = store.last_pushes(t.host for t in prepared.targets)
+        jobs = choose_jobs(store, host_jobs(prepared, records), settings, resumed)
         connect = connect_factory(prepared.inventory)
         key = store.fingerprint_key
         recording = start_recording(
@@ -219,7 +218,7 @@ def push(
             shard=_shard_text(settings),
             lease_seconds=None if options.check else lease_seconds(options),
             wait_for_lease=settings.wait_for_lease,
-            pushes=None if options.check else push_records,
+            pushes=None if options.check else (lambda result: push_records(result, records)),
         )
         run = settings.run(
             jobs,
@@ -250,14 +249,21 @@ def _slim(result: HostResult) -> HostResult:
     return result
 
 
-def push_records(result: HostResult) -> list[PushRecord]:
-    """What was pushed to each user of a host, for the next plan (passwords by fingerprint only)."""
+def push_records(result: HostResult, known: Mapping[tuple[str, str], PushRecord]) -> list[PushRecord]:
+    """What was pushed to each user of a host, for the next plan (passwords by fingerprint only).
+    An unchanged user is recorded only when the record of it is missing or no longer true."""
     now = datetime.now(UTC).isoformat(timespec="seconds")
-    return [
-        PushRecord(result.host, user.user, now, plan.managed_keys, plan.managed_hash, plan.fingerprints, user.status)
-        for user in result.users
-        if (plan := user.plan) is not None and user.status in (CHANGED, UNCHANGED)
-    ]
+    out = []
+    for user in result.users:
+        plan = user.plan
+        if plan is None or user.status not in (CHANGED, UNCHANGED):
+            continue
+        earlier = known.get((result.host, user.user.casefold()))
+        if user.status == UNCHANGED and earlier is not None and earlier.managed_hash == plan.managed_hash:
+            continue
+        keys, digest, prints = plan.managed_keys, plan.managed_hash, plan.fingerprints
+        out.append(PushRecord(result.host, user.user, now, keys, digest, prints, user.status))
+    return out
 
 
 def host_record(result: HostResult) -> HostRecord:

@@ -11,11 +11,15 @@ from __future__ import annotations
 import os
 import pwd
 import re
+import secrets
 import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 SERVER_BINARIES = "usr/lib/postgresql/*/bin"
 SUPERUSER = "provision_test"
@@ -101,3 +105,39 @@ def _user_exists(name: str) -> bool:
     except KeyError:
         return False
     return True
+
+
+@contextmanager
+def bench_postgres() -> Iterator[str | None]:
+    """For the benchmarks: a URL with a fresh schema of its own (PROVISION_TEST_POSTGRES_URL's
+    database, or a throwaway cluster), or None when no PostgreSQL can be had."""
+    import psycopg
+
+    given = os.environ.get("PROVISION_TEST_POSTGRES_URL")
+    cluster = None
+    if given:
+        admin = given
+    else:
+        binaries = server_binaries()
+        if binaries is None:
+            print("PostgreSQL: no server binaries and no PROVISION_TEST_POSTGRES_URL; measuring SQLite only")
+            yield None
+            return
+        try:
+            cluster = Cluster(binaries)
+            admin = cluster.start()
+        except ClusterError as exc:
+            print(f"PostgreSQL: {exc}; measuring SQLite only")
+            yield None
+            return
+        print("PostgreSQL: a throwaway cluster on loopback (fsync off, as in the tests)")
+    schema = f"bench_{secrets.token_hex(4)}"
+    try:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+        yield f"{admin}{'&' if '?' in admin else '?'}options={quote(f'-csearch_path={schema}', safe='')}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        if cluster is not None:
+            cluster.stop()
