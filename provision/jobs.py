@@ -23,6 +23,7 @@ class UserJob:
     rendered: RenderedIni | None = None  # None for rollback, which writes nothing new
     secrets: dict[str, Secret] = field(default_factory=dict, repr=False)
     record: PushRecord | None = None
+    backup: str | None = None  # rollback: this backup (one a run made) rather than the newest
 
     @property
     def user(self) -> str:

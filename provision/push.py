@@ -90,6 +90,7 @@ class PushOptions:
     # An ini that cannot be read (parsed) is replaced by the rendered one, after a backup,
     # instead of being that user's failure.
     replace_unreadable: bool = False
+    run_id: str = ""  # the run's id, carried in the names of the backups it makes
 
     @property
     def session(self) -> SessionOptions:
@@ -293,6 +294,7 @@ def _apply(
             "op": Op.APPLY,
             "install": install_of(job),
             "backups": options.backups,
+            "run": options.run_id,
             "exit_wait_ms": options.exit_wait_ms,
             "start_wait_ms": options.start_wait_ms,
             "budget_ms": budget_ms(agent),
@@ -375,7 +377,7 @@ def _rollback(agent: Agent, job: HostJob, options: PushOptions) -> HostResult:
             results[user.user] = problem
         else:
             results[user.user] = UserResult(job.host, user.user, FAILED, notes=warnings_of(entry))
-            users.append({"name": user.user, "ini_path": str(entry["ini_path"])})
+            users.append({"name": user.user, "ini_path": str(entry["ini_path"]), "backup": user.backup})
     if users:
         agent.extend(options.per_user_seconds * len(users))
         request: RollbackRequest = {
@@ -396,7 +398,7 @@ def _rollback(agent: Agent, job: HostJob, options: PushOptions) -> HostResult:
             if status == UserStatus.RESTORED:
                 result.status = RESTORED
             elif status == UserStatus.NO_BACKUP:
-                result.status, result.reason = NO_BACKUP, "no backup to restore"
+                result.status, result.reason = NO_BACKUP, str(answer.get("reason") or "no backup to restore")
             elif status == UserStatus.BUSY:
                 result.status, result.reason = BUSY, str(answer.get("reason") or "MicroSIP did not close")
             else:

@@ -220,6 +220,7 @@ def push(
             wait_for_lease=settings.wait_for_lease,
             pushes=None if options.check else (lambda result: push_records(result, records)),
         )
+        options = replace(options, run_id=recording.run_id)  # the backups carry it
         run = settings.run(
             jobs,
             lambda job: _slim(push_host(job, connect, options, key)),
@@ -297,16 +298,27 @@ def rollback(
     connect_factory: ConnectFactory,
     options: PushOptions,
     settings: RunSettings = EVERY_HOST,
+    *,
+    undo: str | None = None,
 ) -> RunResult:
-    """Put each chosen user's newest backup back. Needs no profile rendering, nor secrets."""
+    """Put each chosen user's newest backup back; or, with `undo` (a push's run id), the ini each
+    user that run changed had before it, and only for them. Needs no rendering, nor secrets."""
     with open_store(project.state_path) as store:
         loaded, targets = select_targets(project, inventory, settings.limit, settings.hosts)
-        jobs = choose_jobs(store, group_by_host((UserJob(target) for target in targets), host_groups(loaded)), settings)
+        backups: dict[tuple[str, str], str | None] = {(t.host, t.user.casefold()): None for t in targets}
+        if undo is not None:
+            backups = backups_of_run(store, earlier_run(store, undo, command="push"))
+        users = (
+            UserJob(t, backup=backups[(t.host, t.user.casefold())])
+            for t in targets
+            if (t.host, t.user.casefold()) in backups
+        )
+        jobs = choose_jobs(store, group_by_host(users, host_groups(loaded)), settings)
         connect = connect_factory(loaded)
         recording = start_recording(
             store,
             command="rollback",
-            options=run_options(settings, options),
+            options={**run_options(settings, options), "run": undo},
             jobs=jobs,
             to_record=host_record,
             digest=None,
@@ -326,6 +338,16 @@ def rollback(
     return RunResult.of(
         "rollback", run, jobs, run_id=recording.run_id, state_error=recording.error, verify_tls=settings.verify_tls
     )
+
+
+def backups_of_run(store: Store, run: RunInfo) -> dict[tuple[str, str], str | None]:
+    """The backup a push made of each user's ini before changing it: (host, user) -> its path."""
+    return {
+        (outcome.host, user.user.casefold()): user.backup
+        for outcome in store.run_hosts(run.id)
+        for user in outcome.users
+        if user.status == CHANGED and user.backup
+    }
 
 
 def restored_users(result: HostResult) -> list[tuple[str, str]]:

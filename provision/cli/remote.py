@@ -515,12 +515,19 @@ def push_command(
 @click.command(name="rollback")
 @remote_options
 @staging_options
+@click.option(
+    "--run",
+    "undo",
+    metavar="RUN",
+    help="Undo that push: put back the ini each user it changed had before it (its backup), and only "
+    "for those users. Without it, each chosen user's newest backup.",
+)
 @click.pass_context
-def rollback_command(ctx: click.Context, remote: RemoteArgs, staged: StagingArgs) -> None:
-    """Put back each user's newest backup of microsip.ini (made by the last push that wrote it)."""
+def rollback_command(ctx: click.Context, remote: RemoteArgs, staged: StagingArgs, undo: str | None) -> None:
+    """Put back each user's newest backup of microsip.ini, or with --run what a push replaced."""
     options = PushOptions(timeout=remote.timeout)
 
     def action(project: Project, inventory: Path, connect: ConnectFactory, settings: RunSettings) -> RunResult:
-        return rollback(project, inventory, connect, options, settings)
+        return rollback(project, inventory, connect, options, settings, undo=undo)
 
     _run(ctx, remote, "rollback", action, staged=staged)

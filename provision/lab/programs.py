@@ -37,7 +37,7 @@ from provision.remote import (
     agent_text,
     bootstrap_text,
 )
-from provision.remote.protocol import InstallMode, Method, Op, Preflight, StepStatus, UserStatus
+from provision.remote.protocol import RUN_ID, InstallMode, Method, Op, Preflight, StepStatus, UserStatus
 
 
 class Program:
@@ -444,16 +444,31 @@ class AgentTwin:
         if self.get_sha256(path) != digest:
             raise PSError("the file read back does not match what was written")
 
-    def save_backup(self, path: str, keep: int) -> str | None:
+    def save_backup(self, path: str, keep: int, run: str = "") -> str | None:
         if not self.host.file_exists(path):
             return None
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")[:-3] + "Z"
-        backup = f"{path}.provision-{stamp}.bak"
+        tag = f"-{run}" if RUN_ID.match(run) else ""  # the run's id, when it is one
+        backup = f"{path}.provision-{stamp}{tag}.bak"
         self.host.copy_item(path, backup)
         every = self.get_backups(path)
         for old in every[: max(0, len(every) - keep)]:
             self.host.remove_item(old)
         return backup
+
+    @staticmethod
+    def is_backup_of(backup: str, path: str) -> bool:
+        """Test-BackupOf: a file beside the ini, named <ini>.provision-<...>.bak, nothing else."""
+        folder, _, leaf = path.rpartition("\\")
+        where, _, name = backup.rpartition("\\")
+        prefix = leaf.casefold() + ".provision-"
+        rest = name[len(prefix) :] if name.casefold().startswith(prefix) else ""
+        return (
+            where.casefold() == folder.casefold()
+            and bool(rest)
+            and name.endswith(".bak")
+            and not any(c in rest for c in "\\/:")
+        )
 
     def get_backups(self, path: str) -> list[str]:
         """Backups of one ini, oldest first, as Windows paths; none if its folder is gone."""
@@ -747,7 +762,7 @@ class AgentTwin:
                 result["content_b64"] = base64.b64encode(self.host.read_all_bytes(path)).decode()
             return
         if current != user["new_sha256"]:
-            result["backup"] = self.save_backup(path, int(request["backups"]))
+            result["backup"] = self.save_backup(path, int(request["backups"]), str(request.get("run") or ""))
             self.write_ini_file(path, base64.b64decode(user["content_b64"]), user["new_sha256"])
         result["status"] = UserStatus.WRITTEN
 
@@ -765,10 +780,20 @@ class AgentTwin:
             users.append(result)
             try:
                 backups = self.get_backups(user["ini_path"])
-                if not backups:
+                wanted = user.get("backup")
+                if wanted:  # a backup a run made: only ever one of this ini's
+                    if not self.is_backup_of(str(wanted), user["ini_path"]):
+                        raise PSError("not a backup of this ini")
+                    if not any(b.casefold() == str(wanted).casefold() for b in backups):
+                        result["status"] = UserStatus.NO_BACKUP
+                        result["reason"] = "that backup is gone (only the newest are kept)"
+                        continue
+                    newest[name.casefold()] = str(wanted)
+                elif not backups:
                     result["status"] = UserStatus.NO_BACKUP
                     continue
-                newest[name.casefold()] = backups[-1]
+                else:
+                    newest[name.casefold()] = backups[-1]
                 exe = self.get_user_exe(name, request["install"])
                 if exe is not None:
                     exes[name.casefold()] = exe

@@ -8,6 +8,7 @@ PowerShell (remote/scripts/*.ps1) speaks exactly these words, and no others.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Any, Literal, TypedDict
 
@@ -104,6 +105,7 @@ class ApplyRequest(TypedDict):
     op: Literal[Op.APPLY]
     install: Install
     backups: int
+    run: str  # the run's id, carried in the backups' names ('' when there is none)
     exit_wait_ms: int  # one wait for every user's MicroSIP to close after /exit
     start_wait_ms: int  # one wait for every restarted MicroSIP to be seen running
     budget_ms: int  # the time this request may take; users not closed within half of it are busy
@@ -113,6 +115,7 @@ class ApplyRequest(TypedDict):
 class RollbackUser(TypedDict):
     name: str
     ini_path: str
+    backup: str | None  # this backup of the ini (one a run made); None: the newest
 
 
 class RollbackRequest(TypedDict):
@@ -353,6 +356,9 @@ REPLY_TYPES: tuple[type[Any], ...] = (
     Cleanup,
     SmokeReply,
 )
+
+
+RUN_ID = re.compile(r"^[0-9A-Za-z-]{1,40}$")  # what a run id may be, to go in a file name
 
 
 def fields(types: tuple[type[Any], ...]) -> set[str]:

@@ -460,5 +460,6 @@ def _user_counts(host: HostResult) -> str:
 def _host_reason(host: HostResult) -> str:
     if host.reason:
         return host.reason
-    reasons = [f"{u.user}: {u.reason}" for u in host.users if u.reason and u.status in ("busy", "failed", "no profile")]
+    shown = ("busy", "failed", "no profile", "no backup")
+    reasons = [f"{u.user}: {u.reason}" for u in host.users if u.reason and u.status in shown]
     return "; ".join(reasons)

@@ -157,3 +157,46 @@ def test_two_pushes_never_work_on_one_host_at_the_same_time(fleet: Lab, location
             assert skipped["kind"] == "leased" and f"(run {reports[0]['run_id']})" in skipped["reason"]
             assert creates[host] == 1  # the second push never opened a shell there
     assert {h["status"] for r in reports for h in r["hosts"] if h["host"] not in overlap} == {"changed"}
+
+
+def autoanswer(lab: Lab, host: str) -> str | None:
+    from provision.ini import decode_ini, read_ini
+
+    return read_ini(decode_ini(lab.ini(host, lab.user(host)) or b"")).get("Settings", "autoAnswer")
+
+
+def edit(lab: Lab, profile: str, old: str, new: str) -> None:
+    path = lab.profiles / f"{profile}.yaml"
+    path.write_text(path.read_text("utf-8").replace(old, new), "utf-8")
+
+
+def test_rollback_by_run_puts_back_what_that_run_replaced_for_its_users_only(fleet: Lab, location: str) -> None:
+    assert push(fleet, location)["exit_code"] == 0
+    edit(fleet, "sales", "autoAnswer: button", "autoAnswer: all")
+    second = push(fleet, location)  # changes the sales hosts (odd numbers) only
+    sales = {h["host"] for h in second["hosts"] if h["status"] == "changed"}
+    assert sales == {name(i) for i in range(1, HOSTS + 1, 2)}
+    edit(fleet, "sales", "autoAnswer: all", "autoAnswer: header")
+    assert push(fleet, location)["exit_code"] == 0  # a later push: the newest backups are not the second's
+    host = fleet.host(name(1))
+    folder = host.path(host.ini_path(fleet.user(name(1))) or "").parent
+    assert any(second["run_id"] in p.name for p in folder.iterdir())  # the backups carry the run's id
+    others = {n: fleet.ini(n, fleet.user(n)) for n in fleet.fleet.hosts if n not in sales}
+    fleet.reset_counts()
+
+    code, output = cli_run(fleet, location, "rollback", "-i", str(fleet.fleet.inventory), "--run", second["run_id"])
+    assert code == 0, output
+    assert {autoanswer(fleet, n) for n in sales} == {"button"}  # as before the second push, not the third
+    assert touched(fleet) == sales and all(fleet.ini(n, fleet.user(n)) == b for n, b in others.items())
+    assert f"{len(sales)} hosts: {len(sales)} restored" in output
+
+
+def test_rollback_by_run_says_when_the_backup_is_gone(fleet: Lab, location: str) -> None:
+    assert push(fleet, location, "--limit", name(1))["exit_code"] == 0
+    edit(fleet, "sales", "autoAnswer: button", "autoAnswer: all")
+    second = push(fleet, location, "--limit", name(1))
+    edit(fleet, "sales", "autoAnswer: all", "autoAnswer: header")
+    assert push(fleet, location, "--limit", name(1), "--backups", "1")["exit_code"] == 0  # keeps one: the third's
+    code, output = cli_run(fleet, location, "rollback", "-i", str(fleet.fleet.inventory), "--run", second["run_id"])
+    assert code == 0 and "no backup" in output and "that backup is gone" in output
+    assert autoanswer(fleet, name(1)) == "header"  # nothing was put back

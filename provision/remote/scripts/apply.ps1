@@ -68,7 +68,7 @@ function Update-UserIni {
         return
     }
     if ($current -ne $User.new_sha256) {
-        $Result.backup = ConvertTo-Text (Save-Backup -Path $path -Keep $Request.backups)
+        $Result.backup = ConvertTo-Text (Save-Backup -Path $path -Keep $Request.backups -Run $Request.run)
         Write-IniFile -Path $path -Content ([Convert]::FromBase64String($User.content_b64)) -Digest $User.new_sha256
     }
     $Result.status = 'written'

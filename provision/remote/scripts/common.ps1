@@ -271,19 +271,41 @@ function Write-IniFile {
 }
 
 function Save-Backup {
-    # Copy of the current ini as <ini>.provision-<UTC time>.bak; keep the newest $Keep.
-    param([string]$Path, [int]$Keep)
+    # Copy of the current ini as <ini>.provision-<UTC time>-<run>.bak; keep the newest $Keep.
+    # The run's id goes in the name only if it is one (letters, digits, '-'): it is data.
+    param([string]$Path, [int]$Keep, [string]$Run)
     if (-not [System.IO.File]::Exists($Path)) {
         return $null
     }
     $stamp = (Get-Date).ToUniversalTime().ToString('yyyyMMddTHHmmssfffZ')
-    $backup = $Path + '.provision-' + $stamp + '.bak'
+    $tag = ''
+    if ($Run -match '^[0-9A-Za-z-]{1,40}$') {
+        $tag = '-' + $Run
+    }
+    $backup = $Path + '.provision-' + $stamp + $tag + '.bak'
     Copy-Item -LiteralPath $Path -Destination $backup
     $all = @(Get-Backups -Path $Path)
     if ($all.Count -gt $Keep) {
         $all | Select-Object -First ($all.Count - $Keep) | Remove-Item -Force
     }
     return $backup
+}
+
+function Test-BackupOf {
+    # A backup of this ini: a file beside it named <ini>.provision-<...>.bak, nothing else,
+    # so a rollback can only ever put back what a push saved.
+    param([string]$Backup, [string]$Path)
+    $folder = [System.IO.Path]::GetDirectoryName($Path)
+    $leaf = [System.IO.Path]::GetFileName($Path)
+    $name = [System.IO.Path]::GetFileName($Backup)
+    $prefix = $leaf + '.provision-'
+    if ([System.IO.Path]::GetDirectoryName($Backup) -ne $folder) {
+        return $false
+    }
+    if (-not $name.StartsWith($prefix, [System.StringComparison]::OrdinalIgnoreCase) -or -not $name.EndsWith('.bak')) {
+        return $false
+    }
+    return $name.Length -gt ($prefix.Length + 4)
 }
 
 function Get-Backups {

@@ -1,7 +1,7 @@
 # provision-op: rollback v1
 # For each user with a backup: close their MicroSIP (all together, as apply does), put the
-# newest backup back, and start MicroSIP again for everyone it was closed for. One user's
-# failure is that user's result.
+# backup back (the one asked for, a run's, or else the newest), and start MicroSIP again for
+# everyone it was closed for. One user's failure is that user's result.
 
 function Invoke-Rollback {
     param($Request)
@@ -17,11 +17,23 @@ function Invoke-Rollback {
         [void]$users.Add($result)
         try {
             $backups = @(Get-Backups -Path $user.ini_path)
-            if ($backups.Count -eq 0) {
+            if ($user.backup) {
+                # A backup a run made: only ever one of this ini's.
+                if (-not (Test-BackupOf -Backup $user.backup -Path $user.ini_path)) {
+                    throw 'not a backup of this ini'
+                }
+                if (-not [System.IO.File]::Exists($user.backup)) {
+                    $result.status = 'no-backup'
+                    $result.reason = 'that backup is gone (only the newest are kept)'
+                    continue
+                }
+                $newest[$user.name] = [string]$user.backup
+            } elseif ($backups.Count -eq 0) {
                 $result.status = 'no-backup'
                 continue
+            } else {
+                $newest[$user.name] = [string]$backups[-1].FullName
             }
-            $newest[$user.name] = [string]$backups[-1].FullName
             $exes[$user.name] = Get-UserExe -Name $user.name -Install $Request.install
             [void]$toClose.Add([string]$user.name)
         } catch {
