@@ -52,7 +52,7 @@ class RemoteArgs:
     shard: tuple[int, int] | None
     only: str | None
     from_run: str | None
-    forks: int
+    forks: int | None
     workers: int | None
     timeout: float
     user: str | None
@@ -127,7 +127,11 @@ class ShardType(click.ParamType[tuple[int, int]]):
         return int(k), int(n)
 
 
-DEFAULT_FORKS = 64
+# Hosts in flight per worker process by default. A host is mostly waiting (powershell.exe starts
+# in 0.5 to 1.5 s on real Windows, then a few round trips) and costs the controller about 4 to 5
+# ms of CPU (bench/push.py): a core keeps some 200 hosts busy; 128 leaves room for the lab or
+# other work on the controller. docs/performance.md has the figures.
+FORKS_PER_WORKER = 128
 
 _REMOTE_OPTIONS = [
     options.inventory(),
@@ -152,10 +156,9 @@ _REMOTE_OPTIONS = [
     click.option(
         "--forks",
         "-f",
-        type=click.IntRange(1, 2048),
-        default=DEFAULT_FORKS,
-        show_default=True,
-        help="Hosts worked on at the same time, in all.",
+        type=click.IntRange(1, 8192),
+        default=None,
+        help=f"Hosts worked on at the same time, in all. Default: {FORKS_PER_WORKER} per worker process.",
     ),
     click.option(
         "--workers",
@@ -394,9 +397,10 @@ def fleet_run(
     staging = staged.staging(seed=secrets.randbelow(2**31)) if staged is not None else Staging()
     if remote.only and not remote.from_run:
         raise click.UsageError("--only needs --from-run RUN")
+    workers = remote.workers if remote.workers is not None else default_workers()
     settings = RunSettings(
-        forks=remote.forks,
-        workers=remote.workers if remote.workers is not None else default_workers(),
+        forks=remote.forks if remote.forks is not None else FORKS_PER_WORKER * workers,
+        workers=workers,
         limit=remote.limit,
         hosts=tuple(remote.hosts),
         shard=remote.shard,
