@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import re
 import socket
 import ssl
 import threading
@@ -115,14 +116,19 @@ def doctor(
     verify_tls: bool = True,
     user: str | None = None,
     transcript: Path | None = None,
+    lines: Transcript | None = None,
 ) -> DoctorRun:
-    """Diagnose every chosen host. `user` is the WinRM account's name, for the hints."""
+    """Diagnose every chosen host. `user` is the WinRM account's name, for the hints. The
+    conversation is written to `transcript`: the agent's lines, and the envelopes `lines`
+    heard from the transport (its `wire`, given to winrm_connect as the tracer)."""
     loaded, targets = select_targets(project, inventory, settings.limit, settings.hosts)
     jobs = group_by_host((UserJob(t) for t in targets), host_groups(loaded))
     connect = connect_factory(loaded)
     base = loaded.path.resolve().parent
-    redactor = Redactor(project.secret_resolver().secrets())
-    lines = Transcript(redactor)
+    secrets = project.secret_resolver().secrets()
+    redactor = Redactor(secrets)
+    lines = lines or Transcript()
+    lines.redactor.add(secrets)
     options = SessionOptions(timeout=timeout, retries=0)
 
     def work(job: HostJob) -> Diagnosis:
@@ -556,28 +562,48 @@ def judge_user(result: Diagnosis, entry: dict[str, Any]) -> None:
 # Output ------------------------------------------------------------------------------------
 
 
-class Transcript:
-    """Every request and reply line of every host's conversation, masked (remote.agent.masked)
-    and redacted. It is recorded at the agent's level: the WS-Management XML around the lines
-    needs a hook in the transport."""
+_STREAM = re.compile(rb"(<(?:rsp:)?Stream\b[^>]*>)([^<]*)(</(?:rsp:)?Stream>)")
+_ARGUMENTS = re.compile(rb"(<(?:rsp:)?Arguments>)([^<]{200,})(</(?:rsp:)?Arguments>)")
 
-    def __init__(self, redactor: Redactor) -> None:
-        self._redactor = redactor
+
+def masked_envelope(body: bytes) -> str:
+    """A WS-Management envelope for the transcript: its stream payloads (the agent's lines,
+    shown masked on their own) and the long encoded command replaced by their sizes."""
+    body = _STREAM.sub(lambda m: m.group(1) + b"<%d base64 characters>" % len(m.group(2)) + m.group(3), body)
+    body = _ARGUMENTS.sub(lambda m: m.group(1) + b"<%d characters>" % len(m.group(2)) + m.group(3), body)
+    return body.decode("utf-8", "replace")
+
+
+class Transcript:
+    """The whole conversation with every host: each WS-Management envelope sent and received
+    (`wire`, its payload masked) and each agent request and reply line (`recorder`, inis and
+    passwords masked by remote.agent.masked), every known secret redacted."""
+
+    def __init__(self) -> None:
+        self.redactor = Redactor()
         self._lines: list[str] = []
         self._lock = threading.Lock()
+
+    def wire(self, host: str, direction: str, envelope: bytes) -> None:
+        arrow = ">>" if direction == "request" else "<<"
+        stamp = dt.datetime.now(dt.UTC).strftime("%H:%M:%S.%f")[:-3]
+        text = self.redactor(f"{stamp} {host} {arrow} {masked_envelope(envelope)}")
+        with self._lock:
+            self._lines.append(text)
 
     def recorder(self, host: str) -> Callable[[str, str], None]:
         def record(direction: str, text: str) -> None:
             arrow = ">" if direction == "send" else "<"
             stamp = dt.datetime.now(dt.UTC).strftime("%H:%M:%S.%f")[:-3]
             with self._lock:
-                self._lines.append(self._redactor(f"{stamp} {host} {arrow} {text}"))
+                self._lines.append(self.redactor(f"{stamp} {host} {arrow} {text}"))
 
         return record
 
     def text(self) -> str:
         head = (
-            "# provision doctor: the agent conversation with each host (> sent, < received).\n"
+            "# provision doctor: the conversation with each host. >> and << are WS-Management envelopes\n"
+            "# sent and received (their payload by size); > and < the agent's lines inside them.\n"
             "# Inis are shown by size and digest, passwords masked, known secrets redacted.\n"
         )
         with self._lock:

@@ -6,6 +6,7 @@ push.py per host through the fleet runner -> state recorded here, in the caller'
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import time
@@ -123,10 +124,19 @@ class RunSettings:
 EVERY_HOST = RunSettings()  # the default: all hosts, 16 at a time, one process, no progress shown
 
 
+Tracer = Callable[[str, str, bytes], None]  # (host, "request" | "reply", WS-Management envelope)
+
+
 def winrm_connect(
-    credentials: Credentials, *, verify_tls: bool = True, timeout: float = 120.0, transport: str = "auto"
+    credentials: Credentials,
+    *,
+    verify_tls: bool = True,
+    timeout: float = 120.0,
+    transport: str = "auto",
+    tracer: Tracer | None = None,
 ) -> ConnectFactory:
-    """Connect functions that open a pywinrm transport for a host's connection settings."""
+    """Connect functions that open a WinRM transport for a host's connection settings;
+    `tracer` hears every envelope of every host (doctor --transcript)."""
 
     def factory(inventory: LoadedInventory) -> Connect:
         from provision.transport import open_transport
@@ -149,6 +159,7 @@ def winrm_connect(
                 verify_tls=verify_tls,
                 ca_bundle=ca_bundle,
                 operation_timeout=max(1, min(20, int(timeout / 4))),
+                trace=functools.partial(tracer, job.host) if tracer is not None else None,
             )
             return open_transport(settings, transport, deadline=time.monotonic() + timeout)
 

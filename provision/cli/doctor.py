@@ -8,7 +8,7 @@ import click
 
 from provision.cli.app import App
 from provision.cli.remote import RemoteArgs, exit_for, fleet_run, remote_options, report_run
-from provision.doctor import doctor
+from provision.doctor import Transcript, doctor
 
 
 @click.command(name="doctor")
@@ -24,7 +24,8 @@ def doctor_command(ctx: click.Context, remote: RemoteArgs, transcript: Path | No
     the WinRM account, PowerShell, WinRM settings, MicroSIP and each user; say how to fix what fails."""
     app: App = ctx.obj
     user = remote.user or app.project.environ.get("PROVISION_WINRM_USER")
-    with fleet_run(ctx, remote, "doctor") as session:
+    lines = Transcript()
+    with fleet_run(ctx, remote, "doctor", tracer=lines.wire if transcript is not None else None) as session:
         run = session.run(
             lambda connect, settings: doctor(
                 app.project,
@@ -35,6 +36,7 @@ def doctor_command(ctx: click.Context, remote: RemoteArgs, transcript: Path | No
                 verify_tls=not remote.no_verify_tls,
                 user=user,
                 transcript=transcript,
+                lines=lines,
             )
         )
         report_run(app, remote, run)

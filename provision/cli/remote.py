@@ -32,6 +32,7 @@ from provision.rollout import (
     Credentials,
     RunResult,
     RunSettings,
+    Tracer,
     push,
     rollback,
     winrm_connect,
@@ -381,7 +382,7 @@ class FleetSession:
 
 @contextmanager
 def fleet_run(
-    ctx: click.Context, remote: RemoteArgs, verb: str, staged: StagingArgs | None = None
+    ctx: click.Context, remote: RemoteArgs, verb: str, staged: StagingArgs | None = None, tracer: Tracer | None = None
 ) -> Iterator[FleetSession]:
     """Credentials and the TLS warning first; then, until the block ends, Ctrl-C and SIGTERM
     stop the run in two stages and never lose the table or report of what was done."""
@@ -391,7 +392,7 @@ def fleet_run(
     creds = credentials(app, remote.user, remote.password_ref)
     if remote.no_verify_tls:
         app.reporter.err.print("[yellow]Warning:[/] TLS certificates are not checked (--no-verify-tls)")
-    connect = winrm_connect(creds, verify_tls=not remote.no_verify_tls, timeout=remote.timeout)
+    connect = winrm_connect(creds, verify_tls=not remote.no_verify_tls, timeout=remote.timeout, tracer=tracer)
     if remote.fmt == "json" and remote.junit is not None and is_stdout(remote.junit):
         raise click.UsageError("--format json and --junit - would both write to standard output")
     staging = staged.staging(seed=secrets.randbelow(2**31)) if staged is not None else Staging()

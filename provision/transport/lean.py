@@ -61,6 +61,9 @@ class Connection:
             self._basic = "Basic " + base64.b64encode(raw).decode("ascii")
 
     def send_message(self, message: bytes) -> bytes:
+        trace = self.settings.trace
+        if trace is not None:
+            trace("request", message)
         if not self._channel.open:
             self._connect()
         headers = {"Content-Type": SOAP, "User-Agent": USER_AGENT}
@@ -87,6 +90,8 @@ class Connection:
         if reply.status == 401:
             self.close()
             raise InvalidCredentialsError("the specified credentials were rejected by the server")
+        if trace is not None:
+            trace("reply", data if data else f"(HTTP {reply.status}, no body)".encode())
         if not 200 <= reply.status < 300:
             raise WinRMTransportError("http", reply.status, data.decode("utf-8", "replace"))
         return data

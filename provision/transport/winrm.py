@@ -69,11 +69,17 @@ class WinRMSettings:
     verify_tls: bool = True
     ca_bundle: str | None = None
     operation_timeout: int = 20
+    # Hears every WS-Management envelope sent and received, in the clear (for doctor's
+    # transcript, which masks the payload): ("request" | "reply", envelope).
+    trace: Trace | None = field(default=None, repr=False, compare=False)
 
     @property
     def endpoint(self) -> str:
         host = f"[{self.address}]" if ":" in self.address else self.address
         return f"{self.scheme}://{host}:{self.port}/wsman"
+
+
+Trace = Callable[[str, bytes], None]
 
 
 class WinRMTransport:
@@ -126,7 +132,9 @@ class WinRMTransport:
                 operation_timeout_sec=s.operation_timeout,
                 **options,
             )
-            protocol.transport = _BoundedTransport(self.clock, endpoint=s.endpoint, auth_method=s.auth, **options)
+            protocol.transport = _BoundedTransport(
+                self.clock, s.trace, endpoint=s.endpoint, auth_method=s.auth, **options
+            )
         except WinRMError as exc:
             raise TransportError(PROTOCOL, f"cannot set up WinRM: {type(exc).__name__}") from None
         return protocol
@@ -212,9 +220,10 @@ class _DeadlineAdapter(requests.adapters.HTTPAdapter):
 class _BoundedTransport(winrm.transport.Transport):
     """pywinrm's requests transport with every wait under the Clock, and no proxy from the environment."""
 
-    def __init__(self, clock: Clock, **kwargs: Any) -> None:
+    def __init__(self, clock: Clock, trace: Trace | None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.clock = clock
+        self.trace = trace
 
     def _bound(self, session: requests.Session) -> None:
         if not isinstance(session.get_adapter("https://"), _DeadlineAdapter):
@@ -230,7 +239,12 @@ class _BoundedTransport(winrm.transport.Transport):
 
     def send_message(self, message: str | bytes) -> bytes:
         self._bound(self.build_session())
-        return super().send_message(message)
+        if self.trace is None:
+            return super().send_message(message)
+        self.trace("request", message.encode("utf-8") if isinstance(message, str) else message)
+        reply: bytes = super().send_message(message)
+        self.trace("reply", reply)
+        return reply
 
 
 def _is_ip_address(address: str) -> bool:

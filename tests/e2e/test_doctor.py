@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -189,6 +190,11 @@ def test_the_transcript_has_the_conversation_and_no_secret(lab: Lab) -> None:
     text = path.read_text("utf-8")
     assert '"op": "recover"' in text and '"op": "inspect"' in text and '"facts"' in text
     assert "<the agent:" in text
+    # The WS-Management envelopes around them, their payload by size.
+    for action in ("transfer/Create", "shell/Command", "shell/Send", "shell/Receive", "transfer/Delete"):
+        assert f"{action}</a:Action>" in text or f"{action}</wsa:Action>" in text, action
+    assert re.search(r"<(rsp:)?Stream [^>]*><\d+ base64 characters></(rsp:)?Stream>", text)
+    assert "ShellId" in text and "CommandState/Running" in text
     env = read_env_file(lab.fleet.env_file)
     for secret in (env["PROVISION_WINRM_PASSWORD"], env["PROVISION_LAB_SIP_PASSWORD"]):
         assert secret not in text and secret not in output
