@@ -113,7 +113,7 @@ def _health(agent: Agent, job: HostJob, key: bytes, now: float) -> CheckResult:
         "install": install_of(job),
         "users": [{"name": u.user} for u in job.users],
         "max_ini_bytes": MAX_INI_BYTES,
-        "hooks": sorted({p for u in job.users for p in _hook_programs(u)}),
+        "hooks": sorted({p for u in job.users for p in u.target.resolved.profile.hooks.programs()}),
         "log_patterns": [REGISTERED, REGISTRATION_FAILED],
         "log_tail_bytes": LOG_TAIL_BYTES,
     }
@@ -144,11 +144,6 @@ def recovered_checks(result: CheckResult, agent: Agent) -> None:
         else:
             detail = f"MicroSIP closed by an earlier run is still not running: {entry.get('reason') or 'unknown'}"
             result.add(f"{name}: recovered", FAIL, detail)
-
-
-def _hook_programs(user: UserJob) -> list[str]:
-    hooks = user.target.resolved.profile.hooks
-    return [hook.program for hook in hooks.__dict__.values() if hook is not None]
 
 
 def _judge_exe(result: CheckResult, exe: dict[str, Any] | None, now: float) -> None:

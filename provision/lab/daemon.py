@@ -1,5 +1,8 @@
 """`python -m provision.lab.daemon DIR HOSTS USERS LATENCY_MS [FAULTS.json]`: a lab that runs until SIGTERM.
 
+HOSTS is a number (lab-001, lab-002, ...), or a JSON file for `lab up -i`: {"hosts": [HostSpec
+as JSON], "inventory": the inventory to write back, pointed at the lab}; USERS is then unused.
+
 FAULTS.json maps host-name patterns (globs) to fault settings, applied in order, and
 `users` to settings of those hosts' users (see provision/lab/faults.py and docs/commands/lab.md):
 {"*": {"powershell_start_ms": 800}, "lab-00[12]": {"refuse": true},
@@ -23,13 +26,18 @@ from pathlib import Path
 from typing import Any
 
 from provision.lab.faults import problems
-from provision.lab.fleet import Fleet
+from provision.lab.fleet import Fleet, HostSpec
 from provision.lab.host import SimulatedHost
 
 
 def main(argv: list[str]) -> int:
-    folder, hosts, users, latency = Path(argv[0]), int(argv[1]), int(argv[2]), float(argv[3])
-    fleet = Fleet(folder, hosts, users_per_host=users)
+    folder, hosts, users, latency = Path(argv[0]), argv[1], int(argv[2]), float(argv[3])
+    if hosts.endswith(".json"):
+        spec = json.loads(Path(hosts).read_text("utf-8"))
+        specs = [HostSpec.from_json(h) for h in spec["hosts"]]
+        fleet = Fleet(folder, specs, inventory=spec["inventory"])
+    else:
+        fleet = Fleet(folder, int(hosts), users_per_host=users)
     for host in fleet.hosts.values():
         host.faults.latency_ms = latency
     if len(argv) > 4:

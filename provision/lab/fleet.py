@@ -8,13 +8,16 @@ fleet.stop()
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 import secrets
 import socket
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -23,6 +26,7 @@ from provision.lab.certs import make_certificates
 from provision.lab.host import SimulatedHost, SimUser
 from provision.lab.server import HTTPS_PORT, Endpoint, LabServer
 from provision.lab.wsman import WSManService
+from provision.remote import INSTALLED_EXE
 
 _NTLM_LOCK = threading.Lock()
 
@@ -39,6 +43,21 @@ SEED_INI = (
 class Credentials:
     username: str
     password: str
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """A workstation of someone's own inventory, for `lab up -i`: its users, the programs its
+    profiles' hooks run (present, so health finds them), and where MicroSIP is."""
+
+    name: str
+    users: tuple[str, ...]
+    files: tuple[str, ...] = ()
+    portable_exe: str | None = None  # %USERPROFILE%\...\x.exe for a portable MicroSIP
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HostSpec:
+        return cls(data["name"], tuple(data["users"]), tuple(data.get("files") or ()), data.get("portable_exe"))
 
 
 def _free_block() -> int:
@@ -67,27 +86,56 @@ def _register_ntlm_user(folder: Path, credentials: Credentials) -> None:
 
 class Fleet:
     def __init__(
-        self, folder: Path, hosts: int, *, users_per_host: int = 1, block: int | None = None, seed: bool = True
+        self,
+        folder: Path,
+        hosts: int | Sequence[HostSpec],
+        *,
+        users_per_host: int = 1,
+        block: int | None = None,
+        seed: bool = True,
+        inventory: dict[str, Any] | None = None,
     ) -> None:
-        """seed: give every user an ini MicroSIP has already written, and run the first user's
-        MicroSIP on every other host, as on a fleet in use."""
+        """hosts: how many (lab-001, lab-002, ...), or the workstations of someone's inventory,
+        whose data (`inventory`, provision's own YAML shape) the lab then writes back with each
+        host's connection pointed at its lab address. seed: give every user an ini MicroSIP has
+        already written, and run the first user's MicroSIP on every other host, as on a fleet in use."""
         self.folder = folder
         self.block = block or _free_block()
         self.credentials = Credentials(f"lab-{secrets.token_hex(3)}", secrets.token_urlsafe(12))
         self.sip_password = "lab-" + secrets.token_urlsafe(9)
         self.hosts: dict[str, SimulatedHost] = {}
         self.addresses: dict[str, str] = {}
-        for index in range(hosts):
-            name = f"lab-{index + 1:03d}"
-            users = [SimUser(f"user{index + 1:03d}{chr(97 + u)}") for u in range(users_per_host)]
-            self.hosts[name] = SimulatedHost(name, folder / "hosts" / name, users)
-            self.addresses[name] = f"127.{self.block}.{index // 250}.{index % 250 + 1}"
+        if isinstance(hosts, int):
+            specs = [
+                HostSpec(
+                    f"lab-{i + 1:03d}",
+                    tuple(f"user{i + 1:03d}{chr(97 + u)}" for u in range(users_per_host)),
+                    ("C:\\Program Files\\Contoso CRM\\crm-popup.exe",),  # the sales profile's hook
+                )
+                for i in range(hosts)
+            ]
+        else:
+            specs = list(hosts)
+        for index, spec in enumerate(specs):
+            users = [SimUser(name) for name in spec.users]
+            if spec.portable_exe:
+                host = SimulatedHost(spec.name, folder / "hosts" / spec.name, users, mode="portable",
+                                     portable_exe=spec.portable_exe)  # fmt: skip
+            else:
+                host = SimulatedHost(spec.name, folder / "hosts" / spec.name, users)
+            self.hosts[spec.name] = host
+            self.addresses[spec.name] = f"127.{self.block}.{index // 250}.{index % 250 + 1}"
         if seed:
-            for index, host in enumerate(self.hosts.values()):
-                crm = host.path("C:\\Program Files\\Contoso CRM\\crm-popup.exe")  # the sales profile's hook
-                crm.parent.mkdir(parents=True, exist_ok=True)
-                crm.write_bytes(b"MZ")
+            for index, (spec, host) in enumerate(zip(specs, self.hosts.values(), strict=True)):
+                for program in spec.files:
+                    file = host.path(program)
+                    file.parent.mkdir(parents=True, exist_ok=True)
+                    file.write_bytes(b"MZ")
                 for offset, user in enumerate(host.users.values()):
+                    if host.mode == "portable":
+                        exe = host.path(host.exe_for(user.name))
+                        exe.parent.mkdir(parents=True, exist_ok=True)
+                        exe.write_bytes(host.path(INSTALLED_EXE).read_bytes())
                     host.write_ini(user.name, encode_ini(SEED_INI))
                     if offset == 0 and index % 2 == 0:
                         host.start_microsip(user.name)
@@ -104,7 +152,10 @@ class Fleet:
         )
         self.inventory = folder / "inventory.yaml"
         self.env_file = folder / "lab.env"
-        self._write_files()
+        if inventory is None:
+            self._write_files()
+        else:
+            self._write_theirs(inventory)
 
     def host(self, name: str) -> SimulatedHost:
         return self.hosts[name]
@@ -124,6 +175,26 @@ class Fleet:
 
     def requests(self) -> dict[str, int]:
         return {name: host.stats["requests"] for name, host in self.hosts.items()}
+
+    def _write_theirs(self, inventory: dict[str, Any]) -> None:
+        """Someone's own inventory, each host's connection pointed at its lab address, and the
+        lab's WinRM credentials (their SIP secrets stay in their own env file)."""
+        data = copy.deepcopy(inventory)
+        lab = {"scheme": "https", "port": HTTPS_PORT, "auth": "ntlm", "ca_bundle": str(self.ca.resolve())}
+        for name, host in data.get("hosts", {}).items():
+            host["connection"] = {**lab, "address": self.addresses[name]}
+        header = (
+            f"# Your inventory on the provision lab: {len(self.hosts)} simulated workstations on "
+            f"127.{self.block}.0.0/16.\n# Made by `provision lab up -i`; your own inventory is unchanged.\n"
+        )
+        self.inventory.write_text(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True), "utf-8")
+        self.env_file.write_text(
+            "# The provision lab's WinRM account (throwaway, loopback only).\n"
+            f"PROVISION_WINRM_USER={self.credentials.username}\n"
+            f"PROVISION_WINRM_PASSWORD={self.credentials.password}\n",
+            "utf-8",
+        )
+        os.chmod(self.env_file, 0o600)
 
     def _write_files(self) -> None:
         hosts = {}

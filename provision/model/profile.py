@@ -224,6 +224,11 @@ class Hooks(StrictModel):
     cmdCallStart: Hook | None = _hook("Any call is connected.")
     cmdCallEnd: Hook | None = _hook("Any other call end, including missed calls.")
 
+    def programs(self) -> list[str]:
+        """The programs the hooks run, each once, in key order."""
+        found = [hook.program for hook in self.__dict__.values() if hook is not None]
+        return list(dict.fromkeys(found))
+
     @field_validator("*", mode="before")
     @classmethod
     def _shorthand(cls, value: Any) -> Any:

@@ -23,7 +23,7 @@ def test_lab_up_push_and_down(tmp_path: Path) -> None:
     try:
         assert (tmp_path / "lab" / "lab.pid").exists()
         again = provision(tmp_path, "lab", "up", "--dir", "lab")
-        assert again.returncode == 1 and "already up" in again.stderr
+        assert again.returncode == 2 and "already up" in again.stderr  # a usage error
         push = provision(tmp_path, "--env-file", "lab/lab.env", "push", "-i", "lab/inventory.yaml")
         assert push.returncode == 0, push.stdout + push.stderr
         assert push.stdout.splitlines()[-1].startswith("2 hosts: 2 changed")
@@ -59,3 +59,28 @@ def test_lab_faults_from_a_file_are_checked_and_applied(tmp_path: Path) -> None:
         assert "fail" not in doctor.stdout[: doctor.stdout.index("lab-002")]
     finally:
         provision(tmp_path, "lab", "down", "--dir", "lab")
+
+
+def test_a_newcomers_own_config_on_the_lab(tmp_path: Path) -> None:
+    """init, then the lab built from the new inventory, then push, health, smoke and runs with
+    the admin's own profiles, groups, users and secrets, as the quickstart says."""
+    assert provision(tmp_path, "init", "phones").returncode == 0
+    here = tmp_path / "phones"
+    up = provision(here, "lab", "up", "-i", "inventory.yaml", "--dir", "lab")
+    assert up.returncode == 0, up.stderr
+    try:
+        assert "provision push -i lab/inventory.yaml --env-file lab/lab.env" in up.stdout
+        lab_inventory = (here / "lab" / "inventory.yaml").read_text("utf-8")
+        assert "ws-sales-01:" in lab_inventory and "jdoe" in lab_inventory and "env:SIP_PW_2101" in lab_inventory
+        assert "SIP_PW" not in (here / "lab" / "lab.env").read_text("utf-8")  # their secrets stay theirs
+        push = provision(here, "push", "-i", "lab/inventory.yaml", "--env-file", "lab/lab.env")
+        assert push.returncode == 0, push.stdout + push.stderr
+        assert push.stdout.splitlines()[-1].startswith("3 hosts: 3 changed")
+        health = provision(here, "health", "-i", "lab/inventory.yaml", "--env-file", "lab/lab.env")
+        assert health.returncode == 0 and "3 hosts:" in health.stdout, health.stdout + health.stderr
+        smoke = provision(here, "smoke", "-i", "lab/inventory.yaml", "--env-file", "lab/lab.env")
+        assert smoke.returncode == 0 and "3 hosts: 3 ok" in smoke.stdout, smoke.stdout + smoke.stderr
+        runs = provision(here, "runs")
+        assert [line.split()[1] for line in runs.stdout.splitlines()[1:]] == ["smoke", "health", "push"]
+    finally:
+        provision(here, "lab", "down", "--dir", "lab")
