@@ -10,14 +10,15 @@ from __future__ import annotations
 import base64
 import secrets as token
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from provision.errors import IniError
+from provision.ini import win32_value
 from provision.jobs import HostJob, UserJob
-from provision.plan import plan_target
+from provision.plan import KeyChange, plan_target
 from provision.push import PushOptions, by_user
 from provision.remote import INSTALLED_EXE
 from provision.remote.agent import Agent
@@ -25,9 +26,11 @@ from provision.remote.protocol import MAX_INI_BYTES, Op, UserStatus
 from provision.render import RenderedIni
 from provision.secrets import Secret
 from provision.session import Connect, converse, install_of
+from provision.state import PushRecord
 from provision.transport.base import TIMEOUT, TransportError
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
+PENDING = "pending"  # a check: the profiles changed since the last push; pushing would change this
 
 # PJSIP's log wording (level 5). Confirm on a real MicroSIP log before relying on it.
 REGISTERED = r"registration success, status=200"
@@ -61,15 +64,19 @@ class CheckResult:
 
     @property
     def status(self) -> str:
+        """failed (a check failed), drifted (only drift: the workstation no longer holds what was
+        pushed), pending (the profiles changed since the last push), warning, or ok."""
         statuses = {c.status for c in self.checks}
         if FAIL in statuses:
             only_drift = all(c.name.endswith(": drift") for c in self.checks if c.status == FAIL)
             return "drifted" if only_drift else "failed"
+        if PENDING in statuses:
+            return "pending"
         return "warning" if WARN in statuses else "ok"
 
     @property
     def ok(self) -> bool:
-        return self.status in ("ok", "warning")
+        return self.status in ("ok", "warning", "pending")
 
     @property
     def reason(self) -> str:
@@ -195,12 +202,16 @@ def _judge_user(result: CheckResult, user: UserJob, entry: dict[str, Any], devic
             result.add(f"{name}: drift", WARN, f"not pushed by provision yet ({len(plan.changes)} managed keys differ)")
         else:
             result.add(f"{name}: drift", PASS, "managed keys as the profile says (not pushed from here)")
-    elif plan.changes:
-        keys = [f"[{c.section}] {c.key}" for c in plan.changes]
-        shown = ", ".join(keys[:6]) + (f" and {len(keys) - 6} more" if len(keys) > 6 else "")
-        result.add(f"{name}: drift", FAIL, f"{len(keys)} managed key(s) differ from the last push: {shown}")
     else:
-        result.add(f"{name}: drift", PASS, "managed keys as pushed")
+        drifted, pending = split_changes(plan.changes, user.record, plan.managed_hash)
+        if drifted:
+            detail = f"{len(drifted)} managed key(s) changed on the workstation since the last push: {_keys(drifted)}"
+            result.add(f"{name}: drift", FAIL, detail)
+        else:
+            result.add(f"{name}: drift", PASS, "managed keys as pushed")
+        if pending:
+            detail = f"the profiles changed since the last push: {len(pending)} key(s) to push: {_keys(pending)}"
+            result.add(f"{name}: pending", PENDING, detail)
     running = bool(entry.get("running"))
     result.add(f"{name}: running", PASS if running else WARN, "MicroSIP running" if running else "MicroSIP not running")
     audio = user.target.resolved.profile.audio
@@ -217,6 +228,38 @@ def _judge_user(result: CheckResult, user: UserJob, entry: dict[str, Any], devic
             result.add(f"{name}: registration", PASS, "registered")
         else:
             result.add(f"{name}: registration", FAIL, line.strip()[:200])
+
+
+def split_changes(
+    changes: Sequence[KeyChange], record: PushRecord, wanted_hash: str
+) -> tuple[list[KeyChange], list[KeyChange]]:
+    """Which differences are drift (the workstation changed: it no longer holds what was pushed)
+    and which are pending (the profiles changed since: the workstation still holds the push)."""
+    pushed = record.managed_values
+    drifted: list[KeyChange] = []
+    pending: list[KeyChange] = []
+    for change in changes:
+        key = (change.section.lower(), change.key.lower())
+        if change.key == "(encoding)":
+            drifted.append(change)  # rewritten in another encoding: not by MicroSIP, nor by provision
+        elif change.note == "no longer managed" or (
+            key[1] == "password" and change.note != "not set on the workstation"
+        ):
+            pending.append(change)  # the profile dropped the key, or the secret changed since
+        elif key[1] == "password":
+            drifted.append(change)  # pushed, and gone from the file
+        elif pushed is None:  # a record from before the values were kept: the hashes tell
+            (drifted if record.managed_hash == wanted_hash else pending).append(change)
+        elif key not in pushed or win32_value(pushed[key]) == win32_value(change.old or ""):
+            pending.append(change)  # newly managed, or still what was pushed
+        else:
+            drifted.append(change)
+    return drifted, pending
+
+
+def _keys(changes: Sequence[KeyChange]) -> str:
+    keys = [f"[{c.section}] {c.key}" if c.section else c.key for c in changes]
+    return ", ".join(keys[:6]) + (f" and {len(keys) - 6} more" if len(keys) > 6 else "")
 
 
 # smoke -------------------------------------------------------------------------------------

@@ -20,8 +20,11 @@ class ExitStatus(IntEnum):
     FAILED = 1
     #: Bad input: command line, profile, inventory, template or secret.
     USAGE = 2
-    #: Nothing failed, but something would change or has drifted (`diff --exit-code`).
+    #: Nothing failed, but something would change: `push --check --exit-code`, `diff --exit-code`,
+    #: and `health` when the profiles changed since the last push (pending).
     CHANGES = 3
+    #: `health`: a workstation's ini no longer holds what was pushed to it (drift); nothing failed.
+    DRIFT = 4
     #: A bug in provision; the traceback is printed.
     INTERNAL = 70
     INTERRUPTED = 130

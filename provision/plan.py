@@ -43,6 +43,9 @@ class TargetPlan:
     notes: tuple[str, ...] = ()
     # The whole new file, secrets included: only for writing, never for showing.
     content: bytes | None = field(default=None, repr=False)
+    # The raw values the profile wants, passwords left out (recorded with a push, so health can
+    # tell a workstation that changed from a profile that did).
+    managed_values: dict[Key, str] = field(default_factory=dict)
 
     @property
     def changed(self) -> bool:
@@ -126,6 +129,7 @@ def plan_target(
         fingerprints=fps,
         notes=tuple(notes),
         content=content,
+        managed_values={k: v for k, v in wanted.items() if k not in password_keys},
     )
 
 

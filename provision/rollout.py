@@ -274,7 +274,7 @@ def push_records(result: HostResult, known: Mapping[tuple[str, str], PushRecord]
         if user.status == UNCHANGED and earlier is not None and earlier.managed_hash == plan.managed_hash:
             continue
         keys, digest, prints = plan.managed_keys, plan.managed_hash, plan.fingerprints
-        out.append(PushRecord(result.host, user.user, now, keys, digest, prints, user.status))
+        out.append(PushRecord(result.host, user.user, now, keys, digest, prints, user.status, plan.managed_values))
     return out
 
 

@@ -453,10 +453,18 @@ def report_run(app: App, remote: RemoteArgs, run: RunOutcome[Any], *, diff: bool
 
 
 def exit_for(ctx: click.Context, run: RunOutcome[Any]) -> None:
+    """130 interrupted; 1 a host failed, the run stopped, or the state could not be written;
+    then for health 4 if a workstation drifted, 3 if the profiles changed since the last push."""
     if run.interrupted:
         ctx.exit(ExitStatus.INTERRUPTED)
-    if not run.ok or run.stopped:
+    failed = any(not h.ok and h.status != "drifted" for h in run.hosts)
+    if failed or run.stopped or run.state_error is not None:
         ctx.exit(ExitStatus.FAILED)
+    statuses = {h.status for h in run.hosts}
+    if "drifted" in statuses:
+        ctx.exit(ExitStatus.DRIFT)
+    if "pending" in statuses:
+        ctx.exit(ExitStatus.CHANGES)
 
 
 @click.command(name="push")

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from provision.state import RunInfo
 
 _RUN_STYLE = {"finished": "green", "running": "cyan", "stopped": "yellow", "interrupted": "yellow", "failed": "red"}
-_CHECK_STYLE = {"ok": "green", "warning": "yellow", "drifted": "bold yellow", "failed": "bold red"}
+_CHECK_STYLE = {"ok": "green", "warning": "yellow", "pending": "cyan", "drifted": "bold yellow", "failed": "bold red"}
 _STYLE = {
     "changed": "green",
     "restored": "green",

@@ -147,6 +147,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         sqlite=_v2("REAL", "INTEGER", "REAL"),
         postgresql=_v2("DOUBLE PRECISION", "BOOLEAN", "TIMESTAMPTZ"),
     ),
+    Migration(
+        3,
+        "the values pushed (passwords only by fingerprint), so health tells drift from a pending change",
+        sqlite=("ALTER TABLE pushes ADD COLUMN managed_values TEXT",),
+        postgresql=("ALTER TABLE pushes ADD COLUMN managed_values TEXT",),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version
@@ -157,7 +163,9 @@ VERSION_TABLE = "schema_version"
 #: reported when the store opens rather than halfway through a run.
 COLUMNS: dict[str, frozenset[str]] = {
     "meta": frozenset({"name", "value"}),
-    "pushes": frozenset({"host", "user", "pushed_at", "managed_keys", "managed_hash", "fingerprints", "result"}),
+    "pushes": frozenset(
+        {"host", "user", "pushed_at", "managed_keys", "managed_hash", "fingerprints", "result", "managed_values"}
+    ),
     "runs": frozenset(
         {
             "id",

@@ -23,6 +23,9 @@ class PushRecord:
     managed_hash: str
     fingerprints: dict[str, str]  # account section (lower case) -> keyed fingerprint of its secret
     result: str
+    # The raw values pushed (section, key) -> value, passwords left out (they are in fingerprints);
+    # None for a record made before they were kept.
+    managed_values: dict[Key, str] | None = None
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ class BadRowError(Exception):
 #: A table's columns as (name, kind), kind one of text, int, real, bool: in the order of its rows.
 Columns = tuple[tuple[str, str], ...]
 
-PUSH_COLUMNS = 'host, "user", pushed_at, managed_keys, managed_hash, fingerprints, result'
+PUSH_COLUMNS = 'host, "user", pushed_at, managed_keys, managed_hash, fingerprints, result, managed_values'
 PUSH_TYPES: Columns = tuple((c.strip(), "text") for c in PUSH_COLUMNS.split(","))
 HOST_TYPES: Columns = (
     ("run_id", "text"), ("host", "text"), ("seq", "int"), ("status", "text"), ("kind", "text"),
@@ -57,13 +57,16 @@ def push_row(record: PushRecord) -> tuple[Any, ...]:
         record.managed_hash,
         to_json(record.fingerprints),
         record.result,
+        None
+        if record.managed_values is None
+        else to_json(sorted([s, k, v] for (s, k), v in record.managed_values.items())),
     )
 
 
 def push_record(row: Sequence[Any]) -> PushRecord:
     """`row` in PUSH_COLUMNS order. Kept quick: a command reads every user's record before it
     contacts any host (40,000 rows for 20,000 hosts), and most rows share their managed keys."""
-    host, user, pushed_at, keys, managed_hash, fingerprints, result = row
+    host, user, pushed_at, keys, managed_hash, fingerprints, result, values = row
     if not type(host) is type(user) is type(pushed_at) is type(managed_hash) is type(result) is str:
         cell = _Cells("pushes", row)
         for column, value in (("host", host), ("user", user), ("pushed_at", pushed_at)):
@@ -80,7 +83,18 @@ def push_record(row: Sequence[Any]) -> PushRecord:
         raise _Cells("pushes", row).bad("fingerprints", f"is not valid JSON ({exc})") from None
     if type(prints) is not dict or not all(type(v) is str for v in prints.values()):
         raise _Cells("pushes", row).bad("fingerprints", "is not a JSON object of text values")
-    return PushRecord(host, user, pushed_at, managed, managed_hash, prints, result)
+    pushed = None
+    if values is not None:
+        try:
+            triples = json.loads(values) if type(values) is str else None
+            if type(triples) is not list or not all(
+                type(t) is list and len(t) == 3 and all(type(p) is str for p in t) for t in triples
+            ):
+                raise ValueError("not a JSON list of [section, key, value]")
+        except ValueError as exc:
+            raise _Cells("pushes", row).bad("managed_values", str(exc)) from None
+        pushed = {(s, k): v for s, k, v in triples}
+    return PushRecord(host, user, pushed_at, managed, managed_hash, prints, result, pushed)
 
 
 @lru_cache(maxsize=4096)

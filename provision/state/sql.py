@@ -229,7 +229,8 @@ class SqlStore(Store):
                 list(latest.values()),
                 'ON CONFLICT (host, "user") DO UPDATE SET pushed_at = excluded.pushed_at, '
                 "managed_keys = excluded.managed_keys, managed_hash = excluded.managed_hash, "
-                "fingerprints = excluded.fingerprints, result = excluded.result",
+                "fingerprints = excluded.fingerprints, result = excluded.result, "
+                "managed_values = excluded.managed_values",
             )
 
     def forget(self, pairs: Iterable[tuple[str, str]]) -> None:

@@ -50,6 +50,19 @@ class SqliteStore(SqlStore):
     def __init__(self, path: Path, read_only: bool = False) -> None:
         super().__init__(display_path(path), read_only)
         self.path = path
+        # Openers of a new file race to make it (WAL, the schema): SQLite answers a loser "locked"
+        # at once, without waiting, where waiting would have been safe. Opening waits and tries again.
+        deadline = time.monotonic() + BUSY_SECONDS
+        while True:
+            try:
+                self._open(read_only)
+                return
+            except (StateError, StateWriteError) as exc:
+                if not getattr(exc, "busy", False) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def _open(self, read_only: bool) -> None:
         self._db = self._connect()
         try:
             self._quick_check()
@@ -147,15 +160,19 @@ class SqliteStore(SqlStore):
         if code in _DAMAGE or _schema_problem(exc):
             return self.damaged(str(exc))
         if code in _WRITE_FAILURES or code == sqlite3.SQLITE_CANTOPEN:
-            return StateError(f"cannot read the state file {self.location}: {_WRITE_FAILURES[code]} ({exc})")
+            error = StateError(f"cannot read the state file {self.location}: {_WRITE_FAILURES[code]} ({exc})")
+            error.busy = code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)  # type: ignore[attr-defined]
+            return error
         return exc  # anything else is a bug in provision: keep its traceback
 
     def _write_error(self, exc: sqlite3.Error, what: str) -> Exception:
         code = _primary(exc)
         if code in _WRITE_FAILURES:
-            return StateWriteError(
+            error = StateWriteError(
                 f"could not write {what} to the state file {self.location}: {_WRITE_FAILURES[code]} ({exc})", what
             )
+            error.busy = code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)  # type: ignore[attr-defined]
+            return error
         if code in _DAMAGE or _schema_problem(exc):
             return self.damaged(str(exc))
         if isinstance(exc, sqlite3.IntegrityError):

@@ -64,11 +64,35 @@ def test_health_finds_drift_and_names_the_keys(lab: Lab) -> None:
     content = (host.read_ini(user) or b"").decode("utf-16")
     host.write_ini(user, content.replace("autoAnswer=button", "autoAnswer=all").encode("utf-16"))
     code, data = run_json(lab, "health")
-    assert code == 1
+    assert code == 4  # drift: its own exit status
     assert status(data)["lab-003"] == "drifted"
     assert "1 drifted" in data["summary"]["text"] and data["summary"]["by_status"]["drifted"] == 1
     drift = checks(data, "lab-003")[f"{user}: drift"]
     assert drift["status"] == "fail" and drift["detail"].endswith("[Settings] autoAnswer")
+    assert "changed on the workstation" in drift["detail"]
+
+
+def test_health_tells_a_profile_changed_since_the_push_from_a_workstation_that_changed(lab: Lab) -> None:
+    assert lab.push().exit_code == 0
+    sales = lab.profiles / "sales.yaml"
+    sales.write_text(sales.read_text("utf-8").replace("autoAnswer: button", "autoAnswer: all"), "utf-8")
+    code, data = run_json(lab, "health")
+    assert code == 3  # pending: pushing would change the sales hosts; nothing drifted
+    found = status(data)
+    assert found["lab-001"] == found["lab-003"] == "pending"  # the sales hosts
+    assert found["lab-002"] in ("ok", "warning") and found["lab-004"] in ("ok", "warning")  # support: as pushed
+    pending = checks(data, "lab-003")[f"{lab.user('lab-003')}: pending"]
+    assert pending["status"] == "pending" and "to push: [Settings] autoAnswer" in pending["detail"]
+    assert checks(data, "lab-003")[f"{lab.user('lab-003')}: drift"]["status"] == "pass"
+    # Both at once: the workstation changed a key the profile did not; drift is what counts.
+    host, user = lab.host("lab-001"), lab.user("lab-001", 1)
+    content = (host.read_ini(user) or b"").decode("utf-16")
+    host.write_ini(user, content.replace("denyIncoming=button", "denyIncoming=all").encode("utf-16"))
+    code, data = run_json(lab, "health")
+    assert code == 4 and status(data)["lab-001"] == "drifted" and status(data)["lab-003"] == "pending"
+    assert lab.push().exit_code == 0
+    code, data = run_json(lab, "health")
+    assert code == 0 and set(status(data).values()) <= {"ok", "warning"}
 
 
 def test_health_errors_and_warnings(lab: Lab) -> None:

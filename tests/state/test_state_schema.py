@@ -93,6 +93,31 @@ def test_a_store_at_version_1_is_upgraded(location: str, backend: str) -> None:
     assert version(location) == [(LATEST,)]
 
 
+def test_a_store_at_version_2_keeps_its_records_and_learns_the_pushed_values(location: str, backend: str) -> None:
+    if backend == "sqlite":
+        Path(location).parent.mkdir(parents=True)
+    for migration in MIGRATIONS[:2]:
+        for statement in migration.statements(backend):
+            execute(location, statement)
+    execute(location, "CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    execute(location, "INSERT INTO schema_version (version) VALUES (2)")
+    execute(
+        location,
+        'INSERT INTO pushes (host, "user", pushed_at, managed_keys, managed_hash, fingerprints, result) '
+        "VALUES ('ws-01', 'jdoe', 't', '[[\"settings\", \"autoanswer\"]]', 'h', '{}', 'changed')",
+    )
+    with open_store(location) as store:
+        old = store.last_push("ws-01", "jdoe")
+        assert old is not None and old.managed_values is None  # pushed before the values were kept
+        keys = frozenset({("settings", "autoanswer")})
+        store.record_pushes(
+            [PushRecord("ws-01", "jdoe", "u", keys, "h2", {}, "changed", {("settings", "autoanswer"): "button"})]
+        )
+        new = store.last_push("ws-01", "jdoe")
+        assert new is not None and new.managed_values == {("settings", "autoanswer"): "button"}
+    assert version(location) == [(LATEST,)] == [(3,)]
+
+
 def test_a_newer_schema_is_refused(open_at: OpenStore, location: str) -> None:
     open_at().close()
     execute(location, "UPDATE schema_version SET version = ?", (LATEST + 1,))

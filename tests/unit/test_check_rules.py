@@ -65,3 +65,27 @@ def test_junit_is_valid_escaped_and_redacted() -> None:
     xmlschema.XMLSchema(FIXTURES / "junit.xsd").validate(xml)
     assert "s3cr3t" not in xml and "********" in xml
     assert '<testsuite name="provision health" tests="2" failures="1" errors="1"' in xml
+
+
+def test_drift_and_pending_are_told_apart_key_by_key() -> None:
+    from provision.checks import split_changes
+    from provision.plan import KeyChange
+    from provision.state import PushRecord
+
+    pushed = {("settings", "autoanswer"): "button", ("settings", "denyincoming"): "button"}
+    record = PushRecord("h", "u", "t", frozenset(pushed), "old", {"account1": "fp"}, "changed", pushed)
+    changes = [
+        KeyChange("Settings", "autoAnswer", "button", "all"),  # still as pushed: the profile changed
+        KeyChange("Settings", "denyIncoming", "all", "button"),  # not as pushed: the workstation changed
+        KeyChange("Settings", "callWaiting", None, "1"),  # newly managed
+        KeyChange("Account1", "password", "********", "********", "secret changed"),
+        KeyChange("Account1", "password", None, "********", "not set on the workstation"),
+        KeyChange("", "(encoding)", "UTF-8 with BOM", "UTF-16LE with BOM"),
+    ]
+    drifted, pending = split_changes(changes, record, "new")
+    assert [c.key for c in drifted] == ["denyIncoming", "password", "(encoding)"]
+    assert [c.key for c in pending] == ["autoAnswer", "callWaiting", "password"]
+    # A record from before the values were kept: the hashes decide, for every key at once.
+    old = PushRecord("h", "u", "t", frozenset(pushed), "same", {}, "changed")
+    assert split_changes(changes[:2], old, "same")[0] == changes[:2]  # profile unchanged: drift
+    assert split_changes(changes[:2], old, "other")[1] == changes[:2]  # profile changed: pending
