@@ -112,7 +112,7 @@ class Recording(Generic[Out]):
                     self.store.forget([pair for r in done for pair in self.forget(r)])
             except StateWriteError as exc:
                 self._failed(exc)
-            leased = [r.host for r in results if r.host in self.leased]
+        leased = [r.host for r in results if r.host in self.leased]
         if leased and self.error is None:
             try:
                 self.store.release(self.run_id, leased)

@@ -200,3 +200,49 @@ def test_rollback_by_run_says_when_the_backup_is_gone(fleet: Lab, location: str)
     code, output = cli_run(fleet, location, "rollback", "-i", str(fleet.fleet.inventory), "--run", second["run_id"])
     assert code == 0 and "no backup" in output and "that backup is gone" in output
     assert autoanswer(fleet, name(1)) == "header"  # nothing was put back
+
+
+def test_a_state_that_cannot_be_written_mid_run_stops_new_hosts_and_reports_the_done_ones(
+    fleet: Lab, location: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk under the state fills up during a run (the store's own tests fill a real one): the
+    hosts already done are reported, no further host starts, the error names what was not written."""
+    import provision.rollout as rollout
+    from provision.state import StateWriteError
+
+    class FillingUp:
+        def __init__(self, store: Any) -> None:
+            self.store, self.calls = store, 0
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.store, name)
+
+        def __enter__(self) -> FillingUp:
+            return self
+
+        def __exit__(self, *_: object) -> None:
+            self.store.close()
+
+        def record_hosts(self, run_id: str, hosts: Any) -> None:
+            self.calls += 1
+            if self.calls > 1:
+                raise StateWriteError("could not write 4 host outcomes to the state: the disk is full", "4 hosts")
+            self.store.record_hosts(run_id, hosts)
+
+    opened = rollout.open_store
+    monkeypatch.setattr(rollout, "open_store", lambda at, **kw: FillingUp(opened(at, **kw)))
+    report = push(fleet, location, "--batch", "4", "--forks", "4", "--workers", "1")
+    assert report["exit_code"] == 1
+    assert "could not write 4 host outcomes to the state: the disk is full" in report["output"]
+    assert "Traceback" not in report["output"]
+    done = [h for h in report["hosts"] if h["status"] == "changed"]
+    skipped = [h for h in report["hosts"] if h["status"] == "skipped"]
+    assert len(done) >= 4 and skipped and "state could not be written" in skipped[0]["reason"]
+    assert report["state_error"].startswith("could not write 4 host outcomes")
+
+
+def test_a_report_that_cannot_be_written_still_shows_the_run(fleet: Lab, location: str) -> None:
+    code, output = cli_run(fleet, location, "push", "-i", str(fleet.fleet.inventory), "--limit", "lab-00[12]",
+                           "--report", "/dev/full")  # fmt: skip
+    assert code == 1 and "Traceback" not in output
+    assert "2 hosts: 2 changed" in output and "cannot write /dev/full: No space left on device" in output
