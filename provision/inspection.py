@@ -23,9 +23,8 @@ from provision.rollout import (
     RunSettings,
     choose_jobs,
     input_files,
-    run_summary,
 )
-from provision.runs import finish_recording, inputs_digest, start_recording, started_iso
+from provision.runs import Record, inputs_digest, started_iso
 from provision.secrets import Redactor
 from provision.state import HostOutcome as HostRecord
 from provision.state import UserOutcome, open_store
@@ -56,21 +55,17 @@ def health(
         connect = connect_factory(prepared.inventory)
         key, now = store.fingerprint_key, time.time()
         digest = inputs_digest(input_files(project, prepared.inventory))
-        recording = start_recording(
-            store, command="health", options=check_options(settings), jobs=jobs, to_record=check_record, digest=digest
+        record: Record[CheckResult] = Record("health", check_options(settings), check_record, digest=digest)
+        return settings.run_recorded(
+            store,
+            store.new_run_id(),
+            record,
+            jobs,
+            lambda job: health_host(job, connect, options, key, now),
+            _broken,
+            warnings=prepared.warnings,
+            redactor=prepared.redactor,
         )
-        run = settings.run(jobs, lambda job: health_host(job, connect, options, key, now), _broken, hooks=recording)
-        finish_recording(recording, run.status, run_summary(run.results, run.not_started))
-    return CheckRun.of(
-        "health",
-        run,
-        jobs,
-        warnings=prepared.warnings,
-        redactor=prepared.redactor,
-        run_id=recording.run_id,
-        state_error=recording.error,
-        verify_tls=settings.verify_tls,
-    )
 
 
 def smoke(
@@ -123,22 +118,16 @@ def smoke(
     connect = connect_factory(loaded)
     with open_store(project.state_path) as state:
         chosen = choose_jobs(state, [job for job, _ in jobs], settings)
-        recording = start_recording(
-            state, command="smoke", options=check_options(settings), jobs=chosen, to_record=check_record, digest=None
+        record: Record[CheckResult] = Record("smoke", check_options(settings), check_record)
+        return settings.run_recorded(
+            state,
+            state.new_run_id(),
+            record,
+            chosen,
+            lambda job: smoke_host(job, connect, options, plans[job.host]),
+            _broken,
+            redactor=redactor,
         )
-        run = settings.run(
-            chosen, lambda job: smoke_host(job, connect, options, plans[job.host]), _broken, hooks=recording
-        )
-        finish_recording(recording, run.status, run_summary(run.results, run.not_started))
-    return CheckRun.of(
-        "smoke",
-        run,
-        chosen,
-        redactor=redactor,
-        run_id=recording.run_id,
-        state_error=recording.error,
-        verify_tls=settings.verify_tls,
-    )
 
 
 def check_record(result: CheckResult) -> HostRecord:

@@ -48,6 +48,7 @@ from provision.push import (
 )
 from provision.runs import (
     LEASE_MARGIN,
+    Record,
     earlier_run,
     finish_recording,
     hosts_done,
@@ -118,6 +119,38 @@ class RunSettings:
             progress=Progress(self.on_start, self.on_done, self.on_note),
             hooks=hooks,
             between=self.between,
+        )
+
+    def run_recorded(
+        self,
+        store: Store,
+        run_id: str,
+        record: Record[Out],
+        jobs: Sequence[HostJob],
+        work: Callable[[HostJob], Out],
+        broken: Callable[[HostJob, str, str], Out],
+        *,
+        canary_groups: frozenset[str] = frozenset(),
+        warnings: Sequence[Problem] = (),
+        redactor: Redactor | None = None,
+        check: bool = False,
+    ) -> RunOutcome[Out]:
+        """The run, recorded in `store` as `run_id` (started, each host as it finishes, ended),
+        and what it ended with."""
+        shard = f"{self.shard[0]}/{self.shard[1]}" if self.shard else None
+        recording = start_recording(store, run_id, record, jobs, shard=shard, wait_for_lease=self.wait_for_lease)
+        run = self.run(jobs, work, broken, canary_groups=canary_groups, hooks=recording)
+        finish_recording(recording, run.status, run_summary(run.results, run.not_started))
+        return RunOutcome.of(
+            record.command,
+            run,
+            jobs,
+            warnings=warnings,
+            redactor=redactor,
+            run_id=run_id,
+            state_error=recording.error,
+            check=check,
+            verify_tls=self.verify_tls,
         )
 
 
@@ -218,39 +251,29 @@ def push(
         jobs = choose_jobs(store, host_jobs(prepared, records), settings, resumed)
         connect = connect_factory(prepared.inventory)
         key = store.fingerprint_key
-        recording = start_recording(
-            store,
-            command="push",
-            options=run_options(settings, options),
-            jobs=jobs,
-            to_record=host_record,
+        record: Record[HostResult] = Record(
+            "push",
+            run_options(settings, options),
+            host_record,
             digest=digest,
             resume_of=resumed.id if resumed else None,
-            shard=_shard_text(settings),
             lease_seconds=None if options.check else lease_seconds(options),
-            wait_for_lease=settings.wait_for_lease,
             pushes=None if options.check else (lambda result: push_records(result, records)),
         )
-        options = replace(options, run_id=recording.run_id)  # the backups carry it
-        run = settings.run(
+        run_id = store.new_run_id()
+        options = replace(options, run_id=run_id)  # the backups carry it
+        return settings.run_recorded(
+            store,
+            run_id,
+            record,
             jobs,
             lambda job: _slim(push_host(job, connect, options, key)),
             broken_host,
             canary_groups=canary_groups(prepared.inventory),
-            hooks=recording,
+            warnings=prepared.warnings,
+            redactor=prepared.redactor,
+            check=options.check,
         )
-        finish_recording(recording, run.status, run_summary(run.results, run.not_started))
-    return RunResult.of(
-        "push",
-        run,
-        jobs,
-        warnings=prepared.warnings,
-        redactor=prepared.redactor,
-        run_id=recording.run_id,
-        state_error=recording.error,
-        check=options.check,
-        verify_tls=settings.verify_tls,
-    )
 
 
 def _slim(result: HostResult) -> HostResult:
@@ -326,29 +349,22 @@ def rollback(
         )
         jobs = choose_jobs(store, group_by_host(users, host_groups(loaded)), settings)
         connect = connect_factory(loaded)
-        recording = start_recording(
-            store,
-            command="rollback",
-            options={**run_options(settings, options), "run": undo},
-            jobs=jobs,
-            to_record=host_record,
-            digest=None,
-            shard=_shard_text(settings),
+        record: Record[HostResult] = Record(
+            "rollback",
+            {**run_options(settings, options), "run": undo},
+            host_record,
             lease_seconds=lease_seconds(options),
-            wait_for_lease=settings.wait_for_lease,
             forget=restored_users,
         )
-        run = settings.run(
+        return settings.run_recorded(
+            store,
+            store.new_run_id(),
+            record,
             jobs,
             lambda job: rollback_host(job, connect, options),
             broken_host,
             canary_groups=canary_groups(loaded),
-            hooks=recording,
         )
-        finish_recording(recording, run.status, run_summary(run.results, run.not_started))
-    return RunResult.of(
-        "rollback", run, jobs, run_id=recording.run_id, state_error=recording.error, verify_tls=settings.verify_tls
-    )
 
 
 def backups_of_run(store: Store, run: RunInfo) -> dict[tuple[str, str], str | None]:
@@ -380,10 +396,6 @@ def run_summary(results: Sequence[HostOutcome], not_started: Sequence[str]) -> d
         "skipped": classes.get("skipped", 0),
         "not_started": len(not_started),
     }
-
-
-def _shard_text(settings: RunSettings) -> str | None:
-    return f"{settings.shard[0]}/{settings.shard[1]}" if settings.shard else None
 
 
 def canary_groups(inventory: LoadedInventory) -> frozenset[str]:

@@ -134,34 +134,44 @@ class Recording(Generic[Out]):
             log.error("state: %s", exc.message)
 
 
+@dataclass(frozen=True)
+class Record(Generic[Out]):
+    """What a command records of its run: its options, how a host's result is kept, the inputs'
+    digest, the run it resumes, its leases (commands that write), and what the state learns
+    from each host (push records to keep, or to forget)."""
+
+    command: str
+    options: dict[str, Any]
+    to_record: Callable[[Out], HostRecord]
+    digest: str | None = None
+    resume_of: str | None = None
+    lease_seconds: float | None = None  # None: the command does not lease hosts
+    pushes: Callable[[Out], list[PushRecord]] | None = None
+    forget: Callable[[Out], list[tuple[str, str]]] | None = None
+
+
 def start_recording(
     store: Store,
-    *,
-    command: str,
-    options: dict[str, Any],
+    run_id: str,
+    record: Record[Out],
     jobs: Sequence[HostJob],
-    to_record: Callable[[Out], HostRecord],
-    digest: str | None,
-    resume_of: str | None = None,
+    *,
     shard: str | None = None,
-    lease_seconds: float | None = None,
     wait_for_lease: float = 0.0,
-    pushes: Callable[[Out], list[PushRecord]] | None = None,
-    forget: Callable[[Out], list[tuple[str, str]]] | None = None,
 ) -> Recording[Out]:
     """Record the start of a run (a StateWriteError here stops it before any host)."""
     who, controller = who_and_where()
-    run_id = store.new_run_id()
+    command = record.command
     store.start_run(
         RunStart(
             id=run_id,
             command=command,
-            options=options,
+            options=record.options,
             who=who,
             controller=controller,
             started=datetime.now(UTC).isoformat(timespec="milliseconds"),
-            digest=digest,
-            resume_of=resume_of,
+            digest=record.digest,
+            resume_of=record.resume_of,
             hosts_total=len(jobs),
             shard=shard,
             groups={job.host: list(job.groups) for job in jobs},
@@ -169,11 +179,13 @@ def start_recording(
     )
     log.info("run %s: %s of %d host(s) by %s on %s", run_id, command, len(jobs), who, controller)
     holder = LeaseHolder(run_id, who, controller)
-    return Recording(store, run_id, holder, to_record, lease_seconds, wait_for_lease, pushes, forget)
+    return Recording(
+        store, run_id, holder, record.to_record, record.lease_seconds, wait_for_lease, record.pushes, record.forget
+    )
 
 
 def finish_recording(recording: Recording[Any], status: str, summary: dict[str, Any]) -> None:
-    """Say how the run ended, and give back any lease still held."""
+    """Say how the run ended (`summary`: counts for `runs`), and give back any lease still held."""
     if recording.error is not None:
         return
     try:
