@@ -24,7 +24,7 @@ from provision.rollout import (
     choose_jobs,
     input_files,
 )
-from provision.runs import Record, inputs_digest, started_iso
+from provision.runs import Record, inputs_digest, outcome_record
 from provision.secrets import Redactor
 from provision.state import HostOutcome as HostRecord
 from provision.state import UserOutcome, open_store
@@ -131,17 +131,9 @@ def smoke(
 
 
 def check_record(result: CheckResult) -> HostRecord:
-    failed = [c for c in result.checks if c.status == FAIL]
-    return HostRecord(
-        host=result.host,
-        status=result.status,
-        kind=result.kind,
-        reason=result.reason,
-        seconds=round(result.seconds, 3),
-        attempts=result.attempts,
-        started=started_iso(result.seconds),
-        users=tuple(UserOutcome(c.name, c.status, c.detail, None, None, 0) for c in failed),
-    )
+    """A host's checks as the state keeps them: the failed ones stand for its users."""
+    failed = (UserOutcome(c.name, c.status, c.detail, None, None, 0) for c in result.checks if c.status == FAIL)
+    return outcome_record(result, failed)
 
 
 def check_options(settings: RunSettings) -> dict[str, Any]:

@@ -54,8 +54,8 @@ from provision.runs import (
     hosts_done,
     hosts_from_run,
     inputs_digest,
+    outcome_record,
     start_recording,
-    started_iso,
 )
 from provision.secrets import Redactor, Secret
 from provision.session import Connect
@@ -302,18 +302,8 @@ def push_records(result: HostResult, known: Mapping[tuple[str, str], PushRecord]
 
 
 def host_record(result: HostResult) -> HostRecord:
-    return HostRecord(
-        host=result.host,
-        status=result.status,
-        kind=result.kind,
-        reason=result.reason,
-        seconds=round(result.seconds, 3),
-        attempts=result.attempts,
-        started=started_iso(result.seconds),
-        users=tuple(
-            UserOutcome(u.user, u.status, u.reason, u.backup, u.restarted, len(u.changes)) for u in result.users
-        ),
-    )
+    users = (UserOutcome(u.user, u.status, u.reason, u.backup, u.restarted, len(u.changes)) for u in result.users)
+    return outcome_record(result, users)
 
 
 def lease_seconds(options: PushOptions) -> float:

@@ -35,6 +35,7 @@ from provision.state import (
     RunStart,
     StateWriteError,
     Store,
+    UserOutcome,
 )
 
 log = logging.getLogger(__name__)
@@ -197,6 +198,20 @@ def finish_recording(recording: Recording[Any], status: str, summary: dict[str, 
         )
     except StateWriteError as exc:
         recording._failed(exc)
+
+
+def outcome_record(result: HostOutcome, users: Iterable[UserOutcome] = ()) -> HostRecord:
+    """A host's result as the state keeps it (each command says what its users' outcomes are)."""
+    return HostRecord(
+        host=result.host,
+        status=result.status,
+        kind=getattr(result, "kind", ""),
+        reason=result.reason,
+        seconds=round(result.seconds, 3),
+        attempts=getattr(result, "attempts", 1),
+        started=started_iso(result.seconds),
+        users=tuple(users),
+    )
 
 
 def started_iso(seconds: float) -> str:
