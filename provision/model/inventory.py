@@ -138,7 +138,15 @@ class Inventory(StrictModel):
 
     defaults: Defaults = Field(default_factory=Defaults, description="Applied to every host.")
     groups: dict[Name, Group] = Field(default_factory=dict, description="Groups by name.")
-    hosts: dict[HostName, Host] = Field(default_factory=dict, description="Workstations by name.")
+    hosts: dict[HostName, Host] = Field(
+        default_factory=dict,
+        description="Workstations by name; a name may hold a range, ws-[01:50] (Ansible's host ranges).",
+    )
+    hosts_csv: list[str] = Field(
+        default_factory=list,
+        description="CSV files of hosts (host,groups,profiles,address,port,scheme,auth,ca_bundle), "
+        "relative to this file.",
+    )
     users_csv: list[str] = Field(
         default_factory=list,
         description="CSV files of users (host,user,extension,display_name,password,username,auth_id), "
