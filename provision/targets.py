@@ -142,6 +142,23 @@ def select_hosts(inventory: Inventory, limit: str | None = None, hosts: Sequence
     return result
 
 
+@dataclass
+class HostList:
+    """The hosts a selection chooses, for `provision inventory hosts`."""
+
+    inventory: LoadedInventory
+    chosen: list[str]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return self.inventory.warnings
+
+
+def list_hosts(path: Path, limit: str | None = None, hosts: Sequence[str] = ()) -> HostList:
+    inventory = load_inventory(path)
+    return HostList(inventory, select_hosts(inventory.model, limit, hosts))
+
+
 def profile_references(store: ProfileStore, inventory: LoadedInventory) -> list[Problem]:
     """Every profile the inventory names, used by a host or not, must exist (with its parents)."""
     model, located = inventory.model, inventory.located
