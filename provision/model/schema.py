@@ -10,8 +10,9 @@ two differ; a document `provision validate` accepts never fails the schema
   where 0 or 1 is allowed, false or true; true/false fields take 0, 1 and the words
   pydantic reads (yes/no, on/off, true/false, y/n, t/f, 1/0, any case); a list of
   allowed numbers takes true/false for 1/0, and a list with true/false takes 1/0.
-- A profile is a layer: any key may be `null` (it removes what a parent set) and no key
-  is required on its own (a hook's `program` may come from a parent).
+- A profile is a layer: any key may be `null` (it removes what a parent set; the name of a
+  key set to null is not checked either) and no key is required on its own (a hook's
+  `program` may come from a parent).
 - `extends` and an account's `proxy` take one name as well as a list, and a hook a program
   path as well as {program, args}: their before-validators in profile.py say so, the
   table _SHAPES here too (a test fails when a field it names is gone).
@@ -121,17 +122,26 @@ def schema_text(schema: dict[str, Any]) -> str:
 def _finish(model: type[BaseModel], title: str, *, layer: bool) -> dict[str, Any]:
     schema = model.model_json_schema(schema_generator=LaxSchema)
     _shapes(schema, model.__name__)
-    for node in _objects(schema):
+    objects = _objects(schema)
+    for node in objects:
         if layer:
             node.pop("required", None)
-            for name, prop in list(node.get("properties", {}).items()):
-                node["properties"][name] = _nullable(prop)
             if isinstance(node.get("additionalProperties"), dict):
                 node["additionalProperties"] = _nullable(node["additionalProperties"])
+                names = node.pop("propertyNames", None)
+                if names is not None:
+                    # A null removes what a parent set, and is never checked further: any key may be null.
+                    node["patternProperties"] = {names["pattern"]: node["additionalProperties"]}
+                    node["additionalProperties"] = {"type": "null"}
         if "properties" in node or isinstance(node.get("additionalProperties"), dict):
             node.setdefault("properties", {})["<<"] = _MERGE_KEY
             if "propertyNames" in node:
                 node["propertyNames"] = {"anyOf": [{"const": "<<"}, node["propertyNames"]]}
+    if layer:  # last: wrapping a property moves its schema into a new one
+        for node in objects:
+            for name, prop in list(node.get("properties", {}).items()):
+                if name != "<<":
+                    node["properties"][name] = _nullable(prop)
     _flatten(schema)
     return {"$schema": DRAFT, "title": title, **{k: v for k, v in schema.items() if k != "title"}}
 

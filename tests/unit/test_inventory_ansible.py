@@ -162,8 +162,8 @@ def test_group_vars_and_host_vars_files_beat_the_inventory_file(tmp_path: Path) 
     assert hosts["ws-01"].connection.auth == "ntlm" and hosts["ws-01"].connection.address == "10.1.1.1"
     assert inventory.model.groups["sales"].canary is True
     assert [u.name for u in hosts["ws-01"].users] == ["ann"]
-    assert inventory.located.origin(("hosts", "ws-01", "users", 0)).line == 2  # type: ignore[union-attr]
-    assert inventory.located.origin(("hosts", "ws-01", "users", 0)).file.endswith("host_vars/ws-01")  # type: ignore[union-attr]
+    assert inventory.located.origin(("hosts", "ws-01", "users", 0)).line == 2
+    assert inventory.located.origin(("hosts", "ws-01", "users", 0)).file.endswith("host_vars/ws-01")
 
 
 @pytest.mark.parametrize(
