@@ -270,6 +270,15 @@ def _ini_hosts(inv: AnsibleInventory, line: str, group: str, here: Origin) -> No
             return
     if not tokens:
         return
+    if "=" in tokens[0]:
+        # A variable where a host name belongs; never quote it (it may be a password).
+        variable = tokens[0].partition("=")[0]
+        message = (
+            f"a host line starts with the host's name, not a variable ({shown(variable)}=...): "
+            "variables go after it or in [group:vars]"
+        )
+        inv.problems.append(Problem(here.file, here.line, "", message))
+        return
     pattern, port = tokens[0], None
     found = _PORT.match(pattern)
     if found:
@@ -622,7 +631,7 @@ class _Builder:
             effective = _effective(scopes[host.name])
             connection = effective.get("ansible_connection")
             plugin = None
-            if connection is not None and self._usable(connection):
+            if connection is not None and connection.value is not None and self._usable(connection):
                 plugin = str(connection.value)
             if (plugin is not None and plugin not in WINRM_CONNECTIONS) or (filtering and plugin is None):
                 how = f"{plugin}, {connection.origin}" if connection is not None else "Ansible's default, ssh"
@@ -734,11 +743,13 @@ class _Builder:
         if address is not None:
             put("address", address[0], address[1])
         port = effective.get("ansible_port")
-        if port is not None and self._usable(port):
+        if port is not None and (port.value is None or not self._usable(port)):
+            port = None
+        if port is not None:
             put("port", port, _number(port.value))
         scheme = self._text(effective.get(_SCHEME[plugin]))
         if scheme is not None:
-            put("scheme", scheme[0], scheme[1].lower())
+            put("scheme", scheme[0], scheme[1].lower() if isinstance(scheme[1], str) else scheme[1])
         elif port is not None and _number(port.value) == 5985:
             put("scheme", port, "http")  # Ansible's rule: port 5985 without a scheme means http
         auth = self._text(effective.get(_AUTH[plugin]))
@@ -783,7 +794,8 @@ class _Builder:
         return out
 
     def _text(self, var: Var | None) -> tuple[Var, Any] | None:
-        if var is None or not self._usable(var):
+        """A variable's value when it is set (null is Ansible's "not set") and usable."""
+        if var is None or var.value is None or not self._usable(var):
             return None
         return var, var.value
 

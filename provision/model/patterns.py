@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from provision.errors import ConfigError, Problem, display_path
 from provision.model.hostrange import HostRangeError, expand_host_range, has_range
-from provision.model.values import shown
+from provision.model.values import QUOTE_MAX, shown
 
 # A pattern followed by [N], [-N], [A:B], [A:] or [:B] ([A-B] as older Ansible wrote it).
 _SUBSCRIPT = re.compile(r"^(.+)\[(?:(-?[0-9]+)|([0-9]*)([:-])([0-9]*))\]$")
@@ -104,7 +105,7 @@ def _file_terms(name: str, read_file: Callable[[str], str], problems: list[Probl
         problems += exc.problems
         return []
     terms: list[Term] = []
-    where = display_path(name)
+    where = _clipped(display_path(name))
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -122,17 +123,21 @@ def _file_terms(name: str, read_file: Callable[[str], str], problems: list[Probl
 def read_pattern_file(name: str) -> str:
     """A pattern file (`--limit @FILE`), relative to the working directory."""
     path = Path(name)
-    where = display_path(path)
+    where = _clipped(display_path(path))
     try:
         if not path.is_file():
             missing = "is a folder, not a file" if path.is_dir() else "file not found"
-            raise ConfigError([Problem(where, None, "", f"--limit @{name}: {missing}")])
+            raise ConfigError([Problem(where, None, "", f"--limit @FILE: {missing}")])
         if path.stat().st_size > MAX_PATTERN_FILE:
             raise ConfigError([Problem(where, None, "", f"is over {MAX_PATTERN_FILE:,} bytes; not a list of hosts")])
         return path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
         raise ConfigError([Problem(where, None, "", f"cannot read: {reason}")]) from None
+
+
+def _clipped(name: str) -> str:
+    return name if len(name) <= QUOTE_MAX else name[:QUOTE_MAX] + "..."
 
 
 class HostIndex:
@@ -172,7 +177,9 @@ class HostIndex:
         folded = body.casefold()
         if body.startswith("~"):
             try:
-                regex = re.compile(body[1:], re.IGNORECASE)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # re's FutureWarnings about a person's pattern
+                    regex = re.compile(body[1:], re.IGNORECASE)
             except re.error as exc:
                 raise ConfigError([term.problem(f"{shown(term.written)}: not a regular expression: {exc}")]) from None
             groups = [g for g in self.members if regex.match(g)]

@@ -74,6 +74,7 @@ class Located:
             for cut in range(len(path), 0, -1):
                 name = self.names.get(path[:cut])
                 if name is not None:
+                    name = name if len(name) <= QUOTE_MAX else name[:QUOTE_MAX] + "..."  # a huge host name
                     rest = dotted(path[cut:])
                     return name + ("" if not rest else rest if rest.startswith("[") else "." + rest)
         return dotted(path)

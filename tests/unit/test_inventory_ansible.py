@@ -366,3 +366,21 @@ def test_provision_variables_in_the_all_group(tmp_path: Path) -> None:
 def test_the_format_is_told_by_the_file(tmp_path: Path, name: str, text: str, kind: str) -> None:
     inventory = load(tmp_path, text, name)
     assert inventory.kind == kind and list(inventory.model.hosts) == ["ws-01"]
+
+
+def test_errors_never_quote_a_password_written_where_a_host_or_a_list_belongs(tmp_path: Path) -> None:
+    # Found by tests/property: the text was quoted whole.
+    found = problems(tmp_path, "ansible_password=hunter2 ws-01\nws-02 provision_users=\"[{'password': 'hunter2'}]x\"\n")
+    assert found == [
+        "hosts:1: a host line starts with the host's name, not a variable ('ansible_password'=...): variables go "
+        "after it or in [group:vars]",
+        "hosts:2: provision_users: must be a valid list",
+    ]
+
+
+def test_null_is_not_set_as_in_ansible(tmp_path: Path) -> None:
+    # Found by tests/property: a null scheme crashed the reader.
+    text = "all:\n  vars: {ansible_winrm_scheme: null, ansible_port: null, ansible_connection: null}\n"
+    text += "  hosts:\n    ws-01:\n"
+    inventory = load(tmp_path, text, "inv.yml")
+    assert inventory.model.hosts["ws-01"].connection.model_dump(exclude_none=True) == {}

@@ -103,7 +103,7 @@ def test_at_file_reads_one_pattern_per_line_and_names_its_lines(
     with pytest.raises(ConfigError) as info:
         select_hosts(example, "@old.retry:@missing.retry")
     assert [str(p) for p in info.value.problems] == [
-        "missing.retry: --limit @missing.retry: file not found",
+        "missing.retry: --limit @FILE: file not found",
         "old.retry:2: 'ws-gone-07' matches no host or group",
         "old.retry:3: '@other' is not a host or group pattern",
     ]
