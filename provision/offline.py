@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from provision.errors import ConfigError, IniError, Problem, ProvisionError, TemplateError, display_path
-from provision.output import read_current, render_file, write_tree
+from provision.output import Encoding, ini_path, read_current, render_file, write_tree
 from provision.plan import TargetPlan, plan_target
 from provision.project import Prepared, Project, prepare, prepare_inventory
 from provision.secrets import Redactor
 from provision.state import PushRecord, open_store
-from provision.targets import load_inventory, profile_references
+from provision.targets import Target, load_inventory, profile_references
 
 
 @dataclass
@@ -20,6 +20,13 @@ class RenderResult:
     rows: list[tuple[str, str, int]]  # host, user, number of accounts
     warnings: list[Problem]
     redactor: Redactor = field(repr=False)
+    out: Path = Path()
+    encoding: Encoding = "utf-16"
+    secrets: bool = False
+    groups: dict[str, list[str]] = field(default_factory=dict)  # host -> its groups
+
+    def file(self, host: str, user: str) -> Path:
+        return ini_path(self.out, host, user)
 
 
 def render_tree(
@@ -30,12 +37,18 @@ def render_tree(
     limit: str | None = None,
     hosts: Sequence[str] = (),
     include_secrets: bool = False,
+    encoding: Encoding = "utf-16",
 ) -> RenderResult:
+    """Every chosen target's ini under out/<host>/<user>/microsip.ini, all or none. `encoding`
+    "utf-8" writes a copy for review and git (UTF-8, no BOM, LF); the default is the real file."""
     prepared = prepare(project, inventory, limit, hosts)
-    files = [render_file(r, prepared.secrets[r.target.id] if include_secrets else None) for r in prepared.rendered]
+    files = [
+        render_file(r, prepared.secrets[r.target.id] if include_secrets else None, encoding) for r in prepared.rendered
+    ]
     write_tree(out, files, private=include_secrets)
     rows = [(t.host, t.user, len(t.accounts)) for t in prepared.targets]
-    return RenderResult(rows, prepared.warnings, prepared.redactor)
+    groups = {t.host: list(prepared.inventory.model.hosts[t.host].groups) for t in prepared.targets}
+    return RenderResult(rows, prepared.warnings, prepared.redactor, out, encoding, include_secrets, groups)
 
 
 @dataclass
@@ -45,6 +58,9 @@ class DiffResult:
     new: set[str]
     warnings: list[Problem]
     redactor: Redactor = field(repr=False)
+    against: Path = Path()
+    groups: dict[str, list[str]] = field(default_factory=dict)  # host -> its groups
+    order: list[str] = field(default_factory=list)  # target ids in inventory order
 
     @property
     def changed(self) -> bool:
@@ -67,6 +83,7 @@ def diff_tree(
 
 
 def _diff(prepared: Prepared, against: Path, records: Mapping[tuple[str, str], PushRecord], key: bytes) -> DiffResult:
+    groups = {t.host: list(prepared.inventory.model.hosts[t.host].groups) for t in prepared.targets}
     plans: list[TargetPlan] = []
     failed: list[tuple[str, str]] = []
     new: set[str] = set()
@@ -80,13 +97,16 @@ def _diff(prepared: Prepared, against: Path, records: Mapping[tuple[str, str], P
             plans.append(plan_target(rendered, prepared.secrets[target.id], current, record, key))
         except (IniError, ProvisionError) as exc:
             failed.append((target.id, exc.message))
-    return DiffResult(plans, failed, new, prepared.warnings, prepared.redactor)
+    order = [r.target.id for r in prepared.rendered]
+    return DiffResult(plans, failed, new, prepared.warnings, prepared.redactor, against, groups, order)
 
 
 @dataclass
 class ValidationResult:
     counts: dict[str, int]
     warnings: list[Problem]
+    targets: list[Target] = field(default_factory=list)  # with an inventory: every target checked
+    groups: dict[str, list[str]] = field(default_factory=dict)  # host -> its groups
 
 
 def validate_all(project: Project, inventory: Path | None) -> ValidationResult:
@@ -114,6 +134,8 @@ def validate_all(project: Project, inventory: Path | None) -> ValidationResult:
         problems.append(Problem("templates", None, "", exc.message))
         templates_ok = False
     counts = {"profiles": len(names)}
+    targets: list[Target] = []
+    groups: dict[str, list[str]] = {}
     if inventory is not None and templates_ok:
         try:
             loaded = load_inventory(inventory)
@@ -123,8 +145,10 @@ def validate_all(project: Project, inventory: Path | None) -> ValidationResult:
             counts["hosts"] = len({t.host for t in prepared.targets})
             counts["targets"] = len(prepared.targets)
             counts["secrets"] = len({a.password.ref for t in prepared.targets for a in t.accounts if a.password})
+            targets = prepared.targets
+            groups = {name: list(host.groups) for name, host in loaded.model.hosts.items()}
         except ConfigError as exc:
             problems += exc.problems
     if problems:
         raise ConfigError(problems)
-    return ValidationResult(counts, list(warnings))
+    return ValidationResult(counts, list(warnings), targets, groups)

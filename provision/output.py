@@ -13,6 +13,7 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from provision.errors import IniError, ProvisionError, display_path
 from provision.ini import MAX_INI_BYTES, check_ini_size, encode_ini
@@ -20,6 +21,11 @@ from provision.render import RenderedIni
 from provision.secrets import MASK, Secret
 
 INI_NAME = "microsip.ini"
+
+#: "utf-16": the real file, UTF-16LE with BOM and CRLF, as MicroSIP writes it. "utf-8": a copy
+#: for review and git, UTF-8 without BOM with LF line ends; MicroSIP would read it as ANSI, so
+#: it is never a file to copy to a workstation.
+Encoding = Literal["utf-16", "utf-8"]
 
 
 @dataclass(frozen=True)
@@ -32,13 +38,14 @@ def ini_path(root: Path, host: str, user: str) -> Path:
     return root / host / user / INI_NAME
 
 
-def render_file(rendered: RenderedIni, secrets: dict[str, Secret] | None) -> OutputFile:
+def render_file(rendered: RenderedIni, secrets: dict[str, Secret] | None, encoding: Encoding = "utf-16") -> OutputFile:
     """The ini as the workstation would get it; with `secrets` None, passwords are masked."""
     text = rendered.text
     for token, section in rendered.tokens.items():
         text = text.replace(token, secrets[section].reveal() if secrets is not None else MASK)
     target = rendered.target
-    return OutputFile(Path(target.host) / target.user / INI_NAME, encode_ini(text))
+    content = encode_ini(text) if encoding == "utf-16" else text.replace("\r\n", "\n").encode("utf-8")
+    return OutputFile(Path(target.host) / target.user / INI_NAME, content)
 
 
 def write_tree(root: Path, files: Sequence[OutputFile], *, private: bool) -> None:

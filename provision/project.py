@@ -70,7 +70,7 @@ def prepare_inventory(
     problems: list[Problem] = []
     rendered: list[RenderedIni] = []
     secrets: dict[str, dict[str, Secret]] = {}
-    warnings: dict[Problem, None] = {}
+    warnings: dict[Problem, None] = dict.fromkeys(inventory.warnings)  # what the inventory says that is not used
     for target in targets:
         warnings.update(dict.fromkeys(target.resolved.warnings))
         version = target.resolved.profile.version

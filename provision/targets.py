@@ -7,7 +7,6 @@ each secret reference was written (for error messages).
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +14,10 @@ from typing import Any
 
 from provision.errors import ConfigError, Problem
 from provision.model.inventory import Connection, Install, Inventory, User
+from provision.model.inventory_source import read_inventory
 from provision.model.layering import Layer
-from provision.model.source import FieldPath, Located, load_yaml, paused_gc
+from provision.model.patterns import HostIndex, parse_pattern, read_pattern_file, select
+from provision.model.source import FieldPath, Located, paused_gc
 from provision.model.store import ProfileStore, Reference, ResolvedProfile
 from provision.model.users_csv import load_users_csv
 from provision.model.validation import validate
@@ -66,20 +67,24 @@ class Target:
 @dataclass
 class LoadedInventory:
     path: Path
-    located: Located
+    located: Located  # provision's own inventory data, whatever format the file was in
     model: Inventory
     # Where each host's users were written: (Located, path of the user mapping).
     user_sources: dict[str, list[tuple[Located, FieldPath]]]
+    #: Things in the file provision does not use (an Ansible inventory's other variables).
+    warnings: list[Problem] = field(default_factory=list)
+    kind: str = "provision"  # or "ansible-ini", "ansible-yaml"
 
 
 def load_inventory(path: Path) -> LoadedInventory:
-    located = load_yaml(path)
-    if located.data is None:
-        located.data = {}
-    if not isinstance(located.data, dict):
-        raise ConfigError([located.problem((), "an inventory must be a mapping of keys")])
+    """Read and check an inventory: provision's YAML or an Ansible one (INI or YAML), with host
+    ranges, hosts_csv and users_csv. Every problem at once as a ConfigError."""
+    source = read_inventory(path)
+    located = source.located
+    problems = list(source.problems)
     with paused_gc():
-        model, problems = validate(Inventory, located)
+        model, invalid = validate(Inventory, located)
+    problems += invalid
     if model is None:
         raise ConfigError(problems)
     sources: dict[str, list[tuple[Located, FieldPath]]] = {
@@ -92,7 +97,12 @@ def load_inventory(path: Path) -> LoadedInventory:
         if not csv_path.is_file():
             problems.append(located.problem(("users_csv", index), f"{csv_name}: file not found"))
             continue
-        for host_name, row in load_users_csv(csv_path):
+        try:
+            rows = load_users_csv(csv_path)
+        except ConfigError as exc:
+            problems += exc.problems
+            continue
+        for host_name, row in rows:
             host = hosts.get(host_name)
             if host is None:
                 problems.append(row.problem((), f"host {shown(host_name)} is not in the inventory"))
@@ -109,11 +119,12 @@ def load_inventory(path: Path) -> LoadedInventory:
     if problems:
         raise ConfigError(problems)
     model = model.model_copy(update={"hosts": hosts})
-    return LoadedInventory(path, located, model, sources)
+    return LoadedInventory(path, located, model, sources, source.warnings, source.kind)
 
 
 def select_hosts(inventory: Inventory, limit: str | None = None, hosts: Sequence[str] = ()) -> list[str]:
-    """Hosts chosen by --host names and a --limit pattern ('sales,ws-hq-*,!ws-hq-03')."""
+    """Hosts chosen by --host names and a --limit pattern with Ansible's grammar
+    ('sales:&lyon:!ws-lyon-03', '~ws-0[1-5]', 'sales[0:2]', '@retry.txt'; see model/patterns.py)."""
     names = list(inventory.hosts)
     unknown = [h for h in hosts if h not in inventory.hosts]
     if unknown:
@@ -121,30 +132,31 @@ def select_hosts(inventory: Inventory, limit: str | None = None, hosts: Sequence
     chosen = [h for h in names if h in hosts] if hosts else names
     if not limit:
         return chosen
-    include: set[str] = set()
-    exclude: set[str] = set()
-    problems: list[Problem] = []
-    positive = False
-    for term in (t.strip() for t in limit.replace(":", ",").split(",")):
-        if not term:
-            continue
-        negate = term.startswith("!")
-        term = term.removeprefix("!")
-        matched = _match_term(inventory, term)
-        if not matched:
-            problems.append(Problem("--limit", None, "", f"{shown(term)} matches no host or group"))
-        (exclude if negate else include).update(matched)
-        positive |= not negate
-    if problems:
-        raise ConfigError(problems)
-    return [h for h in chosen if (h in include or not positive) and h not in exclude]
+    index = HostIndex(names, {name: host.groups for name, host in inventory.hosts.items()}, list(inventory.groups))
+    terms, problems = parse_pattern(limit, read_pattern_file)
+    picked = set(select(index, terms, problems))
+    result = [h for h in chosen if h in picked]
+    if not result:
+        among = " among the --host names" if hosts else ""
+        raise ConfigError([Problem("--limit", None, "", f"{shown(limit)} selects no host{among}")])
+    return result
 
 
-def _match_term(inventory: Inventory, term: str) -> set[str]:
-    if term in inventory.groups:
-        return {name for name, host in inventory.hosts.items() if term in host.groups}
-    folded = term.casefold()
-    return {name for name in inventory.hosts if fnmatch.fnmatchcase(name.casefold(), folded)}
+@dataclass
+class HostList:
+    """The hosts a selection chooses, for `provision inventory hosts`."""
+
+    inventory: LoadedInventory
+    chosen: list[str]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return self.inventory.warnings
+
+
+def list_hosts(path: Path, limit: str | None = None, hosts: Sequence[str] = ()) -> HostList:
+    inventory = load_inventory(path)
+    return HostList(inventory, select_hosts(inventory.model, limit, hosts))
 
 
 def profile_references(store: ProfileStore, inventory: LoadedInventory) -> list[Problem]:
@@ -231,7 +243,13 @@ def _host_targets(store: ProfileStore, inv: LoadedInventory, host_name: str) -> 
         )
     if not refs:
         raise ConfigError(
-            [located.problem(host_path, "has no profile (set profiles on the host, a group or defaults)")]
+            [
+                located.problem(
+                    host_path,
+                    "has no profile (set profiles on the host, a group or defaults; "
+                    "provision_profiles in an Ansible inventory)",
+                )
+            ]
         )
     chain = store.chain(refs)
     targets = []

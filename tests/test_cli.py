@@ -305,3 +305,161 @@ def test_diff_reports_an_unreadable_or_huge_current_ini_as_that_target_failing(
     assert message in result.output
     assert "ws-01/jdoe: new file" in result.output and "Traceback" not in result.output
     assert path.stat().st_mtime_ns == before.st_mtime_ns
+
+
+# render --encoding, diff against what render wrote, --format json, schemas, Ansible inventories ----
+
+
+def test_render_utf8_is_for_review_and_the_default_stays_utf16(project: Path) -> None:
+    write(project / "inventory.yaml", INVENTORY.replace("Jane Doe", "Zoë Müller"))
+    assert run("render", "-i", "inventory.yaml", "--out", "real").exit_code == 0
+    real = (project / "real" / "ws-01" / "jdoe" / "microsip.ini").read_bytes()
+    assert real.startswith(b"\xff\xfe") and "\r\n".encode("utf-16-le") in real
+    result = run("render", "-i", "inventory.yaml", "--out", "review", "--encoding", "utf-8")
+    assert result.exit_code == 0, result.output
+    assert "into review as UTF-8 for review (not for workstations)" in result.output
+    review = (project / "review" / "ws-01" / "jdoe" / "microsip.ini").read_bytes()
+    assert not review.startswith(b"\xef\xbb\xbf") and b"\r" not in review
+    assert review.decode("utf-8") == decode_ini(real)
+    assert "displayName=Zoë Müller\n" in review.decode("utf-8")
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-8"])
+def test_diff_takes_a_folder_render_wrote_in_either_encoding(project: Path, encoding: str) -> None:
+    write(project / "inventory.yaml", INVENTORY.replace("Jane Doe", "Zoë Müller"))
+    args = ["-i", "inventory.yaml"]
+    assert run("render", *args, "--out", "current", "--include-secrets", "--encoding", encoding).exit_code == 0
+    result = run("diff", *args, "--against", "current", "--exit-code")
+    assert result.exit_code == 0, result.output
+    assert "0 of 1 targets would change, 1 unchanged" in result.output
+    write(project / "inventory.yaml", INVENTORY.replace("Jane Doe", "Zoë Meier"))
+    result = run("diff", *args, "--against", "current")
+    assert "[Account1] displayName: 'Zoë Müller' -> 'Zoë Meier'" in result.output
+
+
+def json_of(result: Result) -> dict[str, object]:
+    import json
+
+    data = json.loads(result.stdout)
+    assert {"provision", "command", "ok", "summary", "hosts", "warnings", "problems"} <= set(data)
+    assert isinstance(data["summary"], dict) and "text" in data["summary"]
+    return data
+
+
+def test_render_diff_and_validate_as_json(project: Path) -> None:
+    write(project / "profiles" / "base.yaml", BASE + "    hooks:\n      cmdCallEnd: C:\\scripts\\log.bat\n")
+    rendered = json_of(
+        run("render", "-i", "inventory.yaml", "--out", "current", "--include-secrets", "--format", "json")
+    )
+    assert rendered["command"] == "render" and rendered["ok"] is True
+    assert rendered["summary"] == {
+        "hosts": 1,
+        "targets": 1,
+        "by_status": {"rendered": 1},
+        "text": rendered["summary"]["text"],
+    }
+    assert rendered["hosts"] == [
+        {
+            "host": "ws-01",
+            "groups": [],
+            "status": "rendered",
+            "users": [{"user": "jdoe", "status": "rendered", "accounts": 1, "file": "current/ws-01/jdoe/microsip.ini"}],
+        }
+    ]
+    assert (rendered["encoding"], rendered["secrets"]) == ("utf-16", True)
+    assert any("a .bat/.cmd hook" in w for w in rendered["warnings"])
+    write(project / "profiles" / "base.yaml", BASE.replace("transport: tls", "transport: tcp"))
+    result = run("diff", "-i", "inventory.yaml", "--against", "current", "--format", "json", "--exit-code")
+    assert result.exit_code == ExitStatus.CHANGES
+    diffed = json_of(result)
+    assert (diffed["ok"], diffed["changed"]) == (True, True)
+    assert diffed["summary"]["by_status"] == {"would change": 1}
+    (user,) = diffed["hosts"][0]["users"]
+    assert user["status"] == "would change" and user["new_file"] is False
+    assert {"section": "Account1", "key": "transport", "old": "tls", "new": "tcp", "note": ""} in user["changes"]
+    checked = json_of(run("validate", "-i", "inventory.yaml", "--format", "json"))
+    assert checked["summary"] == {
+        "profiles": 1,
+        "hosts": 1,
+        "targets": 1,
+        "secrets": 1,
+        "text": "1 profiles, 1 hosts, 1 targets, 1 secrets",
+    }
+    assert checked["hosts"][0]["users"] == [{"user": "jdoe", "status": "ok", "profiles": ["base"], "accounts": 1}]
+    for result in (rendered, diffed, checked):
+        assert "s3cret" not in str(result)
+
+
+def test_refused_input_is_json_too_with_exit_2_and_the_text_on_stderr(project: Path) -> None:
+    write(project / "profiles" / "base.yaml", BASE.replace("transport: tls", "transport: carrier-pigeon"))
+    for args in (["validate"], ["render", "--out", "out"], ["diff", "--against", "."]):
+        result = run(*args, "-i", "inventory.yaml", "--format", "json")
+        assert result.exit_code == ExitStatus.USAGE
+        data = json_of(result)
+        assert data["ok"] is False and data["command"] == args[0]
+        assert data["summary"] == {"text": "1 problem found"}
+        assert data["problems"] == [
+            {
+                "file": "profiles/base.yaml",
+                "line": 7,
+                "field": "accounts.office.transport",
+                "message": "must be 'udp', 'tcp', 'tls' or 'udp+tcp' (got 'carrier-pigeon')",
+            }
+        ]
+        assert "Error: 1 problem found" in result.stderr
+    assert not (project / "out").exists()
+
+
+def test_diff_json_with_a_failed_target_is_not_ok(project: Path) -> None:
+    (project / "current" / "ws-01" / "jdoe").mkdir(parents=True)
+    (project / "current" / "ws-01" / "jdoe" / "microsip.ini").write_text("[Settings]\na=1\n[Settings]\n")
+    result = run("diff", "-i", "inventory.yaml", "--against", "current", "--format", "json")
+    assert result.exit_code == ExitStatus.FAILED
+    data = json_of(result)
+    assert data["ok"] is False and data["summary"]["failed"] == 1
+    (user,) = data["hosts"][0]["users"]
+    assert user["status"] == "failed" and "section [Settings] twice" in user["reason"]
+
+
+def test_schema_commands_write_the_schemas(project: Path) -> None:
+    import json
+
+    profile = run("schema", "profile")
+    assert profile.exit_code == 0 and json.loads(profile.stdout)["title"] == "provision profile"
+    assert run("profiles", "schema").stdout == profile.stdout
+    assert run("schema", "inventory", "-o", "schemas/inventory.schema.json").exit_code == 0
+    written = json.loads((project / "schemas" / "inventory.schema.json").read_text("utf-8"))
+    assert written["title"] == "provision inventory" and written["$schema"].endswith("2020-12/schema")
+    assert run("schema", "nope").exit_code == ExitStatus.USAGE
+
+
+ANSIBLE_INI = """
+    [windows:children]
+    sales
+    [windows:vars]
+    ansible_connection=winrm
+    ansible_user=CORP\\\\svc
+    provision_profiles=base
+    [sales]
+    ws-0[1:2] provision_users="[{'name': 'jdoe', 'extension': '2101', 'password': 'env:PW_JDOE'}]"
+    [linux]
+    db-01
+"""
+
+
+def test_an_ansible_inventory_renders_and_lists_with_its_warnings(project: Path) -> None:
+    write(project / "hosts", ANSIBLE_INI)
+    result = run("render", "-i", "hosts", "--out", "out", "--limit", "windows:&sales:!ws-02")
+    assert result.exit_code == 0, result.output
+    assert "Rendered 1 ini files for 1 hosts into out" in result.output
+    assert "Warning: hosts:5: ansible_user: the WinRM account is one per run" in result.stderr
+    assert "1 host(s) left out, reached by Ansible with another connection than winrm or psrp: db-01" in result.stderr
+    listed = json_of(run("list-hosts", "-i", "hosts", "--limit", "sales[-1]", "--format", "json"))
+    assert listed["format"] == "ansible-ini"
+    assert listed["hosts"] == [{"host": "ws-02", "groups": ["windows", "sales"], "connection": {}, "users": ["jdoe"]}]
+    table = run("list-hosts", "-i", "hosts")
+    assert table.stdout.splitlines()[1:] == [
+        "ws-01  windows,sales  ws-01    1",
+        "ws-02  windows,sales  ws-02    1",
+        "2 of 2 hosts",
+    ]

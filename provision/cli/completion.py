@@ -1,7 +1,8 @@
 """Shell completion of host, group and profile names (bash, zsh, fish and PowerShell via click).
 
-Completion must be quick and must never fail: the inventory is read as plain YAML, without
-validation, and anything unreadable simply completes nothing.
+Completion must be quick and must never fail: the inventory (provision's YAML or an Ansible
+INI or YAML inventory) is read for its names only, without validation, and anything
+unreadable simply completes nothing.
 """
 
 from __future__ import annotations
@@ -9,11 +10,11 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
 
 import click
-import yaml
 from click.shell_completion import CompletionItem
+
+from provision.model.inventory_source import inventory_names
 
 
 def _inventory_path(ctx: click.Context) -> Path | None:
@@ -33,30 +34,29 @@ def _parents(ctx: click.Context) -> list[click.Context]:
     return out
 
 
-def _inventory(ctx: click.Context) -> dict[str, Any]:
+def _names(ctx: click.Context) -> tuple[list[str], list[str]]:
+    """Host and group names of the inventory: provision's own, or an Ansible one (INI or YAML)."""
     path = _inventory_path(ctx)
     if path is None or not path.is_file():
-        return {}
-    try:
-        data = yaml.safe_load(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return {}
-    return data if isinstance(data, dict) else {}
+        return [], []
+    key = str(path.resolve())
+    if key not in _CACHE:
+        try:
+            _CACHE[key] = inventory_names(path)
+        except Exception:  # noqa: BLE001 - completing must never fail: an unreadable inventory completes nothing
+            _CACHE[key] = ([], [])
+    return _CACHE[key]
+
+
+_CACHE: dict[str, tuple[list[str], list[str]]] = {}
 
 
 def host_names(ctx: click.Context) -> list[str]:
-    hosts = _inventory(ctx).get("hosts")
-    return [str(h) for h in hosts] if isinstance(hosts, dict) else []
+    return _names(ctx)[0]
 
 
 def group_names(ctx: click.Context) -> list[str]:
-    data = _inventory(ctx)
-    groups = data.get("groups")
-    names = {str(g) for g in groups} if isinstance(groups, dict) else set()
-    for host in (data.get("hosts") or {}).values() if isinstance(data.get("hosts"), dict) else []:
-        if isinstance(host, dict) and isinstance(host.get("groups"), list):
-            names.update(str(g) for g in host["groups"])
-    return sorted(names)
+    return sorted(_names(ctx)[1])
 
 
 def profile_names(ctx: click.Context) -> list[str]:
@@ -77,12 +77,30 @@ def complete_profiles(ctx: click.Context, _param: click.Parameter, incomplete: s
     return [CompletionItem(p) for p in profile_names(ctx) if p.startswith(incomplete)]
 
 
-_TERM_START = re.compile(r"^(.*[,:&!])?(.*)$")
+_TERM_START = re.compile(r"^(.*[,:&!~])?(.*)$")
 
 
 def complete_pattern(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    """A --limit pattern: the term being typed after ',', ':', '&' or '!' completes to a host or group."""
+    """A --limit pattern: the term being typed after ',', ':', '&' or '!' completes to a host or
+    group; '@' completes to a file (a retry file)."""
     match = _TERM_START.match(incomplete)
     head, term = (match.group(1) or "", match.group(2)) if match else ("", incomplete)
+    if term.startswith("@"):
+        return [CompletionItem(head + "@" + p) for p in _files(term[1:])]
     names = ["all", *group_names(ctx), *host_names(ctx)]
     return [CompletionItem(head + n) for n in dict.fromkeys(names) if n.startswith(term)]
+
+
+def _files(prefix: str) -> list[str]:
+    folder, _, start = prefix.rpartition("/")
+    base = Path(folder or ".")
+    try:
+        entries = sorted(base.iterdir()) if base.is_dir() else []
+    except OSError:
+        return []
+    out = []
+    for entry in entries:
+        if entry.name.startswith(start) and not entry.name.startswith("."):
+            name = f"{folder}/{entry.name}" if folder else entry.name
+            out.append(name + ("/" if entry.is_dir() else ""))
+    return out

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 import provision
-from provision.cli import checks, doctor, lab, offline, profiles, remote
+from provision.cli import checks, doctor, inventory, lab, offline, profiles, remote
 from provision.cli.app import App, add_env_file_option, apply_env_files, make_reporter
 from provision.cli.config import CONFIG_ENV, CONFIG_NAME, add_environment_variables, default_map, find_config
 from provision.cli.init import init
@@ -156,6 +156,8 @@ cli.add_command(offline.render)
 cli.add_command(offline.diff)
 cli.add_command(offline.validate)
 cli.add_command(profiles.profiles)
+cli.add_command(inventory.list_hosts_command)
+cli.add_command(inventory.schema)
 cli.add_command(remote.push_command)
 cli.add_command(remote.rollback_command)
 cli.add_command(checks.health_command)

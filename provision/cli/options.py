@@ -21,7 +21,7 @@ def inventory(required: bool = True) -> Callable[[F], F]:
         type=click.Path(path_type=Path, dir_okay=False, exists=True),
         required=required,
         envvar="PROVISION_INVENTORY",
-        help="Inventory file (YAML). Env: PROVISION_INVENTORY.",
+        help="Inventory file: provision's YAML, or an Ansible inventory (INI or YAML). Env: PROVISION_INVENTORY.",
     )
 
 
@@ -31,8 +31,8 @@ def selection(func: F) -> F:
         "-l",
         metavar="PATTERN",
         shell_complete=completion.complete_pattern,
-        help="Hosts and groups to act on: names, globs, '!' to exclude, comma-separated "
-        "(e.g. 'sales,ws-hq-*,!ws-hq-03').",
+        help="Hosts and groups to act on, with Ansible's patterns: names, globs, ~regex, ':' or ',' between "
+        "terms, '&' to intersect, '!' to exclude, group[0:2], @FILE (e.g. 'sales:&lyon:!ws-hq-03').",
     )(func)
     return click.option(
         "--host",

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from provision.cli.app import App
+from provision.cli.inventory import schema_out, write_schema
 from provision.errors import ProvisionError
-from provision.model.profile import Profile
 from provision.model.reference import reference_markdown
+from provision.model.schema import profile_schema
 from provision.model.values import shown
 from provision.project import select_targets
 
@@ -84,6 +84,7 @@ def reference() -> None:
 
 
 @profiles.command()
-def schema() -> None:
-    """Print the JSON Schema of a profile file (for editors' YAML completion)."""
-    click.echo(json.dumps(Profile.model_json_schema(), indent=2))
+@schema_out
+def schema(out: Path | None) -> None:
+    """Print the JSON Schema of a profile file, for editors (the same as `provision schema profile`)."""
+    write_schema(profile_schema(), out)

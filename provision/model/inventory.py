@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from provision.model.profile import StrictModel, key
 from provision.model.values import AccountText, HostName, Name, SecretRef, UserName, unsafe_character
@@ -144,9 +144,25 @@ class Inventory(StrictModel):
 
     defaults: Defaults = Field(default_factory=Defaults, description="Applied to every host.")
     groups: dict[Name, Group] = Field(default_factory=dict, description="Groups by name.")
-    hosts: dict[HostName, Host] = Field(default_factory=dict, description="Workstations by name.")
+    hosts: dict[HostName, Host] = Field(
+        default_factory=dict,
+        description="Workstations by name; a name may hold a range, ws-[01:50] (Ansible's host ranges).",
+    )
+    hosts_csv: list[str] = Field(
+        default_factory=list,
+        description="CSV files of hosts (host,groups,profiles,address,port,scheme,auth,ca_bundle), "
+        "relative to this file.",
+    )
     users_csv: list[str] = Field(
         default_factory=list,
         description="CSV files of users (host,user,extension,display_name,password,username,auth_id), "
         "relative to this file.",
     )
+
+    @field_validator("hosts", "groups", mode="before")
+    @classmethod
+    def _empty_entries(cls, value: Any) -> Any:
+        """`ws-01:` with nothing under it is a host with nothing set (as in Ansible's YAML)."""
+        if isinstance(value, dict):
+            return {k: {} if v is None else v for k, v in value.items()}
+        return value

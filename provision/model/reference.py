@@ -104,7 +104,7 @@ def _describe(prop: dict[str, Any]) -> str:
     if kind == "array":
         return f"list of {_describe(prop.get('items', {}))}"
     if kind == "object":
-        inner = prop.get("additionalProperties")
+        inner = prop.get("additionalProperties") or next(iter(prop.get("patternProperties", {}).values()), None)
         return f"mapping of name to {_describe(inner)}" if isinstance(inner, dict) and inner else "mapping"
     return "any"
 

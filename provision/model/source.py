@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,9 @@ class Located:
     data: Any
     origins: dict[FieldPath, Origin] = field(default_factory=dict)
     file: str = ""
+    #: How a path is named in messages when the file spells it differently (an Ansible
+    #: inventory's ansible_port is connection.port here): the longest prefix found wins.
+    names: dict[FieldPath, str] = field(default_factory=dict)
 
     def origin(self, path: Iterable[str | int]) -> Origin | None:
         """The origin of `path`, or of its closest ancestor that has one."""
@@ -61,9 +64,20 @@ class Located:
         return Problem(
             file=origin.file if origin else self.file,
             line=origin.line if origin else None,
-            field=dotted(parts),
+            field=self.field_name(parts),
             message=message,
         )
+
+    def field_name(self, path: FieldPath) -> str:
+        """The path as the file spells it (see `names`)."""
+        if self.names:
+            for cut in range(len(path), 0, -1):
+                name = self.names.get(path[:cut])
+                if name is not None:
+                    name = name if len(name) <= QUOTE_MAX else name[:QUOTE_MAX] + "..."  # a huge host name
+                    rest = dotted(path[cut:])
+                    return name + ("" if not rest else rest if rest.startswith("[") else "." + rest)
+        return dotted(path)
 
 
 def dotted(path: Iterable[str | int]) -> str:
@@ -78,17 +92,26 @@ def dotted(path: Iterable[str | int]) -> str:
     return out
 
 
-def load_yaml(path: Path) -> Located:
+#: Tags a caller lets through, each with what the tagged text becomes (Ansible's `!vault`).
+ScalarTags = Mapping[str, Callable[[str], Any]]
+
+
+def load_yaml(path: Path, tags: ScalarTags | None = None) -> Located:
     """Read a YAML file into plain data with origins. Bad YAML is a ConfigError."""
+    text, name = read_text(path)
+    return parse_yaml(text, name, tags)
+
+
+def read_text(path: Path) -> tuple[str, str]:
+    """A UTF-8 text file and its name as messages show it; unreadable is a ConfigError."""
     name = display_path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8"), name
     except FileNotFoundError:
         raise ConfigError([Problem(name, None, "", "file not found")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError([Problem(name, None, "", f"cannot read: {reason}")]) from None
-    return parse_yaml(text, name)
 
 
 @contextlib.contextmanager
@@ -108,9 +131,9 @@ def paused_gc() -> Iterator[None]:
             gc.enable()
 
 
-def parse_yaml(text: str, name: str) -> Located:
+def parse_yaml(text: str, name: str, tags: ScalarTags | None = None) -> Located:
     with paused_gc():
-        return _parse_yaml(text, name)
+        return _parse_yaml(text, name, tags or {})
 
 
 #: Mappings and lists nest at most this deep (a profile needs 5, an inventory 8).
@@ -122,7 +145,7 @@ EXPANSION_RATIO = 10
 MIN_EXPANSION = 100_000
 
 
-def _parse_yaml(text: str, name: str) -> Located:
+def _parse_yaml(text: str, name: str, tags: ScalarTags) -> Located:
     try:
         node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
@@ -140,7 +163,7 @@ def _parse_yaml(text: str, name: str) -> Located:
     located = Located(data=None, file=name)
     if node is not None:
         _check_shape(node, name)
-        converter = _Converter(name, located.origins)
+        converter = _Converter(name, located.origins, tags)
         located.origins[()] = Origin(name, node.start_mark.line + 1)
         located.data = converter.convert(node, ())
         if converter.problems:
@@ -246,9 +269,10 @@ Pair = tuple[yaml.Node, yaml.Node]
 class _Converter:
     """Nodes to plain data: text, numbers, booleans, null, lists and mappings, nothing else."""
 
-    def __init__(self, name: str, origins: dict[FieldPath, Origin]) -> None:
+    def __init__(self, name: str, origins: dict[FieldPath, Origin], tags: ScalarTags) -> None:
         self.name = name
         self.origins = origins
+        self.tags = tags
         self.problems: list[Problem] = []
         self._constructor: Any = yaml.SafeLoader("")
         self._pairs_of: dict[int, dict[str, Pair]] = {}
@@ -272,6 +296,8 @@ class _Converter:
         tag = node.tag
         if tag == _STR_TAG:
             return node.value
+        if tag in self.tags:
+            return self.tags[tag](node.value)
         plain = node.style in (None, "")
         if tag == _TIMESTAMP_TAG and plain and self._implicit(node) == tag:
             return node.value  # a date stays text, as written

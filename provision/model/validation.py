@@ -20,6 +20,9 @@ M = TypeVar("M", bound=BaseModel)
 
 # Fields whose input must never be echoed back in an error message.
 _SECRET_FIELDS = frozenset({"password"})
+# Fields that hold passwords further down: their input is not echoed when it is text where
+# a list or mapping belongs (users written as one string, as an INI file can).
+_HOLDS_SECRETS = frozenset({"users", "accounts", "overrides"})
 
 
 def validate(model: type[M], located: Located, prefix: FieldPath = ()) -> tuple[M | None, list[Problem]]:
@@ -85,6 +88,7 @@ def _message(error: Any, model: type[BaseModel], path: FieldPath) -> str:
         message = message[:MESSAGE_MAX] + "..."
     value = error.get("input")
     secret = any(part in _SECRET_FIELDS for part in path if isinstance(part, str))
+    secret |= isinstance(value, str) and any(part in _HOLDS_SECRETS for part in path[-2:] if isinstance(part, str))
     if not secret and (value is None or isinstance(value, str | int | float)):
         # Show what was written (never a password): at most QUOTE_MAX characters of it.
         message += f" (got {shown(value)})"

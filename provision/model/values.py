@@ -7,10 +7,12 @@ a line break or NUL would let a value write lines of its own into the file.
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, StringConstraints
-from pydantic_core import PydanticCustomError
+from pydantic import AfterValidator, GetJsonSchemaHandler, StringConstraints
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError
 
 #: The most characters of a bad value an error message quotes.
 QUOTE_MAX = 60
@@ -80,6 +82,26 @@ AccountText = Annotated[str, StringConstraints(max_length=1040), AfterValidator(
 #: Free text that never reaches the ini (descriptions).
 Description = Annotated[str, StringConstraints(max_length=2000)]
 
+
+@dataclass(frozen=True)
+class TextPattern:
+    """What a text value looks like, for the JSON Schema (editors); the validator is the rule.
+
+    `numbers`: a number is read as its text and may match (a name such as 2024)."""
+
+    pattern: str
+    numbers: bool = True
+
+    def __get_pydantic_json_schema__(self, core: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        schema: dict[str, Any] = handler(core)
+        options = schema.get("anyOf")
+        text = next((o for o in options if o.get("type") == "string"), None) if options else schema
+        if text is None:
+            return schema
+        text["pattern"] = self.pattern
+        return schema if self.numbers else text
+
+
 # fullmatch, not match with $: "$" also matches before a final line break.
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _HOST_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,252})")
@@ -118,7 +140,9 @@ def check_user_name(text: str) -> str:
     return text
 
 
-Name = Annotated[str, AfterValidator(check_name)]
+#: A name as the JSON Schema says it (is_name is the rule).
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+Name = Annotated[str, AfterValidator(check_name), TextPattern(NAME_PATTERN)]
 HostName = Annotated[str, AfterValidator(check_host_name)]
 UserName = Annotated[str, AfterValidator(check_user_name)]
 
@@ -137,4 +161,8 @@ def check_secret_ref(text: str) -> str:
 
 
 #: A reference to a secret, resolved only at render or push time (see provision/secrets.py).
-SecretRef = Annotated[str, AfterValidator(check_secret_ref)]
+SecretRef = Annotated[
+    str,
+    AfterValidator(check_secret_ref),
+    TextPattern(r"^(?:env:[A-Za-z_][A-Za-z0-9_]*|file:.+|keyring:[^/\s]+/.+)$", numbers=False),
+]

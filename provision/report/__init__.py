@@ -19,13 +19,14 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from provision.errors import ConfigError, Problem, ProvisionError
+from provision.errors import ConfigError, Problem, ProvisionError, display_path
 from provision.model.source import Located
-from provision.plan import TargetPlan
+from provision.report.files import STDOUT, write_text
 from provision.secrets import MASK
 
 if TYPE_CHECKING:
     from provision.fleet import HostOutcome
+    from provision.offline import DiffResult, RenderResult, ValidationResult
     from provision.outcome import RunOutcome
     from provision.push import HostResult
     from provision.runs import RunDetail
@@ -175,9 +176,19 @@ class Reporter:
 
     # render ------------------------------------------------------------------------------
 
-    def rendered(self, rows: Sequence[tuple[str, str, int]], out_dir: str, redacted: bool) -> None:
-        """rows: (host, user, accounts)."""
+    def rendered(self, result: RenderResult, *, json_out: bool = False) -> None:
+        """The files written: a table on a terminal, a line each otherwise, then the summary;
+        or the JSON of it all (--format json)."""
+        rows = result.rows
         hosts = len({h for h, _, _ in rows})
+        note = "" if result.secrets else " (passwords masked; --include-secrets writes them)"
+        review = " as UTF-8 for review (not for workstations)" if result.encoding == "utf-8" else ""
+        summary = f"Rendered {len(rows)} ini files for {hosts} hosts into {display_path(result.out)}{review}{note}"
+        if json_out:
+            from provision.report.offline import render_data, to_json
+
+            write_text(STDOUT, to_json(render_data(result, summary), self.redact))
+            return
         if self.out.is_terminal and rows:
             table = Table(title=None, show_edge=False, pad_edge=False)
             for column in ("host", "user", "accounts"):
@@ -188,12 +199,22 @@ class Reporter:
         else:
             for host, user, _ in rows:
                 self.out.print(escape(f"rendered {host}/{user}"))
-        note = " (passwords masked; --include-secrets writes them)" if redacted else ""
-        self.out.print(escape(f"Rendered {len(rows)} ini files for {hosts} hosts into {out_dir}{note}"))
+        self.out.print(escape(summary))
 
     # diff --------------------------------------------------------------------------------
 
-    def diff(self, plans: Sequence[TargetPlan], failed: Sequence[tuple[str, str]], new: set[str]) -> None:
+    def diff(self, result: DiffResult, *, json_out: bool = False) -> None:
+        """Per target, what would change, then the summary; or the JSON of it (--format json)."""
+        plans, failed, new = result.plans, result.failed, result.new
+        changed = sum(1 for p in plans if p.changed)
+        summary = f"{changed} of {len(plans) + len(failed)} targets would change, {len(plans) - changed} unchanged"
+        if failed:
+            summary += f", {len(failed)} failed"
+        if json_out:
+            from provision.report.offline import diff_data, to_json
+
+            write_text(STDOUT, to_json(diff_data(result, summary), self.redact))
+            return
         for plan in plans:
             if not plan.changed:
                 continue
@@ -205,10 +226,6 @@ class Reporter:
                 self.out.print("  note: " + escape(self.redact(note)))
         for target_id, reason in failed:
             self.out.print(f"[bold red]{escape(target_id)}[/]: failed: {escape(self.redact(reason))}")
-        changed = sum(1 for p in plans if p.changed)
-        summary = f"{changed} of {len(plans) + len(failed)} targets would change, {len(plans) - changed} unchanged"
-        if failed:
-            summary += f", {len(failed)} failed"
         self.out.print(escape(summary))
 
     # push and rollback -------------------------------------------------------------------
@@ -360,9 +377,14 @@ class Reporter:
         for text, origin in lines:
             self.out.print(escape(f"{text.ljust(width)}  # {origin}" if origin else text))
 
-    def validated(self, counts: dict[str, int]) -> None:
-        parts = ", ".join(f"{n} {name}" for name, n in counts.items())
-        self.out.print(f"[green]OK[/]: {escape(parts)}")
+    def validated(self, result: ValidationResult, *, json_out: bool = False) -> None:
+        summary = ", ".join(f"{n} {name}" for name, n in result.counts.items())
+        if json_out:
+            from provision.report.offline import to_json, validate_data
+
+            write_text(STDOUT, to_json(validate_data(result, summary), self.redact))
+            return
+        self.out.print(f"[green]OK[/]: {escape(summary)}")
 
 
 def _ending(run: RunOutcome[Any]) -> str:
