@@ -126,6 +126,7 @@ def smoke(
             chosen,
             lambda job: smoke_host(job, connect, options, plans[job.host]),
             _broken,
+            warnings=loaded.warnings,
             redactor=redactor,
         )
 

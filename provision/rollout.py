@@ -354,6 +354,7 @@ def rollback(
             lambda job: rollback_host(job, connect, options),
             broken_host,
             canary_groups=canary_groups(loaded),
+            warnings=loaded.warnings,
         )
 
 

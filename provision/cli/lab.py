@@ -143,7 +143,8 @@ def lab_spec(app: App, inventory: Path) -> dict[str, Any]:
     for name in loaded.model.hosts:  # a host with no user is a workstation too
         hosts.setdefault(name, {"name": name, "users": [], "files": [], "portable_exe": None})
     data = loaded.model.model_dump(mode="json", exclude_defaults=True, exclude_none=True)
-    data.pop("users_csv", None)  # their users are in the hosts now
+    data.pop("users_csv", None)  # their users and hosts are in the hosts now
+    data.pop("hosts_csv", None)
     data.setdefault("hosts", {})
     for name in hosts:
         data["hosts"].setdefault(name, {})
