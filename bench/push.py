@@ -266,16 +266,26 @@ def change_profile(lab: Lab) -> None:
 def side_by_side(args: argparse.Namespace, show_row: Callable[[dict[str, Any]], None]) -> None:
     stock: dict[str, dict[str, Any]] = {}
     lean: dict[str, dict[str, Any]] = {}
+    workers: list[dict[str, Any]] = []
     for transport, rows in (("pywinrm", stock), ("auto", lean)):
         with running_lab(args.hosts, args.latency, args.auth) as lab:
             for name in ("first push", "unchanged", "profile change"):
                 if name == "profile change":
                     change_profile(lab)
                 rows[name] = measured_push(lab, name, transport=transport, forks=args.forks, latency=args.latency)
+            if transport == "auto" and workers_field():  # CPU-bound here: do more processes help?
+                for count in (1, 2):
+                    workers.append(
+                        measured_push(
+                            lab, "unchanged", transport="auto", forks=args.forks, latency=args.latency, workers=count
+                        )
+                    )
     for name in lean:
         show_row(stock[name])
         row = lean[name]
         row["cpu_vs_stock"] = round(row["controller_cpu_ms_per_host"] / stock[name]["controller_cpu_ms_per_host"], 3)
+        show_row(row)
+    for row in workers:
         show_row(row)
 
 
