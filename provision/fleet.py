@@ -221,8 +221,9 @@ class RunHooks(Protocol):
         """Hosts that finished (recorded, their leases released); called in bunches."""
         ...
 
-    def tick(self, in_flight: Sequence[str]) -> None:
-        """Every few seconds while hosts are in flight (leases renewed)."""
+    def tick(self, in_flight: Sequence[str]) -> dict[str, str]:
+        """Every few seconds while hosts are in flight (leases renewed): hosts of this batch that
+        may no longer start, with the reason (their lease was lost)."""
         ...
 
 
@@ -420,7 +421,13 @@ def _run_batch(
             if unrecorded:
                 hooks.finished(unrecorded)
                 unrecorded = []
-            hooks.tick(sorted(in_flight))
+            lost = hooks.tick(sorted(in_flight))
+            for job in [job for job in pending if job.host in lost]:
+                pending.remove(job)
+                skipped = broken(job, lost[job.host], SKIPPED_KIND)
+                done.append(skipped)
+                unrecorded.append(skipped)
+                progress.on_done(skipped)
             last_hook = time.monotonic()
     if hooks is not None and unrecorded:
         hooks.finished(unrecorded)
@@ -519,13 +526,15 @@ class _Processes(Generic[Out]):
         workers: int,
         abort: threading.Event,
     ) -> None:
+        self._jobs, self._broken = jobs, broken
         self._index = {job.host: i for i, job in enumerate(jobs)}
         self._abort = abort
         self._aborted_sent = False
         per_worker = [forks // workers + (1 if i < forks % workers else 0) for i in range(workers)]
         context = multiprocessing.get_context("fork")
         self._workers: list[tuple[Connection, Any, int]] = []
-        self._busy: dict[int, int] = {}
+        self._on: dict[int, set[int]] = {}  # worker -> indices of the jobs it is doing
+        self._dead: set[int] = set()
         for capacity in per_worker:
             ours, theirs = context.Pipe(duplex=True)
             process = context.Process(
@@ -533,38 +542,60 @@ class _Processes(Generic[Out]):
             )
             process.start()
             theirs.close()
-            self._busy[len(self._workers)] = 0
+            self._on[len(self._workers)] = set()
             self._workers.append((ours, process, capacity))
 
+    def _live(self) -> list[int]:
+        return [i for i in range(len(self._workers)) if i not in self._dead]
+
     def free(self) -> int:
-        return sum(capacity - self._busy[i] for i, (_, _, capacity) in enumerate(self._workers))
+        return sum(self._workers[i][2] - len(self._on[i]) for i in self._live())
 
     def submit(self, job: HostJob) -> None:
-        i = max(self._busy, key=lambda w: self._workers[w][2] - self._busy[w])
-        self._workers[i][0].send(("job", self._index[job.host]))
-        self._busy[i] += 1
+        i = max(self._live(), key=lambda w: self._workers[w][2] - len(self._on[w]))
+        index = self._index[job.host]
+        self._workers[i][0].send(("job", index))
+        self._on[i].add(index)
 
     def poll(self, timeout: float) -> list[Out]:
         if self._abort.is_set() and not self._aborted_sent:
-            for connection, _, _ in self._workers:
-                connection.send(("abort", None))
+            for i in self._live():
+                with contextlib.suppress(OSError):
+                    self._workers[i][0].send(("abort", None))
             self._aborted_sent = True
-        ready = wait_connections([c for c, _, _ in self._workers], timeout=timeout)
+        ready = wait_connections([self._workers[i][0] for i in self._live()], timeout=timeout)
         results: list[Out] = []
-        for i, (connection, _, _) in enumerate(self._workers):
+        for i in self._live():
+            connection = self._workers[i][0]
             if connection not in ready:
                 continue
             try:
                 kind, payload = connection.recv()
             except (EOFError, OSError):
-                raise ProvisionError("a worker process ended unexpectedly; please report it") from None
+                results += self._died(i)
+                continue
             if kind == "result":
-                self._busy[i] -= 1
+                self._on[i].discard(self._index[payload.host])
                 results.append(payload)
+        if not self._live():
+            raise ProvisionError("every worker process ended unexpectedly; please report it")
         return results
 
+    def _died(self, i: int) -> list[Out]:
+        """A worker that ended mid-run (killed, out of memory): its hosts fail, the others go on."""
+        connection, process, _ = self._workers[i]
+        self._dead.add(i)
+        connection.close()
+        process.join(timeout=5)
+        reason = f"the worker process doing it ended unexpectedly (exit code {process.exitcode}); please report it"
+        log.error("worker process %s ended unexpectedly (exit code %s)", process.pid, process.exitcode)
+        lost = [self._broken(self._jobs[index], reason, "bug") for index in sorted(self._on[i])]
+        self._on[i].clear()
+        return lost
+
     def close(self) -> None:
-        for connection, process, _ in self._workers:
+        for i in self._live():
+            connection, process, _ = self._workers[i]
             with contextlib.suppress(OSError):
                 connection.send(("close", None))
             process.join(timeout=5)

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 Out = TypeVar("Out", bound=HostOutcome)
 
 LEASE_MARGIN = 60.0  # seconds a lease outlives the longest a host may take
+LOST = "not started: another run took over its lease while this run waited"
 
 
 def who_and_where() -> tuple[str, str]:
@@ -75,6 +76,8 @@ class Recording(Generic[Out]):
     forget: Callable[[Out], list[tuple[str, str]]] | None = None  # (host, user) records to drop
     error: StateWriteError | None = None  # the first write that failed
     leased: set[str] = field(default_factory=set)
+    lost: set[str] = field(default_factory=set)  # leases another run took over (this one stalled)
+    renewed: float = field(default_factory=time.monotonic)  # when every lease was last renewed
 
     # RunHooks ---------------------------------------------------------------------------------
 
@@ -83,7 +86,7 @@ class Recording(Generic[Out]):
             return {job.host: f"not started: the state could not be written ({self.error.what})" for job in jobs}
         if self.lease_seconds is None:
             return {}
-        hosts = [job.host for job in jobs]
+        hosts = batch = [job.host for job in jobs]
         deadline = time.monotonic() + self.wait_for_lease
         refused: dict[str, str] = {}
         while True:
@@ -98,9 +101,10 @@ class Recording(Generic[Out]):
                 for host, info in held.items()
             }
             if not refused or time.monotonic() >= deadline:
-                return refused
+                return {**refused, **{host: LOST for host in batch if host in self.lost}}
             hosts = sorted(refused)
-            time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+            time.sleep(min(2.0, self.lease_seconds / 4, max(0.0, deadline - time.monotonic())))
+            self._renew()  # the hosts granted so far wait too
 
     def finished(self, results: Sequence[HostOutcome]) -> None:
         if self.error is None:
@@ -121,13 +125,29 @@ class Recording(Generic[Out]):
                 self._failed(exc)
         self.leased.difference_update(leased)
 
-    def tick(self, in_flight: Sequence[str]) -> None:
-        if self.lease_seconds is None or not in_flight or self.error is not None:
+    def tick(self, in_flight: Sequence[str]) -> dict[str, str]:
+        self._renew()
+        return {host: LOST for host in self.lost}
+
+    def _renew(self) -> None:
+        """Every lease this run holds, hosts waiting for a free fork included, is renewed once a
+        quarter of its time has gone; a lease found taken over is lost (its host does not start)."""
+        if self.lease_seconds is None or not self.leased or self.error is not None:
+            return
+        if time.monotonic() - self.renewed < self.lease_seconds / 4:
             return
         try:
-            self.store.renew(self.run_id, in_flight, self.lease_seconds)
+            held = set(self.store.renew(self.run_id, sorted(self.leased), self.lease_seconds))
         except StateWriteError as exc:
             self._failed(exc)
+            return
+        self.renewed = time.monotonic()
+        lost = self.leased - held
+        if lost:
+            names = ", ".join(sorted(lost)[:5]) + (f" and {len(lost) - 5} more" if len(lost) > 5 else "")
+            log.error("another run took over the lease on %s: this run stalled past it", names)
+            self.lost |= lost
+            self.leased -= lost
 
     def _failed(self, exc: StateWriteError) -> None:
         if self.error is None:

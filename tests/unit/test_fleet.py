@@ -217,6 +217,7 @@ def test_the_pause_between_batches_can_stop_the_run() -> None:
 class Hooks:
     def __init__(self, refuse: dict[str, str]) -> None:
         self.refuse = refuse
+        self.lose: dict[str, str] = {}
         self.admitted: list[list[str]] = []
         self.finished_hosts: list[str] = []
         self.ticks = 0
@@ -228,8 +229,9 @@ class Hooks:
     def finished(self, results: Sequence[HostOutcome]) -> None:
         self.finished_hosts += [r.host for r in results]
 
-    def tick(self, in_flight: Sequence[str]) -> None:
+    def tick(self, in_flight: Sequence[str]) -> dict[str, str]:
         self.ticks += 1
+        return {h: r for h, r in self.lose.items() if self.ticks >= 2}
 
 
 def test_hooks_admit_each_batch_and_hear_of_every_finished_host() -> None:
@@ -243,6 +245,42 @@ def test_hooks_admit_each_batch_and_hear_of_every_finished_host() -> None:
     (skipped,) = [r for r in run.results if r.host == "ws-004"]
     assert skipped.kind == "leased" and skipped.reason == "held by another run"
     assert run.status == FINISHED  # a host held elsewhere is not a failure
+
+
+def test_a_host_whose_lease_is_lost_before_it_starts_does_not_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("provision.fleet.HOOK_EVERY", 0.0)
+    hooks = Hooks({})
+    hooks.lose = {"ws-005": "taken over", "ws-000": "taken over"}
+    started: list[str] = []
+
+    def work(job: HostJob) -> Result:
+        started.append(job.host)
+        time.sleep(0.05)
+        return Result(job.host)
+
+    run = run_fleet([jobs(6)], work, broken, forks=1, hooks=hooks)
+    assert "ws-000" in started and "ws-005" not in started  # too late for ws-000: it had started
+    (lost,) = [r for r in run.results if r.host == "ws-005"]
+    assert lost.kind == "leased" and lost.reason == "taken over"
+    assert sorted(hooks.finished_hosts) == names(jobs(6))
+
+
+def test_a_worker_process_that_dies_fails_its_hosts_and_the_others_go_on() -> None:
+    parent = os.getpid()
+
+    def work(job: HostJob) -> Result:
+        if job.host == "ws-003":
+            assert os.getpid() != parent  # (never the test's own process)
+            os._exit(9)  # as if killed (out of memory) in the middle of a host
+        time.sleep(0.01)
+        return Result(job.host)
+
+    fleet = jobs(64)
+    run = run_fleet([fleet], work, broken, forks=2, workers=2)
+    assert [r.host for r in run.results] == names(fleet)
+    (died,) = [r for r in run.results if not r.ok]
+    assert died.host == "ws-003" and died.kind == "bug" and "exit code 9" in died.reason
+    assert len({r.pid for r in run.results if r.ok}) == 2  # the hosts before it shared both workers
 
 
 def test_workers_share_the_hosts_and_only_this_process_reports() -> None:
