@@ -87,6 +87,11 @@ class Connection:
             except ntlm.SealError as exc:
                 self.close()
                 raise TransportError(PROTOCOL, f"{exc} from {self.clock.where}") from None
+        elif sealed and 200 <= reply.status < 300:
+            # A clear reply on a sealed connection is not the listener's: whoever sits between
+            # could write it. Errors (401, faults) may come clear; they only ever fail a host.
+            self.close()
+            raise TransportError(PROTOCOL, f"an unsealed reply on a sealed connection from {self.clock.where}: refused")
         if reply.status == 401:
             self.close()
             raise InvalidCredentialsError("the specified credentials were rejected by the server")

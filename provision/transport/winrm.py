@@ -90,6 +90,12 @@ class WinRMTransport:
     def __init__(self, settings: WinRMSettings) -> None:
         if settings.auth == "basic" and settings.scheme != "https":
             raise TransportError(AUTH, "basic auth is allowed only over https")
+        if settings.auth == "basic" and not settings.verify_tls:
+            raise TransportError(
+                AUTH,
+                "basic auth with --no-verify-tls would send the password to whoever answers: "
+                "give the host's CA in ca_bundle instead, or use ntlm or kerberos",
+            )
         if settings.auth == "kerberos" and _is_ip_address(settings.address):
             raise TransportError(
                 AUTH,

@@ -30,9 +30,9 @@ from provision.lab.certs import make_certificates
 from provision.secrets import Secret
 from provision.transport import envelopes, ntlm, open_transport, tls
 from provision.transport.base import AUTH, FAULT, PROTOCOL, RESET, TIMEOUT, TransportError
-from provision.transport.lean import LeanProtocol, LeanTransport
+from provision.transport.lean import Connection, LeanProtocol, LeanTransport
 from provision.transport.winrm import WinRMSettings, WinRMTransport, translate
-from provision.transport.wire import Clock, HTTPChannel
+from provision.transport.wire import Clock, HTTPChannel, Reply
 
 SHELL = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/"
 NS = (
@@ -260,6 +260,10 @@ def test_open_transport_refuses_what_cannot_work() -> None:
     assert caught.value.kind == AUTH
     with pytest.raises(TransportError):
         open_transport(settings(scheme="http", auth="basic"))
+    for prefer in ("auto", "pywinrm"):  # a password for whoever answers: never
+        with pytest.raises(TransportError, match="no-verify-tls") as caught:
+            open_transport(settings(scheme="https", auth="basic", verify_tls=False), prefer)
+        assert caught.value.kind == AUTH
     with pytest.raises(ValueError, match="unknown transport"):
         open_transport(settings(), "fastest")
 
@@ -430,6 +434,27 @@ def test_sealed_messages_round_trip_and_tampering_is_caught() -> None:
     assert ntlm.unseal(client, reply) == b"<s:Envelope>reply</s:Envelope>"
     with pytest.raises(ntlm.SealError):
         ntlm.unseal(client, ntlm.seal(server, b"x").replace(b"Length=1", b"Length=2"))
+
+
+@pytest.mark.usefixtures("ntlm_account")
+def test_a_clear_reply_on_a_sealed_connection_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over http with NTLM every message is sealed; a 200 that is not came from someone between."""
+    connection = Connection(settings(scheme="http"), Clock(5, "ws-01:5985"))
+    client = ntlm.new_context("admin", "pw")
+    server = spnego.server(protocol="ntlm")
+    server.step(client.step(server.step(client.step())))
+    connection._context, connection._sealed = client, True
+    monkeypatch.setattr(type(connection._channel), "open", property(lambda _: True))
+    replies = [
+        Reply(200, {"content-type": [ntlm.CONTENT_TYPE]}, ntlm.seal(server, b"<s:Envelope>ok</s:Envelope>")),
+        Reply(200, {"content-type": ["application/soap+xml;charset=UTF-8"]}, b"<s:Envelope>forged</s:Envelope>"),
+    ]
+    monkeypatch.setattr(connection, "_post", lambda body, headers: replies.pop(0))
+    assert connection.send_message(b"<one/>") == b"<s:Envelope>ok</s:Envelope>"
+    with pytest.raises(TransportError) as caught:
+        connection.send_message(b"<two/>")
+    assert caught.value.kind == PROTOCOL and "unsealed" in caught.value.message
+    assert not connection._sealed  # dropped: the next message authenticates anew
 
 
 def test_password_hashes_are_computed_once_per_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
