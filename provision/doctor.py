@@ -125,10 +125,10 @@ def doctor(
     jobs = group_by_host((UserJob(t) for t in targets), host_groups(loaded))
     connect = connect_factory(loaded)
     base = loaded.path.resolve().parent
-    secrets = project.secret_resolver().secrets()
-    redactor = Redactor(secrets)
+    redactor = Redactor()  # doctor resolves no secret of its own: the WinRM password is added to it
+    settings.on_redactor(redactor)
     lines = lines or Transcript()
-    lines.redactor.add(secrets)
+    lines.redactor = redactor
     options = SessionOptions(timeout=timeout, retries=0)
 
     def work(job: HostJob) -> Diagnosis:

@@ -7,7 +7,7 @@ import secrets
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,7 +38,7 @@ from provision.rollout import (
     winrm_connect,
 )
 from provision.runs import ONLY
-from provision.secrets import Secret
+from provision.secrets import Redactor, Secret
 
 DEFAULT_PASSWORD_REF = "env:PROVISION_WINRM_PASSWORD"  # noqa: S105 - a reference, not a password
 
@@ -365,19 +365,28 @@ class FleetSession:
     reporter: Reporter
     verb: str
     pause: bool = False  # ask on the terminal between batches
+    secrets: tuple[Secret, ...] = field(default=(), repr=False)  # the WinRM password: never shown either
 
     def run(self, action: Callable[[ConnectFactory, RunSettings], R]) -> R:
         """Run `action` with progress shown (a bar on a terminal, a line per host otherwise)."""
+
+        def redacting(redactor: Redactor) -> None:
+            redactor.add(self.secrets)
+            self.reporter.use_redactor(redactor)
+
         with self.reporter.hosts_progress(self.verb) as progress:
             settings = replace(
                 self.settings,
                 on_start=progress.on_start,
                 on_done=progress.on_done,
                 on_note=progress.on_note,
-                on_redactor=self.reporter.use_redactor,
+                on_redactor=redacting,
                 between=progress.confirm_batch if self.pause else None,
             )
-            return action(self.connect, settings)
+            result = action(self.connect, settings)
+        if isinstance(result, RunOutcome):
+            result.redactor.add(self.secrets)
+        return result
 
 
 @contextmanager
@@ -390,6 +399,7 @@ def fleet_run(
     if staged is not None and staged.pause and not sys.stdin.isatty():
         raise click.UsageError("--pause needs a terminal to ask on; use --pause-seconds in scripts")
     creds = credentials(app, remote.user, remote.password_ref)
+    app.reporter.use_redactor(Redactor([creds.password]))
     if remote.no_verify_tls:
         app.reporter.err.print("[yellow]Warning:[/] TLS certificates are not checked (--no-verify-tls)")
     connect = winrm_connect(creds, verify_tls=not remote.no_verify_tls, timeout=remote.timeout, tracer=tracer)
@@ -412,7 +422,8 @@ def fleet_run(
         verify_tls=not remote.no_verify_tls,
     )
     with handling_interrupts(app.reporter.note):
-        yield FleetSession(connect, settings, app.reporter, verb, pause=staged is not None and staged.pause)
+        pause = staged is not None and staged.pause
+        yield FleetSession(connect, settings, app.reporter, verb, pause=pause, secrets=(creds.password,))
 
 
 def _run(

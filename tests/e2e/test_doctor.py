@@ -198,3 +198,16 @@ def test_the_transcript_has_the_conversation_and_no_secret(lab: Lab) -> None:
     env = read_env_file(lab.fleet.env_file)
     for secret in (env["PROVISION_WINRM_PASSWORD"], env["PROVISION_LAB_SIP_PASSWORD"]):
         assert secret not in text and secret not in output
+
+
+def test_the_winrm_password_is_never_shown_even_where_it_matches_other_text(lab: Lab) -> None:
+    """A (wrong) WinRM password equal to the host's name: wherever the name would be printed,
+    the password would be too, so it is masked there, in the report and in the transcript."""
+    env = lab.root / "wrong.env"
+    env.write_text(lab.fleet.env_file.read_text("utf-8") + "PROVISION_WINRM_PASSWORD=lab-002\n", "utf-8")
+    path, transcript = lab.root / "doctor.json", lab.root / "transcript.txt"
+    args = ("--host", "lab-002", "--timeout", "20", "--report", str(path), "--transcript", str(transcript))
+    result = lab.run("doctor", *args, env_file=env)
+    assert result.exit_code != 0
+    for text in (result.output, path.read_text("utf-8"), transcript.read_text("utf-8")):
+        assert "lab-002" not in text and "********" in text, text

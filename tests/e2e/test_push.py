@@ -299,6 +299,18 @@ def test_a_wrong_password_fails_every_host_as_auth(lab: Lab, tmp_path: Path) -> 
     assert sum(lab.ops().values()) == 0  # nothing got past authentication
 
 
+@pytest.mark.parametrize("command", ["push", "rollback", "health"])
+def test_the_winrm_password_is_masked_wherever_it_would_show(lab: Lab, tmp_path: Path, command: str) -> None:
+    """A (wrong) WinRM password that is also a word of the reasons shown: masked there."""
+    wrong = tmp_path / "wrong.env"
+    wrong.write_text(lab.fleet.env_file.read_text("utf-8") + "PROVISION_WINRM_PASSWORD=rejected\n", "utf-8")
+    report = tmp_path / "report.json"
+    result = lab.run(command, "--timeout", "20", "--report", str(report), env_file=wrong)
+    assert result.exit_code == 1, result.output
+    for text in (result.output, report.read_text("utf-8")):
+        assert "rejected" not in text and "credentials ******** by" in text
+
+
 def test_a_missing_ca_bundle_is_an_inventory_error(lab: Lab) -> None:
     inventory = lab.fleet.inventory
     inventory.write_text(inventory.read_text("utf-8").replace("tls/ca.pem", "tls/nope.pem"), "utf-8")
