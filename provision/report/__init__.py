@@ -185,7 +185,8 @@ class Reporter:
         review = " as UTF-8 for review (not for workstations)" if result.encoding == "utf-8" else ""
         summary = f"Rendered {len(rows)} ini files for {hosts} hosts into {display_path(result.out)}{review}{note}"
         if json_out:
-            from provision.report.offline import render_data, to_json
+            from provision.report.data import to_json
+            from provision.report.offline import render_data
 
             write_text(STDOUT, to_json(render_data(result, summary), self.redact))
             return
@@ -211,7 +212,8 @@ class Reporter:
         if failed:
             summary += f", {len(failed)} failed"
         if json_out:
-            from provision.report.offline import diff_data, to_json
+            from provision.report.data import to_json
+            from provision.report.offline import diff_data
 
             write_text(STDOUT, to_json(diff_data(result, summary), self.redact))
             return
@@ -380,7 +382,8 @@ class Reporter:
     def validated(self, result: ValidationResult, *, json_out: bool = False) -> None:
         summary = ", ".join(f"{n} {name}" for name, n in result.counts.items())
         if json_out:
-            from provision.report.offline import to_json, validate_data
+            from provision.report.data import to_json
+            from provision.report.offline import validate_data
 
             write_text(STDOUT, to_json(validate_data(result, summary), self.redact))
             return

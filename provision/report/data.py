@@ -15,7 +15,7 @@ Everything in it is redacted before it leaves: a secret never reaches a report.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import provision
@@ -152,4 +152,19 @@ def run_data(run: RunOutcome[Any]) -> dict[str, Any]:
 
 
 def report_json(run: RunOutcome[Any]) -> str:
-    return run.redactor(json.dumps(run_data(run), indent=2, ensure_ascii=False)) + "\n"
+    return to_json(run_data(run), run.redactor)
+
+
+def to_json(data: dict[str, Any], redact: Callable[[str], str]) -> str:
+    """The JSON text, every string passed through `redact` first (before escaping could hide a secret)."""
+    return json.dumps(_redacted(data, redact), indent=2, ensure_ascii=False) + "\n"
+
+
+def _redacted(value: Any, redact: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v, redact) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v, redact) for v in value]
+    return value

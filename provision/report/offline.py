@@ -13,8 +13,7 @@ run's redactor before it leaves: a secret never reaches the JSON.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
@@ -23,7 +22,7 @@ from rich.table import Table
 import provision
 from provision.errors import ConfigError, Problem, ProvisionError
 from provision.offline import DiffResult, RenderResult, ValidationResult
-from provision.report.data import status_rank
+from provision.report.data import status_rank, to_json
 from provision.report.files import STDOUT, write_text
 from provision.targets import HostList
 
@@ -182,21 +181,6 @@ def error_data(command: str, exc: ProvisionError) -> dict[str, Any]:
     if not problems:
         data["error"] = exc.message
     return data
-
-
-def to_json(data: dict[str, Any], redact: Callable[[str], str]) -> str:
-    """The JSON text, every string passed through `redact` first (before escaping could hide a secret)."""
-    return json.dumps(_redacted(data, redact), indent=2, ensure_ascii=False) + "\n"
-
-
-def _redacted(value: Any, redact: Callable[[str], str]) -> Any:
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {k: _redacted(v, redact) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redacted(v, redact) for v in value]
-    return value
 
 
 def write_error_json(command: str, exc: ProvisionError) -> None:

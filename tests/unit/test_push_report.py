@@ -85,3 +85,16 @@ def test_a_large_fleet_gets_a_compact_table_problems_first() -> None:
     rep, out, _ = reporter(terminal=False)
     rep.outcome(RunResult("push", hosts, "2026-11-24T00:00:00+00:00", 3.0), show="all")
     assert len(out.getvalue().splitlines()) == 62  # header, 60 hosts, summary
+
+
+def test_the_json_report_masks_a_secret_that_json_would_escape() -> None:
+    """Redaction runs on each string before json.dumps escapes its quotes and backslashes."""
+    import json
+
+    from provision.report.data import report_json
+
+    secret = 'hun"ter\\2'
+    hosts = [HostResult("ws-1", [], reason=f"refused (pw {secret})", kind="refused")]
+    run = RunResult("push", hosts, "2026-01-01T00:00:00+00:00", 1.0, redactor=Redactor([Secret(secret)]))
+    text = report_json(run)
+    assert "hun" not in text and json.loads(text)["hosts"][0]["reason"] == "refused (pw ********)"
