@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from provision.ini import BOM, Key, decode_ini, encode_ini, merge_ini, read_ini, win32_value
+from provision.ini import Key, decode_ini, encode_ini, merge_ini, read_ini, win32_value
 from provision.render import RenderedIni
 from provision.secrets import MASK, Secret, fingerprint, same_text
 from provision.state import PushRecord
@@ -151,7 +151,3 @@ def managed_hash(wanted: Mapping[Key, str], fingerprints: Mapping[str, str]) -> 
         f"{s}/{k}": (fingerprints.get(s, "") if k == "password" else win32_value(v)) for (s, k), v in wanted.items()
     }
     return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()
-
-
-def is_utf16(data: bytes) -> bool:
-    return data.startswith(BOM)

@@ -7,8 +7,6 @@ push.py per host through the fleet runner -> state recorded here, in the caller'
 from __future__ import annotations
 
 import functools
-import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -16,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from provision.errors import ConfigError, Problem, ProvisionError, display_path
+from provision.errors import ConfigError, Problem
 from provision.fleet import (
     Amount,
     Between,
@@ -496,20 +494,3 @@ def choose_jobs(
         done = hosts_done(store, resumed)
         chosen = [job for job in chosen if job.host not in done]
     return chosen
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    folder = path.resolve().parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(temp, path)
-    except OSError as exc:
-        raise ProvisionError(f"cannot write {display_path(path)}: {exc.strerror}") from None
-
-
-def require_hosts(run: RunResult) -> None:
-    if not run.hosts:
-        raise ConfigError([Problem("inventory", None, "", "no host to act on")])

@@ -8,7 +8,6 @@ joined) arrives as the first line of standard input, then one JSON request per l
 from __future__ import annotations
 
 import base64
-import hashlib
 from functools import cache
 from pathlib import Path
 
@@ -44,10 +43,6 @@ def script(name: str) -> str:
 @cache
 def agent_text() -> str:
     return "\n".join(script(name) for name in AGENT_PARTS)
-
-
-def agent_sha256() -> str:
-    return hashlib.sha256(agent_text().encode()).hexdigest()
 
 
 def encode_command(text: str) -> str:
