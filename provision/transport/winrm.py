@@ -243,6 +243,19 @@ class _BoundedTransport(winrm.transport.Transport):
         self._bound(session)  # NTLM over HTTP sets up sealing with a first request of its own
         super().setup_encryption(session)
 
+    def _get_message_response_text(self, response: requests.Response) -> bytes:
+        encryption = self.encryption
+        if encryption is not None and response.ok:
+            # pywinrm takes a clear reply on a sealed connection as it is; only someone between
+            # could have written it. (Errors may come clear: they only ever fail the host.)
+            sealed = f'protocol="{encryption.protocol_string.decode()}"'
+            if sealed not in response.headers.get("Content-Type", ""):
+                raise TransportError(
+                    PROTOCOL, f"an unsealed reply on a sealed connection from {self.clock.where}: refused"
+                )
+        text: bytes = super()._get_message_response_text(response)
+        return text
+
     def send_message(self, message: str | bytes) -> bytes:
         self._bound(self.build_session())
         if self.trace is None:

@@ -457,6 +457,28 @@ def test_a_clear_reply_on_a_sealed_connection_is_refused(monkeypatch: pytest.Mon
     assert not connection._sealed  # dropped: the next message authenticates anew
 
 
+def test_pywinrm_too_refuses_a_clear_reply_on_a_sealed_connection() -> None:
+    from types import SimpleNamespace
+
+    from provision.transport.winrm import _BoundedTransport
+
+    transport = _BoundedTransport(
+        Clock(5, "ws-01:5985"), None, endpoint="http://ws-01:5985/wsman", auth_method="ntlm", username="a", password="p"
+    )
+    transport.encryption = SimpleNamespace(protocol_string=b"application/HTTP-SPNEGO-session-encrypted")  # type: ignore[assignment]
+    forged = requests.Response()
+    forged.status_code, forged._content = 200, b"<s:Envelope>forged</s:Envelope>"
+    forged.headers["Content-Type"] = "application/soap+xml;charset=UTF-8"
+    with pytest.raises(TransportError) as caught:
+        transport._get_message_response_text(forged)
+    assert caught.value.kind == PROTOCOL and "unsealed" in caught.value.message
+    fault = requests.Response()
+    fault.status_code, fault._content = 500, b"<s:Fault/>"
+    fault.headers["Content-Type"] = "application/soap+xml;charset=UTF-8"
+    transport.encryption = None  # (a clear fault is read as pywinrm reads it)
+    assert transport._get_message_response_text(fault) == b"<s:Fault/>"
+
+
 def test_password_hashes_are_computed_once_per_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     made: list[str] = []
     real = spnego.client
