@@ -80,8 +80,8 @@ class CheckResult:
 
     @property
     def reason(self) -> str:
-        """The failed checks, or else the warnings, on one line."""
-        for wanted in (FAIL, WARN):
+        """The failed checks, or else the pending ones, or else the warnings, on one line."""
+        for wanted in (FAIL, PENDING, WARN):
             found = [f"{c.name}: {c.detail}" if c.detail else c.name for c in self.checks if c.status == wanted]
             if found:
                 return "; ".join(found)

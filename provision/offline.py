@@ -142,7 +142,7 @@ def validate_all(project: Project, inventory: Path | None) -> ValidationResult:
             problems += profile_references(store, loaded)
             prepared = prepare_inventory(project, loaded)
             warnings.update(dict.fromkeys(prepared.warnings))
-            counts["hosts"] = len({t.host for t in prepared.targets})
+            counts["hosts"] = len(loaded.model.hosts)  # hosts without users too: they are in the inventory
             counts["targets"] = len(prepared.targets)
             counts["secrets"] = len({a.password.ref for t in prepared.targets for a in t.accounts if a.password})
             targets = prepared.targets

@@ -329,7 +329,7 @@ def rollback(
         loaded, targets = select_targets(project, inventory, settings.limit, settings.hosts)
         backups: dict[tuple[str, str], str | None] = {(t.host, t.user.casefold()): None for t in targets}
         if undo is not None:
-            backups = backups_of_run(store, earlier_run(store, undo, command="push"))
+            backups = backups_of_run(store, earlier_run(store, undo, command="push", option="--run"))
         users = (
             UserJob(t, backup=backups[(t.host, t.user.casefold())])
             for t in targets

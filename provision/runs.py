@@ -214,7 +214,7 @@ def finish_recording(recording: Recording[Any], status: str, summary: dict[str, 
             recording.store.release(recording.run_id)
         run_status = "failed" if status == FINISHED and summary.get("failed") else status
         recording.store.finish_run(
-            recording.run_id, run_status, datetime.now(UTC).isoformat(timespec="seconds"), summary
+            recording.run_id, run_status, datetime.now(UTC).isoformat(timespec="milliseconds"), summary
         )
     except StateWriteError as exc:
         recording._failed(exc)
@@ -244,12 +244,14 @@ def started_iso(seconds: float) -> str:
 ONLY = ("failed", "unreachable", "changed")
 
 
-def earlier_run(store: Store, run_id: str, *, command: str | None = None) -> RunInfo:
+def earlier_run(store: Store, run_id: str, *, command: str | None = None, option: str = "") -> RunInfo:
+    """The run `run_id` names (of `command`, if given); `option` is the option that named it."""
+    option = option or ("--from-run" if command is None else "--resume")
     run = store.get_run(run_id)
     if run is None:
-        raise ConfigError([Problem("--from-run" if command is None else "--resume", None, "", f"no run {run_id!r}")])
+        raise ConfigError([Problem(option, None, "", f"no run {run_id!r}")])
     if command is not None and run.command != command:
-        raise ConfigError([Problem("--resume", None, "", f"run {run.id} is a {run.command}, not a {command}")])
+        raise ConfigError([Problem(option, None, "", f"run {run.id} is a {run.command}, not a {command}")])
     return run
 
 

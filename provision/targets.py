@@ -144,7 +144,7 @@ def select_hosts(inventory: Inventory, limit: str | None = None, hosts: Sequence
 
 @dataclass
 class HostList:
-    """The hosts a selection chooses, for `provision inventory hosts`."""
+    """The hosts a selection chooses, for `provision list-hosts`."""
 
     inventory: LoadedInventory
     chosen: list[str]

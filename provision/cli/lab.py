@@ -122,7 +122,7 @@ def up(
         app.reporter.line(f"Try:  provision push -i {where}/inventory.yaml --env-file {where}/lab.env")
     else:
         app.reporter.line(f"Try:  provision --env-file {where}/lab.env push -i {where}/inventory.yaml")
-    app.reporter.line("Stop: provision lab down")
+    app.reporter.line("Stop: provision lab down" + ("" if folder == DEFAULT_DIR else f" --dir {where}"))
 
 
 def lab_spec(app: App, inventory: Path) -> dict[str, Any]:

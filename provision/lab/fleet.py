@@ -183,6 +183,11 @@ class Fleet:
         lab = {"scheme": "https", "port": HTTPS_PORT, "auth": "ntlm", "ca_bundle": str(self.ca.resolve())}
         for name, host in data.get("hosts", {}).items():
             host["connection"] = {**lab, "address": self.addresses[name]}
+        # Their defaults' and groups' connections name their own CA bundle (relative to their
+        # inventory, not to this one): the lab's certificates are the lab CA's.
+        for layer in [data.get("defaults"), *(data.get("groups") or {}).values()]:
+            if isinstance(layer, dict) and isinstance(layer.get("connection"), dict):
+                layer["connection"] = {**layer["connection"], **lab}
         header = (
             f"# Your inventory on the provision lab: {len(self.hosts)} simulated workstations on "
             f"127.{self.block}.0.0/16.\n# Made by `provision lab up -i`; your own inventory is unchanged.\n"

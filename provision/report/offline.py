@@ -131,7 +131,7 @@ def validate_data(result: ValidationResult, text: str) -> dict[str, Any]:
 
 def host_list_data(listed: HostList, text: str) -> dict[str, Any]:
     model = listed.inventory.model
-    data = _envelope("inventory hosts", True, {"hosts": len(listed.chosen), "text": text}, listed.warnings)
+    data = _envelope("list-hosts", True, {"hosts": len(listed.chosen), "text": text}, listed.warnings)
     data["format"] = listed.inventory.kind
     data["hosts"] = [
         {
