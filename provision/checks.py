@@ -41,6 +41,9 @@ HANGUP_SENT = r"Request msg (BYE|CANCEL)/cseq="
 LOG_TAIL_BYTES = 256 * 1024  # health reads only the end of MicroSIP's log (it grows for weeks)
 
 DAY = 86_400
+
+# Hosts not worked on, named as push names them (a refused listener is unreachable, like a timeout).
+HOST_KINDS = {"unreachable": "unreachable", "refused": "unreachable", "leased": "skipped", "aborted": "aborted"}
 BUILD_AGE_WARN = int(1.5 * 365 * DAY)  # MicroSIP 3.22 starts warning
 BUILD_AGE_FAIL = int(2.5 * 365 * DAY)  # and refuses to start
 
@@ -64,8 +67,11 @@ class CheckResult:
 
     @property
     def status(self) -> str:
-        """failed (a check failed), drifted (only drift: the workstation no longer holds what was
-        pushed), pending (the profiles changed since the last push), warning, or ok."""
+        """unreachable or aborted (the host could not be worked on), failed (a check failed),
+        drifted (only drift: the workstation no longer holds what was pushed), pending (the
+        profiles changed since the last push), warning, or ok."""
+        if self.kind in HOST_KINDS:
+            return HOST_KINDS[self.kind]
         statuses = {c.status for c in self.checks}
         if FAIL in statuses:
             only_drift = all(c.name.endswith(": drift") for c in self.checks if c.status == FAIL)

@@ -45,7 +45,7 @@ def examples_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_render_writes_one_ini_per_user_with_masked_passwords(project: Path) -> None:
     result = run("render", "-i", "inventory.yaml", "--out", "out")
     assert result.exit_code == 0, result.output
-    assert "Rendered 1 ini files for 1 hosts into out" in result.output
+    assert "Rendered 1 ini file for 1 host into out" in result.output
     text = decode_ini((project / "out" / "ws-01" / "jdoe" / "microsip.ini").read_bytes())
     assert "password=********" in text and "s3cret" not in text
 
@@ -451,7 +451,7 @@ def test_an_ansible_inventory_renders_and_lists_with_its_warnings(project: Path)
     write(project / "hosts", ANSIBLE_INI)
     result = run("render", "-i", "hosts", "--out", "out", "--limit", "windows:&sales:!ws-02")
     assert result.exit_code == 0, result.output
-    assert "Rendered 1 ini files for 1 hosts into out" in result.output
+    assert "Rendered 1 ini file for 1 host into out" in result.output
     assert "Warning: hosts:5: ansible_user: the WinRM account is one per run" in result.stderr
     assert "1 host(s) left out, reached by Ansible with another connection than winrm or psrp: db-01" in result.stderr
     listed = json_of(run("list-hosts", "-i", "hosts", "--limit", "sales[-1]", "--format", "json"))

@@ -29,3 +29,11 @@ def test_python_m_provision_runs() -> None:
         [sys.executable, "-m", "provision", "--version"], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0 and provision.__version__ in result.stdout
+
+
+def test_provision_log_never_reaches_standard_error_on_its_own() -> None:
+    """Without --log-file or -v nothing configures logging: Python's last-resort handler would
+    print provision's warnings to standard error, unredacted."""
+    code = "import logging, provision.fleet\nlogging.getLogger('provision.fleet').error('a secret: hunter2')\n"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and result.stderr == ""

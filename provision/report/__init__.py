@@ -183,7 +183,8 @@ class Reporter:
         hosts = len({h for h, _, _ in rows})
         note = "" if result.secrets else " (passwords masked; --include-secrets writes them)"
         review = " as UTF-8 for review (not for workstations)" if result.encoding == "utf-8" else ""
-        summary = f"Rendered {len(rows)} ini files for {hosts} hosts into {display_path(result.out)}{review}{note}"
+        files = f"{len(rows)} ini file{'' if len(rows) == 1 else 's'} for {hosts} host{'' if hosts == 1 else 's'}"
+        summary = f"Rendered {files} into {display_path(result.out)}{review}{note}"
         if json_out:
             from provision.report.data import to_json
             from provision.report.offline import render_data
@@ -298,7 +299,9 @@ class Reporter:
         for column in ("run", "command", "status", "started", "by", "hosts", "results"):
             table.add_column(column, overflow="fold")
         for run in found:
-            results = ", ".join(f"{n} {status}" for status, n in sorted(run.counts.items(), key=lambda i: -i[1]))
+            results = ", ".join(
+                f"{n} {status}" for status, n in sorted(run.counts.items(), key=lambda i: (-i[1], i[0]))
+            )
             table.add_row(
                 escape(run.id),
                 escape(run.command + (" --check" if run.options.get("check") else "")),

@@ -83,6 +83,8 @@ def test_health_tells_a_profile_changed_since_the_push_from_a_workstation_that_c
     assert found["lab-002"] in ("ok", "warning") and found["lab-004"] in ("ok", "warning")  # support: as pushed
     pending = checks(data, "lab-003")[f"{lab.user('lab-003')}: pending"]
     assert pending["status"] == "pending" and "to push: [Settings] autoAnswer" in pending["detail"]
+    (entry,) = [h for h in data["hosts"] if h["host"] == "lab-003"]
+    assert "to push: [Settings] autoAnswer" in entry["reason"]  # what the table shows: the pending keys
     assert checks(data, "lab-003")[f"{lab.user('lab-003')}: drift"]["status"] == "pass"
     # Both at once: the workstation changed a key the profile did not; drift is what counts.
     host, user = lab.host("lab-001"), lab.user("lab-001", 1)
@@ -116,14 +118,14 @@ def test_health_errors_and_warnings(lab: Lab) -> None:
     assert "401" in lab_004[f"{user}: registration"]["detail"]
 
 
-def test_health_warns_on_old_builds_and_unreachable_hosts_fail(lab: Lab) -> None:
+def test_health_warns_on_old_builds_and_unreachable_hosts_are_named_so(lab: Lab) -> None:
     lab.host("lab-001").build_time -= 400 * 86_400  # 600 days: past 1.5 years
     lab.fleet.refuse("lab-002")
     code, data = run_json(lab, "health")
     assert code == 1
     assert checks(data, "lab-001")["build age"]["status"] == "warn"
     assert checks(data, "lab-002")["winrm"]["detail"].startswith("refused:")
-    assert status(data)["lab-002"] == "failed"
+    assert status(data)["lab-002"] == "unreachable"  # as push says it
     assert checks(data, "lab-003")[f"{lab.user('lab-003')}: drift"]["status"] == "warn"  # never pushed
 
 
@@ -134,7 +136,7 @@ def test_health_table_junit_and_no_secrets(lab: Lab, tmp_path: Path) -> None:
     junit = tmp_path / "health.xml"
     result = lab.run("health", "--junit", str(junit), "--timeout", "20")
     assert result.exit_code == 1
-    assert result.output.splitlines()[-1].startswith("4 hosts: 2 with warnings, 2 failed (")
+    assert result.output.splitlines()[-1].startswith("4 hosts: 2 with warnings, 1 unreachable, 1 failed (")
     SCHEMA.validate(str(junit))
     xml = junit.read_text("utf-8")
     assert xml.count("<testcase ") == 4 and xml.count("<failure ") == 1 and xml.count("<error ") == 1

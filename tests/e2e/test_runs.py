@@ -89,6 +89,7 @@ def test_resume_finishes_exactly_the_rest_and_from_run_takes_exactly_the_failed(
     listed = runs_json(fleet, location, "--command", "push")["runs"]
     assert [r["id"] for r in listed] == [again["run_id"], resumed["run_id"], run_id]  # newest first
     assert [r["status"] for r in listed] == ["finished", "finished", "stopped"]
+    assert all(r["started"] <= r["finished"] for r in listed)  # both to the millisecond
     assert listed[1]["resume_of"] == run_id and listed[0]["options"]["from_run"] == run_id
     assert runs_json(fleet, location, "--status", "stopped")["runs"][0]["id"] == run_id
 
@@ -200,6 +201,8 @@ def test_rollback_by_run_says_when_the_backup_is_gone(fleet: Lab, location: str)
     code, output = cli_run(fleet, location, "rollback", "-i", str(fleet.fleet.inventory), "--run", second["run_id"])
     assert code == 0 and "no backup" in output and "that backup is gone" in output
     assert autoanswer(fleet, name(1)) == "header"  # nothing was put back
+    code, output = cli_run(fleet, location, "rollback", "-i", str(fleet.fleet.inventory), "--run", "20990101T0000")
+    assert code == 2 and "--run: no run '20990101T0000'" in output
 
 
 def test_a_state_that_cannot_be_written_mid_run_stops_new_hosts_and_reports_the_done_ones(
