@@ -347,7 +347,8 @@ class SimulatedHost:
         self.microsip_version = "3.22.3"
         self.ini_switch = False  # a custom build that takes /i:<ini>
         # The agent's bounded waits (for MicroSIP to close, to start) run this much faster
-        # than asked: tests of a MicroSIP that never closes need not wait the full 10 s.
+        # than asked: tests of a MicroSIP that never closes need not wait the full 10 s. The
+        # agent's twin plans with the waits as they run here (whether a close fits in the time).
         self.wait_scale = 1.0
         self.on_battery = False  # a laptop running on its battery
         self.task_history: list[bytes] = []  # every task file as registered, for tests to read

@@ -201,3 +201,21 @@ def test_a_transcript_line_shows_inis_by_digest_and_masks_passwords() -> None:
     assert "hunter2" not in shown and content not in shown
     assert '"content_b64": "<' in shown and '"password": "********"' in shown
     assert masked("not json") == "not json"
+
+
+def test_a_request_line_the_agent_cannot_read_is_answered_and_the_next_one_still_served(tmp_path: Path) -> None:
+    host = SimulatedHost("h", tmp_path, [SimUser("u")])
+    command, arguments = bootstrap_command()
+    agent = start_program(host, command, " ".join(arguments), False)
+    discover = {"op": "discover", "install": {"mode": "installed", "exe": None}, "users": [{"name": "u"}]}
+    discover["max_ini_bytes"] = 1 << 20
+    lines = [base64.b64encode(agent_text().encode()).decode(), "{not json", "", "[1, 2]", json.dumps(discover)]
+    agent.feed(("\n".join(lines) + "\n").encode(), end=False)
+    deadline = time.monotonic() + 5
+    while agent.stdout.count(b"\n") < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    replies = [json.loads(line) for line in agent.stdout.decode().splitlines()]
+    assert [r["ok"] for r in replies] == [False, False, True]  # the empty line is no request
+    assert replies[0]["error"].startswith("the request is not JSON")
+    assert replies[1]["error"] == "the request is not a JSON object"
+    assert replies[2]["users"][0]["name"] == "u" and not agent.done
