@@ -140,7 +140,11 @@ def _health(agent: Agent, job: HostJob, key: bytes, now: float) -> CheckResult:
     hooks = {h["path"]: bool(h.get("exists")) for h in reply.get("hooks") or [] if isinstance(h, dict)}
     for path, present in sorted(hooks.items()):
         result.add(f"hook {path}", PASS if present else FAIL, "present" if present else "program not found")
-    devices = set(reply.get("devices") or [])
+    devices: set[str] | None = set(reply.get("devices") or [])
+    if reply.get("devices_error") or reply.get("devices") is None:
+        devices = None  # Win32_PnPEntity could not be asked (some Windows lack PNPClass)
+        why = reply.get("devices_error") or "no answer"
+        result.add("audio devices", WARN, f"could not be listed: {why}; the audio device checks are skipped")
     for user in job.users:
         _judge_user(result, user, users[user.user.casefold()], devices, key)
     recovered_checks(result, agent)
@@ -182,7 +186,9 @@ def _judge_exe(result: CheckResult, exe: dict[str, Any] | None, now: float) -> N
         result.add("build age", PASS, detail)
 
 
-def _judge_user(result: CheckResult, user: UserJob, entry: dict[str, Any], devices: set[str], key: bytes) -> None:
+def _judge_user(
+    result: CheckResult, user: UserJob, entry: dict[str, Any], devices: set[str] | None, key: bytes
+) -> None:
     name = user.user
     if entry.get("status") == UserStatus.NO_PROFILE:
         result.add(f"{name}: ini", WARN, "never logged on to this host")
@@ -222,9 +228,13 @@ def _judge_user(result: CheckResult, user: UserJob, entry: dict[str, Any], devic
     result.add(f"{name}: running", PASS if running else WARN, "MicroSIP running" if running else "MicroSIP not running")
     audio = user.target.resolved.profile.audio
     for label, device in (("input", audio.input), ("output", audio.output), ("ring", audio.ring)):
-        if device:
-            present = device in devices
-            result.add(f"{name}: audio {label}", PASS if present else WARN, device + ("" if present else " not found"))
+        if not device:
+            continue
+        if devices is None:
+            result.add(f"{name}: audio {label}", SKIP, f"{device}: not checked (the audio devices could not be listed)")
+            continue
+        present = device in devices
+        result.add(f"{name}: audio {label}", PASS if present else WARN, device + ("" if present else " not found"))
     if user.target.resolved.profile.settings.enableLog:
         line = (entry.get("log") or {}).get("line")
         if line is None:

@@ -4,7 +4,8 @@
     discover (read every user's ini, see whose MicroSIP runs)
       -> plan each user (offline core)
       -> apply the users that changed (close MicroSIP, back up, write, verify, restart)
-      -> apply again for users whose MicroSIP rewrote the ini while closing
+      -> apply again for users whose MicroSIP rewrote the ini while closing (and, for any
+         user whose MicroSIP was closed, a restart even when nothing can be written)
 
 A host's failure becomes its result; one user's failure is that user's. The transport is
 made by a `connect` function the caller gives, so this module knows nothing of WinRM or
@@ -312,11 +313,16 @@ def _apply(
             reread = {**entry, "sha256": answer.get("sha256"), "content_b64": answer.get("content_b64")}
             result, plan = _plan_user(job.host, user, reread, key, replace=options.replace_unreadable)
             results[user.user] = result
-            if plan is not None and (plan.content is not None or answer.get("closed")):
+            closed = bool(answer.get("closed"))
+            if plan is not None and (plan.content is not None or closed):
                 # Write what changed, and start MicroSIP again if it was running.
                 item = _apply_user(user, reread, plan, close=False)
-                item["restart"] = bool(answer.get("closed"))
+                item["restart"] = closed
                 again.append(item)
+            elif closed:
+                # Nothing can be written (the user's result says why), but MicroSIP was closed
+                # for it: it is started again all the same.
+                again.append(_restart_only(user, reread))
             continue
         _take_answer(results[user.user], answer)
     if again:
@@ -326,9 +332,14 @@ def _apply(
             name = item["name"]
             answer = reply[name.casefold()]
             result = results[name]
-            if answer.get("status") == UserStatus.REREAD:
+            if result.plan is None:  # a restart only: the user's result stands
+                result.restarted = bool(answer.get("restarted"))
+                if not result.restarted:
+                    result.reason = f"{result.reason}; {answer.get('reason') or 'MicroSIP was not started again'}"
+            elif answer.get("status") == UserStatus.REREAD:
                 result.status, result.reason = FAILED, "the ini kept changing while MicroSIP was closing"
                 result.plan = None
+                result.restarted = bool(answer.get("restarted"))
             else:
                 _take_answer(result, answer)
 
@@ -343,6 +354,20 @@ def _apply_user(user: UserJob, entry: dict[str, Any], plan: TargetPlan, *, close
         "expected_sha256": entry.get("sha256"),
         "new_sha256": hashlib.sha256(content).hexdigest(),
         "content_b64": base64.b64encode(content).decode("ascii"),
+    }
+
+
+def _restart_only(user: UserJob, entry: dict[str, Any]) -> ApplyUser:
+    """Start MicroSIP again, write nothing: the ini wanted is the one there (as the entry read it)."""
+    digest = entry.get("sha256")
+    return {
+        "name": user.user,
+        "ini_path": str(entry["ini_path"]),
+        "close": False,
+        "restart": True,
+        "expected_sha256": digest,
+        "new_sha256": digest,
+        "content_b64": "",
     }
 
 

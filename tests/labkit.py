@@ -1,9 +1,11 @@
-"""A small lab fleet for a test, and a way to run the CLI against it in this process."""
+"""A small lab fleet for a test, a way to run the CLI against it in this process, and a transport
+straight to one simulated host (no HTTP) for tests of the agent itself."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,6 +17,8 @@ from click.testing import CliRunner, Result
 from provision.cli.main import cli
 from provision.lab.fleet import Fleet
 from provision.lab.host import SimulatedHost
+from provision.lab.programs import Program, start_program
+from provision.transport.base import Output
 
 
 @dataclass
@@ -85,3 +89,43 @@ def running_lab(tmp_path: Path, examples: Path, hosts: int = 4, users: int = 2) 
         yield Lab(fleet, root)
     finally:
         fleet.stop()
+
+
+class DirectTransport:
+    """Runs the lab's program for the command line without HTTP, recording what is sent."""
+
+    def __init__(self, host: SimulatedHost) -> None:
+        self.host = host
+        self.command_lines: list[str] = []
+        self.sent: list[bytes] = []
+
+    def start(self, command: str, arguments: list[str]) -> DirectCommand:
+        line = " ".join(arguments)
+        self.command_lines.append(f"{command} {line}")
+        return DirectCommand(start_program(self.host, command, line, False), self.sent)
+
+    def set_deadline(self, deadline: float) -> None:
+        self.deadline = deadline
+
+    def close(self) -> None:
+        pass
+
+
+class DirectCommand:
+    def __init__(self, program: Program, sent: list[bytes]) -> None:
+        self.program = program
+        self.sent = sent
+
+    def send(self, data: bytes, *, end: bool = False) -> None:
+        self.sent.append(data)
+        self.program.feed(data, end)
+
+    def receive(self) -> Output:
+        p = self.program
+        deadline = time.monotonic() + 5  # the agent answers from a thread of its own, as a process would
+        while not (p.stdout or p.stderr or p.done) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        out = Output(bytes(p.stdout), bytes(p.stderr), p.done, p.exit_code)
+        p.stdout.clear()
+        p.stderr.clear()
+        return out

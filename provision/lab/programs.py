@@ -9,17 +9,25 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import itertools
 import json
+import math
 import queue
 import re
 import threading
 import time
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from provision.lab.host import (
+    ADMINISTRATORS,
+    FULL_CONTROL,
+    LOCAL_SYSTEM,
+    Ace,
+    FolderSecurity,
     PSError,
     SimProcess,
     SimulatedHost,
@@ -105,7 +113,9 @@ def _digest(text: str) -> str:
 
 
 TASK_PATH = "\\provision\\"
-MARKERS = "C:\\ProgramData\\provision\\closed"
+PROVISION_ROOT = "C:\\ProgramData\\provision"
+MARKERS = PROVISION_ROOT + "\\closed"
+STOP_WAIT_MS = 2000  # $StopWaitMs: a MicroSIP stopped after the exit wait is given this long to go
 _AGENT_PIDS = itertools.count(9000, 4)
 # What Start-InUserSession gives New-ScheduledTaskSettingsSet (a test holds the two together):
 # normal priority, allowed and kept on battery, no time limit.
@@ -115,6 +125,14 @@ TASK_SETTINGS = TaskSettings(
     execution_time_limit="PT0S",
     priority=4,
 )
+# A guard task (Close-Users): the same, and a missed trigger is made up for (StartWhenAvailable).
+GUARD_SETTINGS = replace(TASK_SETTINGS, start_when_available=True)
+# New-TrustedSecurity: the agent's folders, for Administrators (the owner) and SYSTEM only.
+TRUSTED_FOLDER = FolderSecurity(
+    ADMINISTRATORS, (Ace(ADMINISTRATORS, FULL_CONTROL), Ace(LOCAL_SYSTEM, FULL_CONTROL)), protected=True
+)
+TRUSTED_SIDS = (ADMINISTRATORS, LOCAL_SYSTEM)
+WRITE_RIGHTS = 0x500D0156  # $WriteRights
 
 
 def _sha(content: bytes) -> str:
@@ -189,12 +207,11 @@ class AgentProgram(Program):
                     return
                 if self.host.faults.hang:
                     continue  # a command that never answers
-                try:
-                    message = twin.parse(line.decode("utf-8"))
-                except (UnicodeDecodeError, json.JSONDecodeError):
-                    self.fail("lab: standard input is not JSON")
-                    return
-                reply = twin.handle(message)
+                # StreamReader over UTF-8: a byte that is not UTF-8 reads as U+FFFD, never an error.
+                text = line.decode("utf-8", "replace").rstrip("\r")
+                if not text.strip():
+                    continue  # no request
+                message, reply = twin.serve(text)
                 self.check()
                 held.append(twin.send_reply(reply))
                 if isinstance(message, dict) and message.get("op") == Op.RECOVER and reply.get("ok"):
@@ -267,7 +284,18 @@ class AgentTwin:
 
     def parse(self, line: str) -> Any:
         """loop.ps1: $json.DeserializeObject($line), a .NET call: nothing is logged."""
-        return json.loads(line)
+        return self.deserialize(line)
+
+    def serve(self, line: str) -> tuple[Any, dict[str, Any]]:
+        """loop.ps1, one line: the request read, and the reply to it; a line that is no JSON
+        object is answered with an error."""
+        try:
+            request = self.parse(line)
+        except PSError as exc:
+            return None, {"ok": False, "error": f"the request is not JSON: {exc}"}
+        if not isinstance(request, dict):
+            return request, {"ok": False, "error": "the request is not a JSON object"}
+        return request, self.handle(request)
 
     def send_reply(self, reply: dict[str, Any]) -> str:
         """common.ps1 Send-Reply: $json.Serialize($Reply), a .NET call: nothing is logged."""
@@ -302,7 +330,7 @@ class AgentTwin:
             if op == Op.INSPECT:
                 return self.invoke_inspect(request)
             if op == Op.SMOKE_CLEANUP:
-                return {"ok": True, "cleanup": self.remove_smoke_copy(None, request["folder"])}
+                return self.invoke_smoke_cleanup(request)
         except PSError as exc:
             return {"ok": False, "error": str(exc)}
         except (KeyError, TypeError) as exc:
@@ -321,6 +349,7 @@ class AgentTwin:
             "filtered": faults.account == "uac-filtered",
             "dotnet": faults.dotnet_release,
             "task_scheduler": faults.task_scheduler,
+            "provision_folder": self.get_provision_state(),
         }
 
     @staticmethod
@@ -497,34 +526,114 @@ class AgentTwin:
             found.append((process, owner))
         return found
 
-    def start_in_user_session(self, name: str, exe: str, argument: str, verb: str) -> str:
+    def register_user_task(self, name: str, exe: str, argument: str, task: str, at: datetime | None = None) -> None:
         self.step()
         folder = exe.rsplit("\\", 1)[0]
         self.host.cmdlet("New-ScheduledTaskAction", Execute=exe, Argument=argument, WorkingDirectory=folder)
         self.host.cmdlet("New-ScheduledTaskPrincipal", UserId=name, LogonType="Interactive")
-        task = TaskDefinition(name, "InteractiveToken", exe, argument, folder, TASK_SETTINGS)
-        self.host.register_task(TASK_PATH, f"microsip-{verb}-{name}", task, force=True)
-        self.host.start_task(TASK_PATH, f"microsip-{verb}-{name}")
-        return f"microsip-{verb}-{name}"
+        settings = TASK_SETTINGS if at is None else GUARD_SETTINGS
+        boundary = None
+        if at is not None:
+            self.host.cmdlet("New-ScheduledTaskTrigger", Once=True, At=at.isoformat())
+            boundary = at.strftime("%Y-%m-%dT%H:%M:%S")  # StartBoundary: local time, whole seconds
+        definition = TaskDefinition(name, "InteractiveToken", exe, argument, folder, settings, boundary)
+        self.host.register_task(TASK_PATH, task, definition, force=True)
+
+    def start_in_user_session(self, name: str, exe: str, argument: str, verb: str) -> str:
+        task = f"microsip-{verb}-{name}"
+        self.register_user_task(name, exe, argument, task)
+        try:
+            self.host.start_task(TASK_PATH, task)
+        except PSError:
+            with contextlib.suppress(PSError):
+                self.remove_user_task(task)
+            raise
+        return task
+
+    def remove_user_task(self, task: str) -> None:
+        self.host.unregister_task(TASK_PATH, task)
 
     def remove_user_tasks(self, tasks: list[str]) -> None:
         for task in tasks:
             try:
-                self.host.unregister_task(TASK_PATH, task)
+                self.remove_user_task(task)
             except PSError:
                 continue
+
+    def remove_guard(self, task: str) -> None:
+        try:
+            self.remove_user_task(task)
+        except PSError:
+            if self.host.get_task(TASK_PATH, task):
+                raise
+
+    # The agent's folder -----------------------------------------------------------------------
+
+    def get_folder_problem(self, path: str) -> str | None:
+        try:
+            security = self.host.get_access_control(path)
+        except PSError as exc:
+            return f"its permissions cannot be read ({exc})"
+        problems: list[str] = []
+        if security.owner not in TRUSTED_SIDS:
+            owner = self.get_account_name(security.owner)
+            problems.append(f"its owner is {owner} (only Administrators or SYSTEM may own it)")
+        for ace in security.aces:
+            if ace.rights & WRITE_RIGHTS and ace.sid not in TRUSTED_SIDS:
+                who = f"{self.get_account_name(ace.sid)} may change what is in it"
+                if who not in problems:
+                    problems.append(who)
+        return "; ".join(problems) or None
+
+    def get_account_name(self, sid: str) -> str:
+        try:
+            return self.host.account_name(sid)
+        except PSError:
+            return sid
+
+    @staticmethod
+    def get_distrust_text(path: str, problem: str) -> str:
+        return (
+            f"{path} is not safe to use: {problem}. Fix: look at what is in it, then remove it as an administrator "
+            f"(Remove-Item -LiteralPath '{path}' -Recurse -Force); provision makes it again, for Administrators "
+            "and SYSTEM only"
+        )
+
+    def get_trusted_folder(self, path: str) -> str:
+        if not self.host.directory_exists(path):
+            self.host.create_directory(path, TRUSTED_FOLDER)
+        problem = self.get_folder_problem(path)
+        if problem:
+            raise PSError(self.get_distrust_text(path, problem))
+        return path
+
+    def get_provision_state(self) -> str:
+        if not self.host.directory_exists(PROVISION_ROOT):
+            return "absent"
+        for path in (PROVISION_ROOT, MARKERS):
+            if not self.host.directory_exists(path):
+                continue
+            problem = self.get_folder_problem(path)
+            if problem:
+                return self.get_distrust_text(path, problem)
+        return "ok"
 
     # Markers ----------------------------------------------------------------------------------
 
     def get_marker_folder(self, *, create: bool = False) -> str:
-        if create and not self.host.directory_exists(MARKERS):
-            self.host.create_directory(MARKERS)
+        if create:
+            self.get_trusted_folder(PROVISION_ROOT)
+            self.get_trusted_folder(MARKERS)
         return MARKERS
 
     def get_marker_path(self, name: str) -> str:
-        return f"{self.get_marker_folder(create=True)}\\{self.get_user_sid(name)}.json"
+        return f"{self.get_marker_folder()}\\{self.get_user_sid(name)}.json"
 
-    def write_marker(self, name: str, exe: str, session: int) -> None:
+    @staticmethod
+    def get_guard_name(name: str) -> str:
+        return f"microsip-guard-{name}"
+
+    def write_marker(self, name: str, exe: str, session: int, until: datetime) -> None:
         pid = self.process.pid if self.process is not None else 0
         marker = {
             "name": name,
@@ -532,16 +641,33 @@ class AgentTwin:
             "session": session,
             "agent_pid": pid,
             "agent_started": self.host.process_start(pid),
-            "closed_at": datetime.now(UTC).isoformat(),
+            "closed_at": self.host.now().astimezone(UTC).isoformat(),
+            "until": until.astimezone(UTC).isoformat(),
         }
         self.host.write_all_bytes(self.get_marker_path(name), json.dumps(marker).encode("utf-8"))
+
+    @staticmethod
+    def deserialize(text: str) -> Any:
+        """$json.DeserializeObject: what is not JSON throws."""
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise method_error("DeserializeObject", 1, f"Invalid JSON primitive: {exc}") from None
 
     def remove_marker(self, name: str) -> None:
         path = self.get_marker_path(name)
         if self.host.file_exists(path):
             self.host.delete_file(path)
 
+    def clear_closed(self, name: str) -> None:
+        self.remove_guard(self.get_guard_name(name))
+        self.remove_marker(name)
+
     def test_marker_live(self, marker: dict[str, Any]) -> bool:
+        if marker.get("until"):
+            until = datetime.fromisoformat(str(marker["until"]))
+            if self.host.now().astimezone(UTC) >= until:
+                return False
         self.host.cmdlet("Get-Process", Id=marker.get("agent_pid"))
         started = self.host.process_start(int(marker.get("agent_pid") or 0))
         return started is not None and started == marker.get("agent_started")
@@ -553,35 +679,61 @@ class AgentTwin:
         names: list[str],
         exes: dict[str, str],
         results: dict[str, dict[str, Any]],
-        wait_ms: int,
+        waits: tuple[int, int, int],
         clock: float,
-        until_ms: float,
+        closing: list[str],
     ) -> list[str]:
-        closing: list[str] = []
+        """waits: the request's exit_wait_ms, start_wait_ms and budget_ms."""
         tasks: list[str] = []
         running = self.get_microsip_process(exes)
-        for name in names:
+        wanted = [n for n in names if any(owner.casefold() == n.casefold() for _, owner in running)]
+        if not wanted:
+            return []
+        unsafe = None
+        try:
+            self.get_marker_folder(create=True)
+        except PSError as exc:
+            unsafe = str(exc)
+        exit_wait, start_wait, budget = waits
+        # The waits as this host runs them (SimulatedHost.wait_scale): the same plan as the agent's.
+        cycle = (exit_wait + STOP_WAIT_MS + start_wait) * self.host.wait_scale
+        task_ms = 0.0
+        for name in wanted:
             key = name.casefold()
             mine = [p for p, owner in running if owner.casefold() == key]
-            if not mine:
+            if unsafe:
+                self.set_failure(results[key], f"MicroSIP left running, the ini not written: {unsafe}")
                 continue
-            if self.elapsed_ms(clock) > until_ms:
+            time_left = budget - self.elapsed_ms(clock)
+            needed = cycle + 6 * task_ms * (len(closing) + 1)
+            if needed > time_left:
                 results[key]["status"] = UserStatus.BUSY
-                results[key]["reason"] = "not reached within the time this host was given; MicroSIP left running"
+                results[key]["reason"] = (
+                    f"MicroSIP left running: closing it and starting it again can take {math.ceil(needed / 1000)} s, "
+                    f"and {max(0, math.floor(time_left / 1000))} s of the time this host was given were left; "
+                    "raise --timeout"
+                )
                 continue
+            began = self.elapsed_ms(clock)
+            until = self.host.now() + timedelta(milliseconds=time_left)
+            at = until + timedelta(milliseconds=max(5000, budget / 4))
             try:
-                self.write_marker(name, exes[key], mine[0].session)
-                closing.append(name)
+                self.write_marker(name, exes[key], mine[0].session, until)
+                self.register_user_task(name, exes[key], "/minimized", self.get_guard_name(name), at)
                 tasks.append(self.start_in_user_session(name, exes[key], "/exit", "exit"))
+                closing.append(name)
             except PSError as exc:
-                self.set_failure(results[key], f"cannot close MicroSIP: {exc}")
+                with contextlib.suppress(PSError):
+                    self.clear_closed(name)
+                self.set_failure(results[key], f"MicroSIP left running: its /exit could not be sent: {exc}")
+            task_ms = max(task_ms, (self.elapsed_ms(clock) - began) / 2)
         folded = {n.casefold() for n in closing}
 
         def left() -> list[SimProcess]:
             return [p for p, owner in self.get_microsip_process(exes) if owner.casefold() in folded]
 
         try:
-            deadline = self.waited(wait_ms)
+            deadline = self.waited(exit_wait)
             while closing and time.monotonic() < deadline:
                 if not left():
                     break
@@ -592,7 +744,7 @@ class AgentTwin:
         still = left()
         for process in still:
             self.host.stop_process(process.pid)
-        deadline = self.waited(2000)
+        deadline = self.waited(STOP_WAIT_MS)
         while still and time.monotonic() < deadline:
             self.sleep(200)
             still = left()
@@ -602,10 +754,20 @@ class AgentTwin:
             if any(p.user.casefold() == key for p in still):
                 results[key]["status"] = UserStatus.BUSY
                 results[key]["reason"] = "MicroSIP did not close"
-                self.remove_marker(name)
-            elif not results[key].get("reason"):
+                with contextlib.suppress(PSError):
+                    self.clear_closed(name)
+            else:
                 closed.append(name)
         return closed
+
+    @staticmethod
+    def waits_of(request: dict[str, Any]) -> tuple[int, int, int]:
+        return int(request["exit_wait_ms"]), int(request["start_wait_ms"]), int(request["budget_ms"])
+
+    def complete_restart(self, name: str, result: dict[str, Any]) -> None:
+        result["restarted"] = True
+        with contextlib.suppress(PSError):
+            self.clear_closed(name)
 
     def start_users(
         self, names: list[str], exes: dict[str, str], results: dict[str, dict[str, Any]], wait_ms: int
@@ -615,11 +777,10 @@ class AgentTwin:
         running = self.get_microsip_process(exes)
         for name in names:
             key = name.casefold()
-            if any(owner.casefold() == key and p.session > 0 for p, owner in running):
-                results[key]["restarted"] = True
-                self.remove_marker(name)
-                continue
             try:
+                if any(owner.casefold() == key and p.session > 0 for p, owner in running):
+                    self.complete_restart(name, results[key])
+                    continue
                 exe = exes.get(key, "")
                 if not exe:  # Split-Path -Parent '' throws
                     raise PSError("Cannot bind argument to parameter 'Path' because it is an empty string.")
@@ -636,8 +797,7 @@ class AgentTwin:
                 seen = {owner.casefold() for p, owner in self.get_microsip_process(exes) if p.session > 0}
                 for name in list(pending):
                     if name.casefold() in seen:
-                        results[name.casefold()]["restarted"] = True
-                        self.remove_marker(name)
+                        self.complete_restart(name, results[name.casefold()])
                         pending.remove(name)
                 if not pending or time.monotonic() >= deadline:
                     break
@@ -660,11 +820,12 @@ class AgentTwin:
         names: list[str] = []
         users: list[dict[str, Any]] = []
         folder = self.get_marker_folder()
-        files = self.host.directory_files(folder) if self.host.directory_exists(folder) else []
-        files = [p for p in files if p.endswith(".json")]
+        files: list[str] = []
+        if self.get_provision_state() == "ok" and self.host.directory_exists(folder):
+            files = [p for p in self.host.directory_files(folder) if p.endswith(".json")]
         for file in files:
             try:
-                marker = json.loads(self.host.read_all_bytes(file).decode("utf-8"))
+                marker = self.deserialize(self.host.read_all_bytes(file).decode("utf-8"))
                 if self.test_marker_live(marker):
                     continue
                 name = str(marker["name"])
@@ -677,6 +838,8 @@ class AgentTwin:
                         f"closed by an earlier run from {marker['exe']}, which the inventory does not declare: "
                         "not started",
                     )
+                    with contextlib.suppress(PSError):
+                        self.remove_guard(self.get_guard_name(name))
                     continue
                 assert exe is not None
                 results[name.casefold()] = result
@@ -727,13 +890,13 @@ class AgentTwin:
                     to_close.append(name)
             except PSError as exc:
                 self.set_failure(result, str(exc))
-        closed = self.close_users(
-            to_close, exes, results, int(request["exit_wait_ms"]), clock, int(request["budget_ms"]) / 2
-        )
-        self.sleep(self.host.faults.stall_after_close * 1000)
-        folded = {n.casefold() for n in closed}
+        closing: list[str] = []
         restart: list[str] = []
+        finished = False
         try:
+            closed = self.close_users(to_close, exes, results, self.waits_of(request), clock, closing)
+            self.sleep(self.host.faults.stall_after_close * 1000)
+            folded = {n.casefold() for n in closed}
             for user in request["users"]:
                 result = results[user["name"].casefold()]
                 if not result.get("reason"):
@@ -742,10 +905,19 @@ class AgentTwin:
                     except PSError as exc:
                         self.set_failure(result, f"write failed: {exc}")
                 again = user.get("restart") or user["name"].casefold() in folded
-                if again and result["status"] != UserStatus.REREAD:
+                if again and (user.get("restart") or result["status"] != UserStatus.REREAD):
                     restart.append(user["name"])
+            finished = True
         finally:
             if not self.killed():
+                if not finished:
+                    taken = {n.casefold() for n in restart}
+                    asked = {n.casefold() for n in closing}
+                    for user in request["users"]:
+                        key = user["name"].casefold()
+                        if (user.get("restart") or key in asked) and key not in taken:
+                            restart.append(user["name"])
+                            taken.add(key)
                 self.start_users(restart, exes, results, int(request["start_wait_ms"]))
         return {"ok": True, "users": users}
 
@@ -800,10 +972,11 @@ class AgentTwin:
                 to_close.append(name)
             except PSError as exc:
                 self.set_failure(result, str(exc))
-        closed = self.close_users(
-            to_close, exes, results, int(request["exit_wait_ms"]), clock, int(request["budget_ms"]) / 2
-        )
+        closing: list[str] = []
+        closed: list[str] = []
+        finished = False
         try:
+            closed = self.close_users(to_close, exes, results, self.waits_of(request), clock, closing)
             for user in request["users"]:
                 key = user["name"].casefold()
                 result = results[key]
@@ -816,8 +989,11 @@ class AgentTwin:
                     result["backup"] = newest[key]
                 except PSError as exc:
                     self.set_failure(result, f"restore failed: {exc}")
+            finished = True
         finally:
             if not self.killed():
+                if not finished:
+                    closed = list(closing)
                 self.start_users(closed, exes, results, int(request["start_wait_ms"]))
         return {"ok": True, "users": users}
 
@@ -840,7 +1016,12 @@ class AgentTwin:
             users.append(entry)
         self.add_running(users, install)
         hooks = [{"path": p, "exists": self.host.path(p).is_file()} for p in request.get("hooks") or []]
-        return {"ok": True, "users": users, "hooks": hooks, "devices": list(self.host.audio_devices)}
+        devices, devices_error = None, None
+        try:
+            devices = self.host.audio_endpoints()
+        except PSError as exc:
+            devices_error = str(exc)
+        return {"ok": True, "users": users, "hooks": hooks, "devices": devices, "devices_error": devices_error}
 
     def get_exe_info(self, path: str) -> dict[str, Any]:
         file = self.host.path(path)
@@ -916,7 +1097,7 @@ class AgentTwin:
         host = self.host
         steps: list[dict[str, Any]] = []
         exe = self.get_exe_info(request["exe"])
-        folder = request["folder"]
+        folder: str | None = None  # once made by this request: only that is ever removed
         instance = None
 
         def step(name: str, status: str, reason: str = "", line: str | None = None, alive: bool | None = None) -> None:
@@ -927,7 +1108,11 @@ class AgentTwin:
                 step("locate", StepStatus.FAIL, "microsip.exe not found")
                 return self.smoke_reply(exe, request, steps, instance, folder)
             step("locate", StepStatus.PASS)
-            host.new_directory(folder)
+            try:
+                folder = self.new_smoke_folder(request["folder"])
+            except PSError as exc:
+                step("prepare", StepStatus.FAIL, str(exc))
+                return self.smoke_reply(exe, request, steps, instance, folder)
             ini = folder + "\\provision-smoke.ini"
             if request["method"] == Method.COPY:
                 test_exe = folder + "\\provision-smoke.exe"
@@ -970,28 +1155,53 @@ class AgentTwin:
             step("error", StepStatus.FAIL, str(exc))
         return self.smoke_reply(exe, request, steps, instance, folder)
 
+    def new_smoke_folder(self, path: str) -> str:
+        root = self.get_trusted_folder(PROVISION_ROOT)
+        if path.rpartition("\\")[0].casefold() != root.casefold():
+            raise PSError(f"the test folder {path} is not in {root}")
+        if self.host.directory_exists(path):
+            raise PSError(f"the test folder {path} is there already: not used")
+        return self.get_trusted_folder(path)
+
     def smoke_reply(
         self,
         exe: dict[str, Any],
         request: dict[str, Any],
         steps: list[dict[str, Any]],
         instance: SimProcess | None,
-        folder: str,
+        folder: str | None,
     ) -> dict[str, Any]:
         cleanup = self.remove_smoke_copy(instance, folder)
         return {"ok": True, "exe": exe, "method": request["method"], "steps": steps, "cleanup": cleanup}
 
-    def remove_smoke_copy(self, instance: SimProcess | None, folder: str) -> dict[str, Any]:
+    def remove_smoke_copy(self, instance: SimProcess | None, folder: str | None) -> dict[str, Any]:
         host = self.host
-        if instance is not None and instance.pid in host.processes:
-            host.stop_process(instance.pid)
-        prefix = folder.casefold() + "\\"
-        for process in list(host.processes.values()):
-            if not process.user and process.exe.casefold().startswith(prefix):
-                host.stop_process(process.pid)
-        if host.test_path(folder):
-            host.remove_item(folder)
+        try:
+            if instance is not None and instance.pid in host.processes:
+                host.stop_process(instance.pid)
+            if folder:
+                prefix = folder.casefold() + "\\"
+                for process in list(host.processes.values()):
+                    if not process.user and process.exe.casefold().startswith(prefix):
+                        host.stop_process(process.pid)
+                if host.test_path(folder):
+                    host.remove_item(folder)
+        except PSError as exc:
+            return {"ok": False, "reason": str(exc)}
         return {"ok": True, "reason": None}
+
+    def invoke_smoke_cleanup(self, request: dict[str, Any]) -> dict[str, Any]:
+        folder = request["folder"]
+        problem = None
+        if folder.rpartition("\\")[0].casefold() != PROVISION_ROOT.casefold():
+            problem = f"the test folder {folder} is not in {PROVISION_ROOT}"
+        elif self.host.directory_exists(folder):
+            problem = self.get_folder_problem(folder)
+            if problem:
+                problem = self.get_distrust_text(folder, problem)
+        if problem:
+            return {"ok": True, "cleanup": {"ok": False, "reason": problem}}
+        return {"ok": True, "cleanup": self.remove_smoke_copy(None, folder)}
 
 
 class _Hang(Exception):  # noqa: N818 - not an error: the operation just stops answering

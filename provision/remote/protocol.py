@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 MAX_INI_BYTES = 8 * 1024 * 1024  # a MicroSIP ini with years of call history is well under 1 MB
 
@@ -95,9 +95,10 @@ class ApplyUser(TypedDict):
     name: str
     ini_path: str
     close: bool  # close the user's MicroSIP first
-    restart: bool  # start MicroSIP afterwards even if this request did not close it
+    restart: bool  # start MicroSIP afterwards even if this request did not close it (always done)
     expected_sha256: str | None  # the ini as discover read it (None: there was none)
-    new_sha256: str
+    # The ini wanted. Equal to expected_sha256: nothing is written (a restart only).
+    new_sha256: str | None
     content_b64: str  # the new ini; holds the SIP password: only ever handled by .NET
 
 
@@ -108,7 +109,11 @@ class ApplyRequest(TypedDict):
     run: str  # the run's id, carried in the backups' names ('' when there is none)
     exit_wait_ms: int  # one wait for every user's MicroSIP to close after /exit
     start_wait_ms: int  # one wait for every restarted MicroSIP to be seen running
-    budget_ms: int  # the time this request may take; users not closed within half of it are busy
+    # The time this request may take. A user is closed only if closing and starting MicroSIP
+    # again (exit_wait_ms, 2 s to stop it, start_wait_ms, the tasks) fits in what is left;
+    # else they are busy. The guard task that restarts a MicroSIP closed by an agent that
+    # died is timed from it too.
+    budget_ms: int
     users: list[ApplyUser]
 
 
@@ -200,6 +205,9 @@ class Facts(TypedDict, total=False):
     filtered: bool  # Administrators is in the token as deny-only (UAC remote filtering)
     dotnet: int | None  # .NET Framework 4.x Release number
     task_scheduler: str  # the Schedule service's status, or missing
+    # C:\ProgramData\provision: 'ok', 'absent' (made when first needed), or why it cannot be
+    # trusted (someone other than Administrators and SYSTEM owns it or may change it) and the fix.
+    provision_folder: str
 
 
 class Reply(TypedDict, total=False):
@@ -269,9 +277,13 @@ class ClosedMarker(TypedDict):
     name: str
     exe: str
     session: int
-    agent_pid: int  # the powershell.exe that wrote it: while it runs, the marker is its own
+    agent_pid: int  # the powershell.exe that wrote it: while it runs (and until), the marker is its own
     agent_started: int  # its start time, in .NET ticks (UTC)
     closed_at: str  # ISO 8601, UTC
+    # When the request that closed MicroSIP runs out of time, ISO 8601, UTC (absent from markers
+    # an earlier version wrote). The marker goes with the user's guard task,
+    # \provision\microsip-guard-<user>, which starts MicroSIP by itself if nobody has by its time.
+    until: NotRequired[str]
 
 
 class Hook(TypedDict):
@@ -282,7 +294,8 @@ class Hook(TypedDict):
 class HealthReply(Reply, total=False):
     users: list[UserIni]
     hooks: list[Hook]
-    devices: list[str]
+    devices: list[str] | None  # audio endpoints' names; None: they could not be listed
+    devices_error: str | None  # why not
 
 
 class WinRMConfig(TypedDict, total=False):

@@ -118,6 +118,20 @@ def test_health_errors_and_warnings(lab: Lab) -> None:
     assert "401" in lab_004[f"{user}: registration"]["detail"]
 
 
+def test_health_runs_where_audio_devices_cannot_be_listed(lab: Lab) -> None:
+    """Win32_PnPEntity queried by PNPClass fails on some Windows: that check says so, the rest runs."""
+    assert lab.push().exit_code == 0
+    host = lab.host("lab-002")  # support: its profile names a ring device
+    host.break_cmdlet("Get-CimInstance", "Invalid query ", when=lambda b: b.get("ClassName") == "Win32_PnPEntity")
+    code, data = run_json(lab, "health", "--limit", "lab-002")
+    assert code == 0, data
+    got = checks(data, "lab-002")
+    assert got["audio devices"]["status"] == "warn" and "Invalid query" in got["audio devices"]["detail"]
+    user = lab.user("lab-002")
+    assert got[f"{user}: audio ring"]["status"] == "skip"
+    assert got[f"{user}: drift"]["status"] == "pass" and got["microsip"]["status"] == "pass"
+
+
 def test_health_warns_on_old_builds_and_unreachable_hosts_are_named_so(lab: Lab) -> None:
     lab.host("lab-001").build_time -= 400 * 86_400  # 600 days: past 1.5 years
     lab.fleet.refuse("lab-002")
@@ -195,7 +209,7 @@ def test_smoke_with_a_build_that_takes_the_ini_switch(lab: Lab) -> None:
         ("registration", "start", "registration failed"),
         ("crash", "answer", "exited after answer"),
         ("crash on dial", "dial", "exited after dial"),
-        ("disk full", "error", "not enough space"),
+        ("disk full", "prepare", "not enough space"),
         ("wont exit", "exit", "still running"),
         ("no exe", "locate", "microsip.exe not found"),
     ],

@@ -10,7 +10,7 @@ import tree_sitter
 import tree_sitter_powershell
 
 from provision.lab.host import TaskDefinition, read_task, task_xml
-from provision.lab.programs import TASK_SETTINGS
+from provision.lab.programs import GUARD_SETTINGS, TASK_SETTINGS
 from provision.remote import agent_text
 
 PARSER = tree_sitter.Parser(tree_sitter.Language(tree_sitter_powershell.language()))
@@ -42,12 +42,16 @@ def calls(name: str) -> list[dict[str, str]]:
 
 
 def test_the_task_settings_are_the_ones_the_lab_applies() -> None:
-    (settings,) = calls("New-ScheduledTaskSettingsSet")
-    assert ("allowstartifonbatteries" in settings) == (TASK_SETTINGS.disallow_start_if_on_batteries is False)
-    assert ("dontstopifgoingonbatteries" in settings) == (TASK_SETTINGS.stop_if_going_on_batteries is False)
-    assert settings["executiontimelimit"] == "([TimeSpan]::Zero)" and TASK_SETTINGS.execution_time_limit == "PT0S"
-    assert settings["priority"] == str(TASK_SETTINGS.priority)
+    (settings,) = calls("New-ScheduledTaskSettingsSet")  # one set, for every task the agent registers
+    for lab in (TASK_SETTINGS, GUARD_SETTINGS):
+        assert ("allowstartifonbatteries" in settings) == (lab.disallow_start_if_on_batteries is False)
+        assert ("dontstopifgoingonbatteries" in settings) == (lab.stop_if_going_on_batteries is False)
+        assert settings["executiontimelimit"] == "([TimeSpan]::Zero)" and lab.execution_time_limit == "PT0S"
+        assert settings["priority"] == str(lab.priority)
     assert 4 <= int(settings["priority"]) <= 6  # Task Scheduler's normal-priority band; its default 7 is below
+    # A missed trigger is made up for: on for the guard (a task with a trigger), off for the others.
+    assert settings["startwhenavailable"] == "$timed"
+    assert GUARD_SETTINGS.start_when_available and not TASK_SETTINGS.start_when_available
 
 
 def test_tasks_start_in_the_exes_folder_as_the_logged_on_user_and_are_removed_without_a_prompt() -> None:
@@ -55,8 +59,12 @@ def test_tasks_start_in_the_exes_folder_as_the_logged_on_user_and_are_removed_wi
     assert "workingdirectory" in action
     (principal,) = calls("New-ScheduledTaskPrincipal")
     assert principal["logontype"] == "Interactive"
-    (register,) = calls("Register-ScheduledTask")
-    assert "settings" in register and "force" in register  # a task left by a run that died is replaced
+    registers = calls("Register-ScheduledTask")
+    assert sorted("trigger" in r for r in registers) == [False, True]  # the guard, and the others
+    for register in registers:
+        assert "settings" in register and "force" in register  # a task left by a run that died is replaced
+    (trigger,) = calls("New-ScheduledTaskTrigger")
+    assert "once" in trigger and "at" in trigger
     for unregister in calls("Unregister-ScheduledTask"):
         assert unregister.get("confirm") == "$false"  # it would otherwise prompt ($ConfirmPreference High)
 

@@ -21,7 +21,7 @@ import tree_sitter_powershell
 
 from provision.jobs import HostJob, UserJob
 from provision.lab.host import SimulatedHost, SimUser
-from provision.lab.programs import AgentProgram, Program, start_program
+from provision.lab.programs import AgentProgram, start_program
 from provision.project import Project, prepare
 from provision.push import PushOptions, push_host
 from provision.remote import (
@@ -36,9 +36,9 @@ from provision.remote import (
     script,
 )
 from provision.remote.agent import stderr_message
-from provision.transport.base import Output
 
 from conftest import EXAMPLE_INVENTORY
+from labkit import DirectTransport
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "remote" / "push-conversation.txt"
 REFRESH = os.environ.get("PROVISION_REFRESH_GOLDEN") == "1"
@@ -118,46 +118,6 @@ def test_the_lab_refuses_long_command_lines_and_unknown_programs(tmp_path: Path)
     while not agent.done and time.monotonic() < deadline:
         time.sleep(0.01)
     assert agent.exit_code == 1 and "unrecognised agent" in stderr_message(bytes(agent.stderr))
-
-
-class DirectTransport:
-    """Runs the lab's program for the command line without HTTP, recording what is sent."""
-
-    def __init__(self, host: SimulatedHost) -> None:
-        self.host = host
-        self.command_lines: list[str] = []
-        self.sent: list[bytes] = []
-
-    def start(self, command: str, arguments: list[str]) -> DirectCommand:
-        line = " ".join(arguments)
-        self.command_lines.append(f"{command} {line}")
-        return DirectCommand(start_program(self.host, command, line, False), self.sent)
-
-    def set_deadline(self, deadline: float) -> None:
-        self.deadline = deadline
-
-    def close(self) -> None:
-        pass
-
-
-class DirectCommand:
-    def __init__(self, program: Program, sent: list[bytes]) -> None:
-        self.program = program
-        self.sent = sent
-
-    def send(self, data: bytes, *, end: bool = False) -> None:
-        self.sent.append(data)
-        self.program.feed(data, end)
-
-    def receive(self) -> Output:
-        p = self.program
-        deadline = time.monotonic() + 5  # the agent answers from a thread of its own, as a process would
-        while not (p.stdout or p.stderr or p.done) and time.monotonic() < deadline:
-            time.sleep(0.001)
-        out = Output(bytes(p.stdout), bytes(p.stderr), p.done, p.exit_code)
-        p.stdout.clear()
-        p.stderr.clear()
-        return out
 
 
 def shown(message: Any) -> dict[str, Any]:
@@ -241,3 +201,21 @@ def test_a_transcript_line_shows_inis_by_digest_and_masks_passwords() -> None:
     assert "hunter2" not in shown and content not in shown
     assert '"content_b64": "<' in shown and '"password": "********"' in shown
     assert masked("not json") == "not json"
+
+
+def test_a_request_line_the_agent_cannot_read_is_answered_and_the_next_one_still_served(tmp_path: Path) -> None:
+    host = SimulatedHost("h", tmp_path, [SimUser("u")])
+    command, arguments = bootstrap_command()
+    agent = start_program(host, command, " ".join(arguments), False)
+    discover = {"op": "discover", "install": {"mode": "installed", "exe": None}, "users": [{"name": "u"}]}
+    discover["max_ini_bytes"] = 1 << 20
+    lines = [base64.b64encode(agent_text().encode()).decode(), "{not json", "", "[1, 2]", json.dumps(discover)]
+    agent.feed(("\n".join(lines) + "\n").encode(), end=False)
+    deadline = time.monotonic() + 5
+    while agent.stdout.count(b"\n") < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    replies = [json.loads(line) for line in agent.stdout.decode().splitlines()]
+    assert [r["ok"] for r in replies] == [False, False, True]  # the empty line is no request
+    assert replies[0]["error"].startswith("the request is not JSON")
+    assert replies[1]["error"] == "the request is not a JSON object"
+    assert replies[2]["users"][0]["name"] == "u" and not agent.done

@@ -1,10 +1,11 @@
 # provision-op: apply v1
 # Writes new inis. Every user whose MicroSIP runs is closed first, all together (one wait),
-# within the first half of the time this host was given; then each user's ini is checked
-# against what discover read (MicroSIP rewrites it on exit), backed up, written atomically
-# and verified, each user on their own; then, whatever happened, MicroSIP is started again
-# for every user it was closed for, and seen running. A user whose ini changed meanwhile
-# is sent back ('reread') for a new merge; their MicroSIP stays closed for the next request.
+# if closing and starting it again fits in the time this host was given; then each user's
+# ini is checked against what discover read (MicroSIP rewrites it on exit), backed up,
+# written atomically and verified, each user on their own; then, whatever happened, MicroSIP
+# is started again for every user it was closed for, and seen running. A user whose ini
+# changed meanwhile is sent back ('reread') for a new merge; their MicroSIP stays closed for
+# the next request, which asks for it to be started (restart) and is always obeyed.
 
 function Invoke-Apply {
     param($Request)
@@ -26,9 +27,11 @@ function Invoke-Apply {
             Set-Failure -Result $result -Reason (Get-ErrorText $_)
         }
     }
-    $closed = @(Close-Users -Names $toClose -Exes $exes -Results $results -WaitMs $Request.exit_wait_ms -Clock $clock -UntilMs ($Request.budget_ms / 2))
+    $closing = New-Object System.Collections.ArrayList
     $restart = New-Object System.Collections.ArrayList
+    $finished = $false
     try {
+        $closed = @(Close-Users -Names $toClose -Exes $exes -Results $results -ExitWaitMs $Request.exit_wait_ms -StartWaitMs $Request.start_wait_ms -BudgetMs $Request.budget_ms -Clock $clock -Closing $closing)
         foreach ($user in $Request.users) {
             $result = $results[$user.name]
             if (-not $result.reason) {
@@ -40,11 +43,22 @@ function Invoke-Apply {
                 }
             }
             $again = $user.restart -or $closed -contains $user.name
-            if ($again -and $result.status -ne 'reread') {
+            if ($again -and ($user.restart -or $result.status -ne 'reread')) {
                 [void]$restart.Add([string]$user.name)
             }
         }
+        $finished = $true
     } finally {
+        if (-not $finished) {
+            # Stopped half-way (here or in Close-Users): every MicroSIP this request may have
+            # closed, and every one it was asked to start, is started again.
+            foreach ($user in $Request.users) {
+                $name = [string]$user.name
+                if (($user.restart -or $closing -contains $name) -and -not ($restart -contains $name)) {
+                    [void]$restart.Add($name)
+                }
+            }
+        }
         Start-Users -Names $restart -Exes $exes -Results $results -WaitMs $Request.start_wait_ms
     }
     Send-Reply @{ ok = $true; users = $users }

@@ -63,6 +63,7 @@ function Get-Preflight {
     $facts.dotnet = if ($ndp) { [long]$ndp.Release } else { $null }
     $service = Get-Service -Name 'Schedule' -ErrorAction SilentlyContinue
     $facts.task_scheduler = if ($service) { [string]$service.Status } else { 'missing' }
+    $facts.provision_folder = Get-ProvisionState
     return $facts
 }
 
@@ -356,20 +357,45 @@ function Get-MicroSipProcess {
     return $found.ToArray()
 }
 
-function Start-InUserSession {
-    # Runs Exe with one argument in the user's interactive session, through a scheduled
-    # task: a process started from WinRM runs in session 0 and cannot reach the user's
-    # MicroSIP window, and would die with the WinRM shell. Returns the task's name; remove
-    # it with Remove-UserTask once its process has started.
-    param([string]$Name, [string]$Exe, [string]$Argument, [string]$Verb)
+function Register-UserTask {
+    # A task that runs Exe with one argument as the user, in their interactive session: a
+    # process started from WinRM runs in session 0, cannot reach the user's MicroSIP window,
+    # and dies with the WinRM shell. With -At it also starts by itself at that time, once.
+    param([string]$Name, [string]$Exe, [string]$Argument, [string]$Task, $At)
     $action = New-ScheduledTaskAction -Execute $Exe -Argument $Argument -WorkingDirectory (Split-Path -Parent $Exe)
     $principal = New-ScheduledTaskPrincipal -UserId $Name -LogonType Interactive
     # Task Scheduler's defaults suit no softphone: priority 7 (below normal, low I/O), no
-    # start on battery, stopped when the laptop unplugs, stopped after 72 hours. Each is set.
-    $settings = New-ScheduledTaskSettingsSet -AllowStartIfOnBatteries -DontStopIfGoingOnBatteries -ExecutionTimeLimit ([TimeSpan]::Zero) -Priority 4
+    # start on battery, stopped when the laptop unplugs, stopped after 72 hours (a run its
+    # trigger starts; an on-demand start is exempt). Each is set. A trigger's moment missed
+    # (the PC asleep, the service busy) is made up for as soon as it can be.
+    $timed = $null -ne $At
+    $settings = New-ScheduledTaskSettingsSet -AllowStartIfOnBatteries -DontStopIfGoingOnBatteries -ExecutionTimeLimit ([TimeSpan]::Zero) -Priority 4 -StartWhenAvailable:$timed
+    if ($timed) {
+        $trigger = New-ScheduledTaskTrigger -Once -At $At
+        Register-ScheduledTask -TaskPath '\provision\' -TaskName $Task -Action $action -Principal $principal -Settings $settings -Trigger $trigger -Force | Out-Null
+    } else {
+        Register-ScheduledTask -TaskPath '\provision\' -TaskName $Task -Action $action -Principal $principal -Settings $settings -Force | Out-Null
+    }
+}
+
+function Start-InUserSession {
+    # Runs Exe with one argument now, in the user's session (Register-UserTask). Returns the
+    # task's name; remove it with Remove-UserTask once its process has started. A task that
+    # could not be started is removed before the error goes on.
+    param([string]$Name, [string]$Exe, [string]$Argument, [string]$Verb)
     $task = 'microsip-' + $Verb + '-' + $Name
-    Register-ScheduledTask -TaskPath '\provision\' -TaskName $task -Action $action -Principal $principal -Settings $settings -Force | Out-Null
-    Start-ScheduledTask -TaskPath '\provision\' -TaskName $task
+    Register-UserTask -Name $Name -Exe $Exe -Argument $Argument -Task $task
+    try {
+        Start-ScheduledTask -TaskPath '\provision\' -TaskName $task
+    } catch {
+        $failure = $_
+        try {
+            Remove-UserTask -Task $task
+        } catch {
+            # The error that matters is the start's.
+        }
+        throw $failure
+    }
     return $task
 }
 
@@ -391,40 +417,176 @@ function Remove-UserTasks {
     }
 }
 
+function Remove-Guard {
+    # A guard task goes (see Close-Users); one that is gone already is no error.
+    param([string]$Task)
+    try {
+        Remove-UserTask -Task $Task
+    } catch {
+        $failure = $_
+        if ($null -ne (Get-ScheduledTask -TaskPath '\provision\' -TaskName $Task -ErrorAction SilentlyContinue)) {
+            throw $failure
+        }
+    }
+}
+
+# The agent's folder -----------------------------------------------------------------------
+# C:\ProgramData\provision holds what the agent must be able to trust: markers, which name an
+# exe it will start, and smoke's copy of MicroSIP, which it runs as this administrator. Any
+# user may create folders and files in ProgramData and owns what they create, so a folder
+# that is there already proves nothing. The agent makes each of its folders for
+# Administrators (the owner) and SYSTEM only, inheriting nothing, one level at a time, and
+# checks each before it uses it: one that anybody else owns or may change is refused.
+
+# Rights that change a folder or what is in it: WriteData, AppendData, WriteExtendedAttributes,
+# DeleteSubdirectoriesAndFiles, WriteAttributes, Delete, ChangePermissions, TakeOwnership
+# (0x000D0156), and GENERIC_ALL, GENERIC_WRITE as inheritable rules keep them (0x50000000).
+$WriteRights = 0x500D0156
+
+function Get-ProvisionRoot {
+    return [System.IO.Path]::Combine([Environment]::GetFolderPath('CommonApplicationData'), 'provision')
+}
+
+function New-TrustedSecurity {
+    # Owner Administrators; Administrators and SYSTEM full control, passed on; nothing inherited.
+    $security = New-Object System.Security.AccessControl.DirectorySecurity
+    $security.SetAccessRuleProtection($true, $false)
+    $security.SetOwner((New-Object System.Security.Principal.SecurityIdentifier('S-1-5-32-544')))
+    foreach ($sid in 'S-1-5-32-544', 'S-1-5-18') {
+        $identity = New-Object System.Security.Principal.SecurityIdentifier($sid)
+        $rule = New-Object System.Security.AccessControl.FileSystemAccessRule($identity, 'FullControl', 'ContainerInherit, ObjectInherit', 'None', 'Allow')
+        $security.AddAccessRule($rule)
+    }
+    return $security
+}
+
+function Test-TrustedSid {
+    # Administrators or SYSTEM.
+    param($Sid)
+    return $null -ne $Sid -and ($Sid.Value -eq 'S-1-5-32-544' -or $Sid.Value -eq 'S-1-5-18')
+}
+
+function Get-AccountName {
+    # DOMAIN\name of a SID, or the SID where it has no name here.
+    param($Sid)
+    if ($null -eq $Sid) {
+        return '(nobody)'
+    }
+    try {
+        return [string]$Sid.Translate([System.Security.Principal.NTAccount]).Value
+    } catch {
+        return [string]$Sid.Value
+    }
+}
+
+function Get-FolderProblem {
+    # Why a folder is not safe for the agent (its owner, who else may change it), or $null.
+    param([string]$Path)
+    try {
+        $acl = [System.IO.Directory]::GetAccessControl($Path)
+    } catch {
+        return 'its permissions cannot be read (' + (Get-ErrorText $_) + ')'
+    }
+    $problems = New-Object System.Collections.ArrayList
+    $owner = $acl.GetOwner([System.Security.Principal.SecurityIdentifier])
+    if (-not (Test-TrustedSid -Sid $owner)) {
+        [void]$problems.Add('its owner is ' + (Get-AccountName -Sid $owner) + ' (only Administrators or SYSTEM may own it)')
+    }
+    foreach ($rule in $acl.GetAccessRules($true, $true, [System.Security.Principal.SecurityIdentifier])) {
+        $writes = ([int]$rule.FileSystemRights -band $WriteRights) -ne 0
+        if ($rule.AccessControlType -eq 'Allow' -and $writes -and -not (Test-TrustedSid -Sid $rule.IdentityReference)) {
+            $who = (Get-AccountName -Sid $rule.IdentityReference) + ' may change what is in it'
+            if (-not ($problems -contains $who)) {
+                [void]$problems.Add($who)
+            }
+        }
+    }
+    if ($problems.Count -eq 0) {
+        return $null
+    }
+    return [string]::Join('; ', $problems.ToArray())
+}
+
+function Get-DistrustText {
+    # A folder refused, and what an administrator does about it.
+    param([string]$Path, [string]$Problem)
+    return $Path + ' is not safe to use: ' + $Problem + '. Fix: look at what is in it, then remove it as an administrator ' +
+        "(Remove-Item -LiteralPath '" + $Path + "' -Recurse -Force); provision makes it again, for Administrators and SYSTEM only"
+}
+
+function Get-TrustedFolder {
+    # One of the agent's folders, made if it is not there (its parent must be); throws, saying
+    # what to do, if it cannot be trusted. Checked even when just made: a folder someone else
+    # made in the meantime is left as it is by CreateDirectory.
+    param([string]$Path)
+    if (-not [System.IO.Directory]::Exists($Path)) {
+        [void][System.IO.Directory]::CreateDirectory($Path, (New-TrustedSecurity))
+    }
+    $problem = Get-FolderProblem -Path $Path
+    if ($problem) {
+        throw (Get-DistrustText -Path $Path -Problem $problem)
+    }
+    return $Path
+}
+
+function Get-ProvisionState {
+    # 'absent' (made when first needed), 'ok', or why C:\ProgramData\provision or its folder of
+    # markers cannot be trusted. Made nothing.
+    $root = Get-ProvisionRoot
+    if (-not [System.IO.Directory]::Exists($root)) {
+        return 'absent'
+    }
+    foreach ($path in $root, [System.IO.Path]::Combine($root, 'closed')) {
+        if (-not [System.IO.Directory]::Exists($path)) {
+            continue
+        }
+        $problem = Get-FolderProblem -Path $path
+        if ($problem) {
+            return Get-DistrustText -Path $path -Problem $problem
+        }
+    }
+    return 'ok'
+}
+
 # Closed, not yet started again ------------------------------------------------------------
-# Before a user's MicroSIP is closed, a marker records it in C:\ProgramData\provision\closed
-# (Administrators and SYSTEM only: a marker names an exe the agent will start). It goes
-# once MicroSIP is seen running again. A run that dies in between (controller killed,
-# shell deleted) leaves it; the next conversation with the host starts MicroSIP first.
+# Before a user's MicroSIP is closed, a marker records it in C:\ProgramData\provision\closed,
+# and a guard task is registered that starts it, by itself, once the run closing it has
+# surely ended (its controller has given up on this host by then). Both go once MicroSIP is
+# seen running again. A run that dies in between (controller killed, shell deleted, which
+# ends this agent) leaves them: the guard starts MicroSIP at its time, and the next
+# conversation with the host starts it first if it comes sooner, and removes both.
 
 function Get-MarkerFolder {
-    # -Create makes it when it is not there yet, for Administrators and SYSTEM only.
+    # -Create: C:\ProgramData\provision and its closed folder are made if missing, and checked.
     param([switch]$Create)
-    $folder = [System.IO.Path]::Combine([Environment]::GetFolderPath('CommonApplicationData'), 'provision\closed')
-    if ($Create -and -not [System.IO.Directory]::Exists($folder)) {
-        $security = New-Object System.Security.AccessControl.DirectorySecurity
-        $security.SetAccessRuleProtection($true, $false)
-        foreach ($sid in 'S-1-5-32-544', 'S-1-5-18') {
-            $identity = New-Object System.Security.Principal.SecurityIdentifier($sid)
-            $rule = New-Object System.Security.AccessControl.FileSystemAccessRule($identity, 'FullControl', 'ContainerInherit, ObjectInherit', 'None', 'Allow')
-            $security.AddAccessRule($rule)
-        }
-        [void][System.IO.Directory]::CreateDirectory($folder, $security)
+    $root = Get-ProvisionRoot
+    $folder = [System.IO.Path]::Combine($root, 'closed')
+    if ($Create) {
+        [void](Get-TrustedFolder -Path $root)
+        [void](Get-TrustedFolder -Path $folder)
     }
     return $folder
 }
 
 function Get-MarkerPath {
     param([string]$Name)
-    return [System.IO.Path]::Combine((Get-MarkerFolder -Create), (Get-UserSid -Name $Name) + '.json')
+    return [System.IO.Path]::Combine((Get-MarkerFolder), (Get-UserSid -Name $Name) + '.json')
+}
+
+function Get-GuardName {
+    # The user's guard task, in \provision\.
+    param([string]$Name)
+    return 'microsip-guard-' + $Name
 }
 
 function Write-Marker {
-    param([string]$Name, [string]$Exe, [long]$Session)
+    # Until: when the request closing MicroSIP runs out of time.
+    param([string]$Name, [string]$Exe, [long]$Session, [DateTime]$Until)
     $me = [System.Diagnostics.Process]::GetCurrentProcess()
     $marker = @{ name = $Name; exe = $Exe; session = $Session; agent_pid = [long]$me.Id }
     $marker.agent_started = [long]$me.StartTime.ToUniversalTime().Ticks
     $marker.closed_at = (Get-Date).ToUniversalTime().ToString('o')
+    $marker.until = $Until.ToUniversalTime().ToString('o')
     [System.IO.File]::WriteAllText((Get-MarkerPath -Name $Name), $json.Serialize($marker))
 }
 
@@ -436,47 +598,100 @@ function Remove-Marker {
     }
 }
 
+function Clear-Closed {
+    # Nothing more to do for this user's MicroSIP: its guard goes, then its marker. A guard that
+    # cannot be removed keeps the marker, so the next conversation tries again.
+    param([string]$Name)
+    Remove-Guard -Task (Get-GuardName -Name $Name)
+    Remove-Marker -Name $Name
+}
+
 function Test-MarkerLive {
-    # Whether the marker's agent is still running (another conversation, in progress).
+    # Whether the marker's agent is still at work on it: it runs, and the request that closed
+    # MicroSIP has time left. An agent past that has been given up on by its controller, and
+    # may yet live on for hours with its WinRM shell (IdleTimeout): its marker is the next
+    # conversation's.
     param($Marker)
+    if ($Marker.until) {
+        $until = [DateTime]::Parse([string]$Marker.until, [System.Globalization.CultureInfo]::InvariantCulture, [System.Globalization.DateTimeStyles]::RoundtripKind)
+        if ((Get-Date).ToUniversalTime() -ge $until.ToUniversalTime()) {
+            return $false
+        }
+    }
     $process = Get-Process -Id ([int]$Marker.agent_pid) -ErrorAction SilentlyContinue
     return $null -ne $process -and $process.StartTime.ToUniversalTime().Ticks -eq [long]$Marker.agent_started
 }
 
 # Closing and starting MicroSIP, many users at once ----------------------------------------
 
+# After /exit and its wait, a MicroSIP still running is stopped and given this long to go.
+$StopWaitMs = 2000
+
 function Close-Users {
     # Closes the MicroSIP of each named user (with /exit in their session: it saves and
     # exits). Every user's task is started before any is waited for, then one bounded wait
-    # for them all; what still runs is stopped. Users not reached before UntilMs on the
-    # clock are 'busy', their MicroSIP untouched; so are those whose MicroSIP would not
-    # close. Returns the names of users whose MicroSIP was running and is now closed.
-    param($Names, [hashtable]$Exes, [hashtable]$Results, [int]$WaitMs, $Clock, [long]$UntilMs)
-    $closing = New-Object System.Collections.ArrayList
+    # for them all; what still runs is stopped. A user is closed only if the whole of it (the
+    # exit wait, the stop, the start and its wait) fits in the time the request has left, else
+    # they are 'busy', MicroSIP untouched; so are those whose MicroSIP would not close. Before
+    # /exit each gets a marker and a guard task; a user whose /exit cannot be sent is not
+    # closed at all (both removed, MicroSIP untouched, the user failed). Each user whose /exit
+    # was sent is added to $Closing as it is sent, so the caller can start MicroSIP again for
+    # them whatever happens here. Returns the users whose MicroSIP was running and is now closed.
+    param($Names, [hashtable]$Exes, [hashtable]$Results, [int]$ExitWaitMs, [int]$StartWaitMs, [long]$BudgetMs, $Clock, $Closing)
     $tasks = New-Object System.Collections.ArrayList
     $running = @(Get-MicroSipProcess -Exes $Exes)
-    foreach ($name in $Names) {
+    $owners = @($running | ForEach-Object { $_.Owner })
+    $wanted = @($Names | Where-Object { $owners -contains $_ })
+    if ($wanted.Count -eq 0) {
+        return @()
+    }
+    $unsafe = $null
+    try {
+        [void](Get-MarkerFolder -Create)
+    } catch {
+        $unsafe = Get-ErrorText $_
+    }
+    $cycle = $ExitWaitMs + $StopWaitMs + $StartWaitMs
+    $taskMs = 0  # the slowest task registration so far: each user closed costs about six task operations
+    foreach ($name in $wanted) {
         $mine = @($running | Where-Object { $_.Owner -eq $name })
-        if ($mine.Count -eq 0) {
+        if ($unsafe) {
+            Set-Failure -Result $Results[$name] -Reason ('MicroSIP left running, the ini not written: ' + $unsafe)
             continue
         }
-        if ($Clock.ElapsedMilliseconds -gt $UntilMs) {
+        $timeLeft = $BudgetMs - $Clock.ElapsedMilliseconds
+        $needed = $cycle + 6 * $taskMs * ($Closing.Count + 1)
+        if ($needed -gt $timeLeft) {
             $Results[$name].status = 'busy'
-            $Results[$name].reason = 'not reached within the time this host was given; MicroSIP left running'
+            $Results[$name].reason = 'MicroSIP left running: closing it and starting it again can take ' + [Math]::Ceiling($needed / 1000) +
+                ' s, and ' + [Math]::Max(0, [Math]::Floor($timeLeft / 1000)) + ' s of the time this host was given were left; raise --timeout'
             continue
         }
+        $began = $Clock.ElapsedMilliseconds
+        $until = (Get-Date).AddMilliseconds($timeLeft)
+        # The guard starts MicroSIP when this request's controller has given up on the host: it
+        # keeps a fifth of its time beyond the budget (a quarter of the budget), at least 5 s.
+        $at = $until.AddMilliseconds([Math]::Max(5000, $BudgetMs / 4))
         try {
-            Write-Marker -Name $name -Exe $Exes[$name] -Session ([long]$mine[0].SessionId)
-            [void]$closing.Add($name)
+            Write-Marker -Name $name -Exe $Exes[$name] -Session ([long]$mine[0].SessionId) -Until $until
+            Register-UserTask -Name $name -Exe $Exes[$name] -Argument '/minimized' -Task (Get-GuardName -Name $name) -At $at
             [void]$tasks.Add((Start-InUserSession -Name $name -Exe $Exes[$name] -Argument '/exit' -Verb 'exit'))
+            [void]$Closing.Add($name)
         } catch {
-            Set-Failure -Result $Results[$name] -Reason ('cannot close MicroSIP: ' + (Get-ErrorText $_))
+            $reason = Get-ErrorText $_
+            try {
+                Clear-Closed -Name $name
+            } catch {
+                # Left for the next conversation, which finds MicroSIP running and removes them.
+            }
+            Set-Failure -Result $Results[$name] -Reason ('MicroSIP left running: its /exit could not be sent: ' + $reason)
         }
+        $taskMs = [Math]::Max($taskMs, ($Clock.ElapsedMilliseconds - $began) / 2)
     }
     try {
-        $deadline = (Get-Date).AddMilliseconds($WaitMs)
-        while ($closing.Count -gt 0 -and (Get-Date) -lt $deadline) {
-            if (@(Get-MicroSipProcess -Exes $Exes | Where-Object { $closing -contains $_.Owner }).Count -eq 0) {
+        $deadline = (Get-Date).AddMilliseconds($ExitWaitMs)
+        while ($Closing.Count -gt 0 -and (Get-Date) -lt $deadline) {
+            if (@(Get-MicroSipProcess -Exes $Exes | Where-Object { $Closing -contains $_.Owner }).Count -eq 0) {
                 break
             }
             Start-Sleep -Milliseconds 200
@@ -485,44 +700,59 @@ function Close-Users {
         Remove-UserTasks -Tasks $tasks
     }
     # Still running after the wait (a dialog, a hang): stopped; its unsaved settings are lost.
-    $left = @(Get-MicroSipProcess -Exes $Exes | Where-Object { $closing -contains $_.Owner })
+    $left = @(Get-MicroSipProcess -Exes $Exes | Where-Object { $Closing -contains $_.Owner })
     foreach ($process in $left) {
         Stop-Process -Id $process.ProcessId -Force -ErrorAction SilentlyContinue
     }
-    $deadline = (Get-Date).AddMilliseconds(2000)
+    $deadline = (Get-Date).AddMilliseconds($StopWaitMs)
     while ($left.Count -gt 0 -and (Get-Date) -lt $deadline) {
         Start-Sleep -Milliseconds 200
-        $left = @(Get-MicroSipProcess -Exes $Exes | Where-Object { $closing -contains $_.Owner })
+        $left = @(Get-MicroSipProcess -Exes $Exes | Where-Object { $Closing -contains $_.Owner })
     }
     $closed = New-Object System.Collections.ArrayList
-    foreach ($name in $closing) {
+    foreach ($name in $Closing) {
         if (@($left | Where-Object { $_.Owner -eq $name }).Count -gt 0) {
             $Results[$name].status = 'busy'
             $Results[$name].reason = 'MicroSIP did not close'
-            Remove-Marker -Name $name
-        } elseif (-not $Results[$name].reason) {
+            try {
+                Clear-Closed -Name $name
+            } catch {
+                # Left for the next conversation, which finds MicroSIP running and removes them.
+            }
+        } else {
             [void]$closed.Add($name)
         }
     }
     return $closed.ToArray()
 }
 
+function Complete-Restart {
+    # MicroSIP runs again for this user: 'restarted', and its guard and marker go.
+    param([string]$Name, [hashtable]$Result)
+    $Result.restarted = $true
+    try {
+        Clear-Closed -Name $Name
+    } catch {
+        # Left for the next conversation, which finds MicroSIP running and removes them.
+    }
+}
+
 function Start-Users {
     # Starts MicroSIP again, minimized, in each named user's session: every task first,
     # then one bounded wait until each is seen running, in a user session (not 0). Only
-    # then is 'restarted' set and the user's marker removed; a user whose MicroSIP does not
-    # come back keeps the marker (the next conversation tries again) and fails with why.
+    # then is 'restarted' set and the user's guard and marker removed; a user whose MicroSIP
+    # does not come back keeps them (the guard tries again at its time, the next conversation
+    # too) and fails with why. Each user on their own: one user's failure is no other's.
     param($Names, [hashtable]$Exes, [hashtable]$Results, [int]$WaitMs)
     $pending = New-Object System.Collections.ArrayList
     $tasks = New-Object System.Collections.ArrayList
     $running = @(Get-MicroSipProcess -Exes $Exes)
     foreach ($name in $Names) {
-        if (@($running | Where-Object { $_.Owner -eq $name -and $_.SessionId -gt 0 }).Count -gt 0) {
-            $Results[$name].restarted = $true  # running already (the user started it)
-            Remove-Marker -Name $name
-            continue
-        }
         try {
+            if (@($running | Where-Object { $_.Owner -eq $name -and $_.SessionId -gt 0 }).Count -gt 0) {
+                Complete-Restart -Name $name -Result $Results[$name]  # running already (the user started it)
+                continue
+            }
             [void]$tasks.Add((Start-InUserSession -Name $name -Exe $Exes[$name] -Argument '/minimized' -Verb 'start'))
             [void]$pending.Add($name)
         } catch {
@@ -535,8 +765,7 @@ function Start-Users {
             $running = @(Get-MicroSipProcess -Exes $Exes | Where-Object { $_.SessionId -gt 0 })
             foreach ($name in @($pending.ToArray())) {
                 if (@($running | Where-Object { $_.Owner -eq $name }).Count -gt 0) {
-                    $Results[$name].restarted = $true
-                    Remove-Marker -Name $name
+                    Complete-Restart -Name $name -Result $Results[$name]
                     $pending.Remove($name)
                 }
             }

@@ -1,6 +1,7 @@
 # provision-op: health v1
 # Read-only: for each user their ini, MicroSIP's exe (version, build date), whether their MicroSIP
-# runs, the last registration line of their log, hook programs on disk, audio devices.
+# runs, the last registration line of their log, hook programs on disk, audio devices. One
+# user's failure is that user's; audio devices that cannot be listed are said so.
 
 function Invoke-Health {
     param($Request)
@@ -24,8 +25,16 @@ function Invoke-Health {
     foreach ($path in $Request.hooks) {
         [void]$hooks.Add(@{ path = [string]$path; exists = [bool](Test-Path -LiteralPath $path -PathType Leaf) })
     }
-    $devices = [string[]]@(Get-CimInstance -ClassName Win32_PnPEntity -Filter "PNPClass = 'AudioEndpoint'" | ForEach-Object { $_.Name })
-    Send-Reply @{ ok = $true; users = $users; hooks = $hooks; devices = $devices }
+    # Audio endpoints by PNPClass: where Win32_PnPEntity cannot be queried so, devices is $null
+    # and devices_error says why; the rest of health stands.
+    $devices = $null
+    $devicesError = $null
+    try {
+        $devices = [string[]]@(Get-CimInstance -ClassName Win32_PnPEntity -Filter "PNPClass = 'AudioEndpoint'" | ForEach-Object { $_.Name })
+    } catch {
+        $devicesError = Get-ErrorText $_
+    }
+    Send-Reply @{ ok = $true; users = $users; hooks = $hooks; devices = $devices; devices_error = $devicesError }
 }
 
 function Get-ExeInfo {

@@ -1,6 +1,7 @@
 # provision-op: loop v1
 # Checks what the agent needs (answering a failure instead of any request), then one JSON
-# request per line until standard input ends; one JSON reply line each.
+# request per line until standard input ends; one JSON reply line each. A line that is no
+# JSON object is answered with an error, and the next is read: one bad line ends nothing.
 
 $facts = Get-Preflight
 $failure = Get-PreflightFailure -Facts $facts
@@ -14,9 +15,21 @@ while ($true) {
     if ($null -eq $line) {
         break
     }
-    $request = $json.DeserializeObject($line)
+    if ([string]::IsNullOrWhiteSpace($line)) {
+        continue
+    }
     try {
-        switch ($request.op) {
+        $request = $json.DeserializeObject($line)
+    } catch {
+        Send-Reply @{ ok = $false; error = 'the request is not JSON: ' + (Get-ErrorText $_) }
+        continue
+    }
+    if ($request -isnot [System.Collections.IDictionary]) {
+        Send-Reply @{ ok = $false; error = 'the request is not a JSON object' }
+        continue
+    }
+    try {
+        switch ([string]$request.op) {
             'recover' {
                 Invoke-Recover -Request $request
             }

@@ -40,8 +40,11 @@ function Invoke-Rollback {
             Set-Failure -Result $result -Reason (Get-ErrorText $_)
         }
     }
-    $closed = @(Close-Users -Names $toClose -Exes $exes -Results $results -WaitMs $Request.exit_wait_ms -Clock $clock -UntilMs ($Request.budget_ms / 2))
+    $closing = New-Object System.Collections.ArrayList
+    $closed = @()
+    $finished = $false
     try {
+        $closed = @(Close-Users -Names $toClose -Exes $exes -Results $results -ExitWaitMs $Request.exit_wait_ms -StartWaitMs $Request.start_wait_ms -BudgetMs $Request.budget_ms -Clock $clock -Closing $closing)
         foreach ($user in $Request.users) {
             $result = $results[$user.name]
             if (-not $newest.ContainsKey($user.name) -or $result.status -ne 'failed' -or $result.reason) {
@@ -56,7 +59,12 @@ function Invoke-Rollback {
                 Set-Failure -Result $result -Reason ('restore failed: ' + (Get-ErrorText $_))
             }
         }
+        $finished = $true
     } finally {
+        if (-not $finished) {
+            # Stopped half-way: every MicroSIP this request may have closed is started again.
+            $closed = $closing.ToArray()
+        }
         Start-Users -Names $closed -Exes $exes -Results $results -WaitMs $Request.start_wait_ms
     }
     Send-Reply @{ ok = $true; users = $users }

@@ -1,7 +1,9 @@
 # provision-op: smoke v1
 # An isolated MicroSIP in a folder of its own, started minimized with its own ini, driven
 # through its control commands (one switch per launch), then closed and removed. The
-# user's own MicroSIP and ini are never touched. Every wait is bounded.
+# user's own MicroSIP and ini are never touched. Every wait is bounded. The folder is new,
+# in C:\ProgramData\provision, for Administrators and SYSTEM only: this copy of MicroSIP
+# runs as the WinRM administrator, and a DLL beside it would run with it.
 
 function Invoke-Smoke {
     param($Request)
@@ -9,24 +11,30 @@ function Invoke-Smoke {
     $exe = Get-ExeInfo -Path $Request.exe
     $instance = $null
     $testExe = $null
+    $folder = $null  # the test folder, once made by this request: only that is ever removed
     try {
         if (-not $exe.exists) {
             Add-Step -Steps $steps -Name 'locate' -Status 'fail' -Reason 'microsip.exe not found'
             return
         }
         Add-Step -Steps $steps -Name 'locate' -Status 'pass'
-        New-Item -ItemType Directory -Path $Request.folder -Force | Out-Null
-        $ini = Join-Path $Request.folder 'provision-smoke.ini'
+        try {
+            $folder = New-SmokeFolder -Path $Request.folder
+        } catch {
+            Add-Step -Steps $steps -Name 'prepare' -Status 'fail' -Reason (Get-ErrorText $_)
+            return
+        }
+        $ini = Join-Path $folder 'provision-smoke.ini'
         if ($Request.method -eq 'copy') {
             # A copy named for its ini: provision-smoke.exe reads provision-smoke.ini beside it.
-            $testExe = Join-Path $Request.folder 'provision-smoke.exe'
+            $testExe = Join-Path $folder 'provision-smoke.exe'
             Copy-Item -LiteralPath $Request.exe -Destination $testExe
             $launch = '/minimized'
         } else {
             $testExe = $Request.exe
             $launch = '/i:' + $ini
         }
-        $log = Join-Path $Request.folder 'provision-smoke_log.txt'
+        $log = Join-Path $folder 'provision-smoke_log.txt'
         [System.IO.File]::WriteAllBytes($ini, [Convert]::FromBase64String($Request.ini_b64))
         Add-Step -Steps $steps -Name 'prepare' -Status 'pass'
 
@@ -68,9 +76,23 @@ function Invoke-Smoke {
     } catch {
         Add-Step -Steps $steps -Name 'error' -Status 'fail' -Reason $_.Exception.Message
     } finally {
-        $cleanup = Remove-SmokeCopy -Instance $instance -TestExe $testExe -Folder $Request.folder -Method $Request.method
+        $cleanup = Remove-SmokeCopy -Instance $instance -TestExe $testExe -Folder $folder -Method $Request.method
         Send-Reply @{ ok = $true; exe = [hashtable]$exe; method = [string]$Request.method; steps = $steps; cleanup = [hashtable]$cleanup }
     }
+}
+
+function New-SmokeFolder {
+    # The test's folder: new, directly in C:\ProgramData\provision, both for Administrators and
+    # SYSTEM only (Get-TrustedFolder). A folder of that name already there is not used.
+    param([string]$Path)
+    $root = Get-TrustedFolder -Path (Get-ProvisionRoot)
+    if (-not [string]::Equals([System.IO.Path]::GetDirectoryName($Path), $root, [System.StringComparison]::OrdinalIgnoreCase)) {
+        throw ('the test folder ' + $Path + ' is not in ' + $root)
+    }
+    if ([System.IO.Directory]::Exists($Path)) {
+        throw ('the test folder ' + $Path + ' is there already: not used')
+    }
+    return Get-TrustedFolder -Path $Path
 }
 
 function Add-Step {
@@ -127,7 +149,7 @@ function Remove-SmokeCopy {
         if ($Method -eq 'copy' -and $TestExe) {
             Get-Process | Where-Object { $_.Path -eq $TestExe } | Stop-Process -Force -ErrorAction SilentlyContinue
         }
-        if (Test-Path -LiteralPath $Folder) {
+        if ($Folder -and (Test-Path -LiteralPath $Folder)) {
             Remove-Item -LiteralPath $Folder -Recurse -Force
         }
     } catch {
@@ -139,9 +161,24 @@ function Remove-SmokeCopy {
 
 function Invoke-SmokeCleanup {
     # After a smoke run that did not answer: its shell is gone (and with it the test
-    # instance); remove what is left of its folder.
+    # instance); remove what is left of its folder, if it is one the agent made (in its
+    # folder, and trusted): nothing anybody else could have changed is walked through.
     param($Request)
     $testExe = Join-Path $Request.folder 'provision-smoke.exe'
-    $cleanup = Remove-SmokeCopy -Instance $null -TestExe $testExe -Folder $Request.folder -Method 'copy'
+    $root = Get-ProvisionRoot
+    $problem = $null
+    if (-not [string]::Equals([System.IO.Path]::GetDirectoryName($Request.folder), $root, [System.StringComparison]::OrdinalIgnoreCase)) {
+        $problem = 'the test folder ' + $Request.folder + ' is not in ' + $root
+    } elseif ([System.IO.Directory]::Exists($Request.folder)) {
+        $problem = Get-FolderProblem -Path $Request.folder
+        if ($problem) {
+            $problem = Get-DistrustText -Path $Request.folder -Problem $problem
+        }
+    }
+    if ($problem) {
+        $cleanup = @{ ok = $false; reason = $problem }
+    } else {
+        $cleanup = Remove-SmokeCopy -Instance $null -TestExe $testExe -Folder $Request.folder -Method 'copy'
+    }
     Send-Reply @{ ok = $true; cleanup = $cleanup }
 }
