@@ -451,6 +451,14 @@ def judge_facts(result: Diagnosis, facts: Facts | dict[str, Any]) -> None:
     service = facts.get("task_scheduler")
     if service:
         result.add("task scheduler", OK if service == "Running" else FAIL, f"the Schedule service: {service}")
+    folder = facts.get("provision_folder")
+    if folder == "ok":
+        result.add("provision folder", OK, "C:\\ProgramData\\provision: Administrators and SYSTEM only")
+    elif folder == "absent":
+        result.add("provision folder", OK, "C:\\ProgramData\\provision: not there yet (made when first needed)")
+    elif folder:
+        what, _, fix = str(folder).partition(". Fix: ")
+        result.add("provision folder", FAIL, what, fix)
 
 
 def judge_winrm(result: Diagnosis, winrm: dict[str, Any], target: Target, options: SessionOptions) -> None:

@@ -107,3 +107,14 @@ def test_no_user_can_put_a_file_beside_smokes_copy_of_microsip(lab: Lab) -> None
     assert got["start"]["status"] == "pass" and got["cleanup"]["status"] == "pass"
     security = host.get_access_control(ROOT)
     assert security.owner == ADMINISTRATORS and not any(a.sid == USERS for a in security.aces)
+
+
+def test_doctor_names_a_folder_it_cannot_trust_and_the_fix(lab: Lab, tmp_path: Any) -> None:
+    lab.host("lab-002").user_creates_folder(lab.user("lab-002"), ROOT)
+    path = tmp_path / "doctor.json"
+    result = lab.run("doctor", "--host", "lab-002", "--timeout", "20", "--report", str(path))
+    assert result.exit_code == 1, result.output
+    (host,) = json.loads(path.read_text("utf-8"))["hosts"]
+    step = {s["name"]: s for s in host["steps"]}["provision folder"]
+    assert step["status"] == "fail" and ROOT in step["detail"] and "owner" in step["detail"]
+    assert "Remove-Item" in step["fix"]
