@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 from provision.checks import FAIL, WARN, CheckResult, SmokePlan, health_host, smoke_host, smoke_ini
 from provision.errors import ConfigError, Problem, SecretError, TemplateError
@@ -55,7 +54,7 @@ def health(
         connect = connect_factory(prepared.inventory)
         key, now = store.fingerprint_key, time.time()
         digest = inputs_digest(input_files(project, prepared.inventory))
-        record: Record[CheckResult] = Record("health", check_options(settings), check_record, digest=digest)
+        record: Record[CheckResult] = Record("health", settings.recorded(), check_record, digest=digest)
         return settings.run_recorded(
             store,
             store.new_run_id(),
@@ -118,7 +117,7 @@ def smoke(
     connect = connect_factory(loaded)
     with open_store(project.state_path) as state:
         chosen = choose_jobs(state, [job for job, _ in jobs], settings)
-        record: Record[CheckResult] = Record("smoke", check_options(settings), check_record)
+        record: Record[CheckResult] = Record("smoke", settings.recorded(), check_record)
         return settings.run_recorded(
             state,
             state.new_run_id(),
@@ -135,19 +134,6 @@ def check_record(result: CheckResult) -> HostRecord:
     """A host's checks as the state keeps them: the failed ones stand for its users."""
     failed = (UserOutcome(c.name, c.status, c.detail, None, None, 0) for c in result.checks if c.status == FAIL)
     return outcome_record(result, failed)
-
-
-def check_options(settings: RunSettings) -> dict[str, Any]:
-    return {
-        "limit": settings.limit,
-        "hosts": list(settings.hosts),
-        "shard": list(settings.shard) if settings.shard else None,
-        "only": settings.only,
-        "from_run": settings.from_run,
-        "forks": settings.forks,
-        "workers": settings.workers,
-        "verify_tls": settings.verify_tls,
-    }
 
 
 # Summaries and reports ---------------------------------------------------------------------

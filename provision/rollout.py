@@ -96,6 +96,19 @@ class RunSettings:
     on_redactor: Callable[[Redactor], None] = lambda _: None  # told the run's secrets, before any host
     between: Between | None = None  # asked between batches whether to go on (--pause)
 
+    def recorded(self) -> dict[str, Any]:
+        """The options a run is recorded with (which hosts, how many at a time); commands add theirs."""
+        return {
+            "limit": self.limit,
+            "hosts": list(self.hosts),
+            "shard": list(self.shard) if self.shard else None,
+            "only": self.only,
+            "from_run": self.from_run,
+            "forks": self.forks,
+            "workers": self.workers,
+            "verify_tls": self.verify_tls,
+        }
+
     def run(
         self,
         jobs: Sequence[HostJob],
@@ -409,11 +422,7 @@ _SELECTION = ("limit", "hosts", "shard", "only", "from_run")
 def run_options(settings: RunSettings, options: PushOptions) -> dict[str, Any]:
     staging = settings.staging
     return {
-        "limit": settings.limit,
-        "hosts": list(settings.hosts),
-        "shard": list(settings.shard) if settings.shard else None,
-        "only": settings.only,
-        "from_run": settings.from_run,
+        **settings.recorded(),
         "canary": str(staging.canary) if staging.canary is not None else None,
         "batch": [str(a) for a in staging.batches],
         "max_fail": str(staging.max_fail) if staging.max_fail is not None else None,
@@ -421,9 +430,6 @@ def run_options(settings: RunSettings, options: PushOptions) -> dict[str, Any]:
         "order": staging.order,
         "seed": staging.seed,
         "pause_seconds": staging.pause_seconds,
-        "forks": settings.forks,
-        "workers": settings.workers,
-        "verify_tls": settings.verify_tls,
         "check": options.check,
         "timeout": options.timeout,
         "backups": options.backups,
