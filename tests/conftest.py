@@ -114,6 +114,18 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         yield running
 
 
+FLEET_HOSTS = 24  # the `fleet` fixture's hosts, lab-001 to lab-024
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Lab]:
+    """24 simulated workstations with one user each: enough for batches, canaries and runs."""
+    from labkit import running_lab
+
+    with running_lab(tmp_path, EXAMPLES, hosts=FLEET_HOSTS, users=1) as running:
+        yield running
+
+
 # State stores: SQLite and PostgreSQL ---------------------------------------------------------
 
 

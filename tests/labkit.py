@@ -21,6 +21,11 @@ from provision.lab.programs import Program, start_program
 from provision.transport.base import Output
 
 
+def host_name(index: int) -> str:
+    """The name the lab gives its index-th workstation (from 1)."""
+    return f"lab-{index:03d}"
+
+
 @dataclass
 class Lab:
     fleet: Fleet

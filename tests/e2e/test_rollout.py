@@ -9,28 +9,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from provision.state import open_store
 
-from conftest import EXAMPLES
-from labkit import Lab, running_lab
+from conftest import FLEET_HOSTS
+from labkit import Lab
+from labkit import host_name as name
 
-HOSTS = 24
-
-
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Lab]:
-    with running_lab(tmp_path, EXAMPLES, hosts=HOSTS, users=1) as lab:
-        yield lab
-
-
-def name(index: int) -> str:
-    return f"lab-{index:03d}"
+HOSTS = FLEET_HOSTS
 
 
 def push(lab: Lab, *args: str, state: str | None = None) -> dict[str, Any]:

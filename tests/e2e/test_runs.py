@@ -8,7 +8,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,20 +18,11 @@ from click.testing import CliRunner
 from provision.cli.main import cli
 from provision.state import open_store
 
-from conftest import EXAMPLES
-from labkit import Lab, running_lab
+from conftest import FLEET_HOSTS
+from labkit import Lab
+from labkit import host_name as name
 
-HOSTS = 24
-
-
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Lab]:
-    with running_lab(tmp_path, EXAMPLES, hosts=HOSTS, users=1) as lab:
-        yield lab
-
-
-def name(index: int) -> str:
-    return f"lab-{index:03d}"
+HOSTS = FLEET_HOSTS
 
 
 def arguments(lab: Lab, state: str, *args: str) -> list[str]:
