@@ -25,6 +25,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from provision.ini import encode_ini
 from provision.lab.faults import problems
 from provision.lab.fleet import Fleet, HostSpec
 from provision.lab.host import SimulatedHost
@@ -72,6 +73,26 @@ def apply_faults(fleet: Fleet, spec: dict[str, dict[str, Any]]) -> None:
                     _set_users(host, value)
                 else:
                     setattr(host.faults, field, value)  # refuse is honoured when the fleet starts
+            _set_up(host, settings)
+
+
+UNREADABLE = encode_ini("[Settings]\nsingleMode=1\n[Settings]\nsingleMode=0\n")  # a section twice: no parser takes it
+
+
+def _set_up(host: SimulatedHost, settings: dict[str, Any]) -> None:
+    """The faults that are a state of the host rather than a setting it reads as it works."""
+    folder = settings.get("provision_folder")
+    if folder == "user":
+        first = next(iter(host.users.values()))
+        host.user_creates_folder(first.name, "C:\\ProgramData\\provision")
+    elif folder == "inherited":
+        host.create_directory("C:\\ProgramData\\provision\\closed")  # ProgramData's rules, inherited
+    for cmdlet, message in (settings.get("cmdlet_fails") or {}).items():
+        host.break_cmdlet(cmdlet, message, times=sys.maxsize)
+    if "ini_switch" in settings:
+        host.ini_switch = bool(settings["ini_switch"])
+    if settings.get("unreadable_after_exit"):
+        host.after_save.append(lambda user, ini: host.write_ini(user, UNREADABLE, ini or None))
 
 
 def _set_users(host: SimulatedHost, spec: dict[str, dict[str, Any]]) -> None:

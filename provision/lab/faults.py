@@ -69,6 +69,13 @@ class Faults:
     task_scheduler: str = "Running"  # the Schedule service's status: "Running", "Stopped", or "missing"
     # WinRM settings that differ from Windows' defaults (WINRM_DEFAULTS), e.g. {"MaxEnvelopeSizekb": 150}.
     winrm_config: dict[str, int] = field(default_factory=dict)
+    # Set up once, when the lab starts (the lab's host state, not a setting it reads later):
+    # C:\ProgramData\provision there already, made by a logged-on user ("user": they own it) or
+    # with ProgramData's inherited rules ("inherited"), so the agent must refuse it.
+    provision_folder: str | None = None
+    cmdlet_fails: dict[str, str] = field(default_factory=dict)  # cmdlet -> the error every call of it throws
+    ini_switch: bool = False  # a custom MicroSIP build that takes /i:<ini>
+    unreadable_after_exit: bool = False  # another program garbles the ini as MicroSIP saves it on exit
 
     def winrm(self, name: str) -> int:
         """A WinRM setting: the injected value, else Windows' default."""
@@ -98,6 +105,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "reset_on": ("Create", "Command", "Send", "Receive", "Signal", "Delete"),
     "reset_mid_response": ("Create", "Command", "Send", "Receive", "Signal", "Delete"),
     "task_fails": ("/exit", "/minimized"),
+    "provision_folder": ("user", "inherited"),
 }
 SOAP_FAULTS = ("busy", "quota", "shell-not-found")
 
@@ -152,6 +160,10 @@ def _value_problem(name: str, kind: Any, value: Any) -> str | None:
     if name == "soap_fault":
         if not isinstance(value, dict) or not all(isinstance(k, str) and v in SOAP_FAULTS for k, v in value.items()):
             return f"map WS-Management actions to one of {', '.join(SOAP_FAULTS)}"
+        return None
+    if name == "cmdlet_fails":
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            return "map cmdlet names (e.g. Get-CimInstance) to the error text they throw"
         return None
     if name == "winrm_config":
         if not isinstance(value, dict) or not all(k in WINRM_DEFAULTS and _is_int(v) for k, v in value.items()):
