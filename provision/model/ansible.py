@@ -29,7 +29,7 @@ from typing import Any
 from provision.errors import ConfigError, Problem, display_path
 from provision.model.hostrange import HostRangeError, expand_host_range
 from provision.model.source import FieldPath, Located, Origin, ScalarTags, parse_yaml
-from provision.model.values import NAME_RULE, is_name, shown
+from provision.model.values import NAME_RULE, QUOTE_MAX, is_name, shown
 
 
 class Vaulted:
@@ -147,7 +147,8 @@ class AnsibleInventory:
 
 # Reading: INI ------------------------------------------------------------------------------
 
-_SECTION = re.compile(r"^\[([^:\]\s]+)(?::(\w+))?\]\s*(?:[#;].*)?$")
+DECLARE = "[name] or [name:children]"  # how a group is declared
+_SECTION = re.compile(r"^\[([^:\[\]\s=]+)(?::(\w+))?\]\s*(?:[#;].*)?$")  # a name: no brackets, no =
 _GROUP_LINE = re.compile(r"^([^:\]\s]+)\s*(?:[#;].*)?$")
 _PORT = re.compile(r"^(.*[^:]):([0-9]+)$")
 _SHELL_SYNTAX = re.compile(r"[\"'\\#]")
@@ -253,9 +254,9 @@ def parse_ini(text: str, name: str) -> AnsibleInventory:
                 )
     for missing, number in vars_only.items():
         if missing not in declared:
-            inv.problems.append(
-                Problem(name, number, "", f"[{missing}:vars] for a group declared nowhere ([name] or [name:children])")
-            )
+            group_name = missing if len(missing) <= QUOTE_MAX else shown(missing)
+            problem = f"[{group_name}:vars] for a group declared nowhere ({DECLARE})"
+            inv.problems.append(Problem(name, number, "", problem))
     return inv
 
 

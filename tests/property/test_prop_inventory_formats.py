@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from provision.errors import ConfigError
@@ -150,6 +150,7 @@ def check_lines(result: object, files: dict[str, str]) -> None:
 
 
 @given(ini_text, st.sampled_from(["hosts", "inv.ini"]), st.booleans())
+@example("[" * 50 + f"ansible_password={SECRET}[sales:vars]", "hosts", False)  # a password in a 'group name'
 def test_any_ini_inventory_loads_or_is_a_config_error(text: str, name: str, with_vars: bool) -> None:
     extra = {"group_vars__sales.yml": "provision_profiles: [base]\nansible_port: x\n"} if with_vars else {}
     with folder(**{name: text}, **extra) as root:
