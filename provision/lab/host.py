@@ -416,10 +416,14 @@ class SimulatedHost:
             raise OSError(f"The filename, directory name, or volume label syntax is incorrect: {windows_path}")
         current = self.root / drive
         for part in parts:
+            exact = current / part
+            if exact.exists():  # the usual case: one stat instead of listing the folder
+                current = exact
+                continue
             match = None
             if current.is_dir():
                 match = next((c for c in current.iterdir() if c.name.casefold() == part.casefold()), None)
-            current = match if match is not None else current / part
+            current = match if match is not None else exact
         return current
 
     def profile_path(self, user: str) -> str | None:
@@ -816,7 +820,8 @@ class SimulatedHost:
     def register_task(self, task_path: str, name: str, task: TaskDefinition, *, force: bool) -> None:
         """Register-ScheduledTask: the definition is stored as XML where Windows keeps it."""
         self.cmdlet("Register-ScheduledTask", TaskPath=task_path, TaskName=name, Principal=task.user, Force=force)
-        time.sleep(self.faults.task_delay_ms / 1000)
+        if self.faults.task_delay_ms:
+            time.sleep(self.faults.task_delay_ms / 1000)
         if self.faults.task_scheduler != "Running":
             raise PSError(
                 "The service cannot be started, either because it is disabled or because it has no "

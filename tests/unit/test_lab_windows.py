@@ -43,6 +43,19 @@ def timed(host: SimulatedHost, user: str, seconds: float) -> TaskDefinition:
     return TaskDefinition(user, "InteractiveToken", EXE, "/minimized", "C:\\Program Files\\MicroSIP", SETTINGS, at)
 
 
+# Paths -----------------------------------------------------------------------------------------
+
+
+def test_paths_resolve_without_regard_to_case_and_refuse_dot_dot(host: SimulatedHost) -> None:
+    made = host.path("C:\\Users\\alice\\AppData\\Roaming\\MicroSIP")
+    made.mkdir(parents=True, exist_ok=True)
+    assert host.path("c:\\USERS\\Alice\\appdata\\roaming\\microsip") == made
+    assert host.path("C:\\Users\\alice\\AppData\\Roaming\\MicroSIP\\new.ini") == made / "new.ini"
+    assert host.path("C:\\USERS\\ALICE\\NEW") == made.parents[2] / "NEW"  # a new name keeps its case
+    with pytest.raises(OSError, match="syntax is incorrect"):
+        host.path("C:\\Users\\..\\Windows")
+
+
 # Time triggers ---------------------------------------------------------------------------------
 
 
