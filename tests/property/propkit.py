@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 from provision.errors import ConfigError, ExitStatus, ProvisionError
@@ -52,3 +55,18 @@ def check_message(exc: ProvisionError) -> None:
         for problem in exc.problems:
             assert problem.line is None or problem.line >= 1
             assert len(str(problem)) < 1000, str(problem)[:200]
+
+
+@contextlib.contextmanager
+def written_folder(files: Mapping[str, str | bytes]) -> Iterator[Path]:
+    """A fresh folder holding `files` (relative path, with `__` for `/` -> text or bytes)."""
+    with tempfile.TemporaryDirectory() as name:
+        root = Path(name)
+        for relative, content in files.items():
+            path = root / relative.replace("__", "/")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(content, encoding="utf-8", errors="surrogatepass")
+        yield root

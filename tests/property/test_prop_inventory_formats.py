@@ -10,8 +10,6 @@ password; a --limit pattern selects hosts or is a ConfigError.
 from __future__ import annotations
 
 import contextlib
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -22,7 +20,7 @@ from provision.errors import ConfigError
 from provision.model.inventory_source import inventory_names
 from provision.targets import LoadedInventory, load_inventory, select_hosts
 
-from .propkit import LONG, SECRET, loads_or_refuses
+from .propkit import LONG, SECRET, loads_or_refuses, written_folder
 
 INI_FRAGMENTS = [
     "[sales]",
@@ -127,18 +125,8 @@ ansible_yaml = st.dictionaries(st.sampled_from(["all", "sales", "lyon", "plugin"
 )
 
 
-@contextlib.contextmanager
-def folder(**files: str | bytes) -> Iterator[Path]:
-    with tempfile.TemporaryDirectory() as name:
-        root = Path(name)
-        for relative, content in files.items():
-            path = root / relative.replace("__", "/")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(content, bytes):
-                path.write_bytes(content)
-            else:
-                path.write_text(content, encoding="utf-8", errors="surrogatepass")
-        yield root
+def folder(**files: str | bytes) -> contextlib.AbstractContextManager[Path]:
+    return written_folder(files)
 
 
 def check_lines(result: object, files: dict[str, str]) -> None:

@@ -9,8 +9,6 @@ merge keys, flow collections, quotes, odd indentation, control characters).
 from __future__ import annotations
 
 import contextlib
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,7 @@ from provision.project import Project, prepare_inventory
 from provision.secrets import read_env_file
 from provision.targets import load_inventory, profile_references
 
-from .propkit import LONG, SECRET, loads_or_refuses
+from .propkit import LONG, SECRET, loads_or_refuses, written_folder
 
 FIELDS = sorted(
     {
@@ -185,21 +183,9 @@ INVENTORY_TOP = ["defaults", "groups", "hosts", "users_csv"]
 PROFILE_TOP = [*Profile.model_fields]
 
 
-@contextlib.contextmanager
-def folder(**files: str | bytes) -> Iterator[Path]:
+def folder(**files: str | bytes) -> contextlib.AbstractContextManager[Path]:
     """A fresh config folder with profiles/base.yaml and the given files."""
-    with tempfile.TemporaryDirectory() as name:
-        root = Path(name)
-        (root / "profiles").mkdir()
-        (root / "profiles" / "base.yaml").write_text(BASE, encoding="utf-8")
-        for relative, content in files.items():
-            path = root / relative.replace("__", "/")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(content, bytes):
-                path.write_bytes(content)
-            else:
-                path.write_text(content, encoding="utf-8", errors="surrogatepass")
-        yield root
+    return written_folder({"profiles/base.yaml": BASE, **files})
 
 
 def project(root: Path) -> Project:

@@ -11,32 +11,19 @@ argument of, or piped into, a cmdlet.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
 import tree_sitter
-import tree_sitter_powershell
 
 from provision.remote import SCRIPTS, agent_text, script
 
-PARSER = tree_sitter.Parser(tree_sitter.Language(tree_sitter_powershell.language()))
+from powershell_tree import PARSER, nodes, text
+
 SECRET_FIELDS = {"content_b64", "ini_b64"}  # request and reply fields that hold an ini
 # Variables of the script (outside functions) that hold a whole request, or the raw line it came in.
 REQUESTS = {"$line", "$request", "$first"}
 FORBIDDEN = {"convertfrom-json", "convertto-json"}
-
-
-def nodes(node: tree_sitter.Node) -> Iterator[tree_sitter.Node]:
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        yield current
-        stack.extend(reversed(current.children))
-
-
-def text(node: tree_sitter.Node) -> str:
-    return (node.text or b"").decode()
 
 
 def enclosing_function(node: tree_sitter.Node) -> str:

@@ -11,32 +11,19 @@ from __future__ import annotations
 import ast
 import itertools
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import tree_sitter
-import tree_sitter_powershell
 
 from provision.remote import SCRIPTS, protocol
 
+from powershell_tree import PARSER, nodes, text
+
 ROOT = Path(__file__).resolve().parents[2]
-PARSER = tree_sitter.Parser(tree_sitter.Language(tree_sitter_powershell.language()))
 # Variables of the agent that hold request data (a request, or one user or command of it).
 REQUEST_VARIABLES = {"$request", "$user", "$install", "$command"}
 # Smoke's step helper and the reply builders take the status word as a parameter.
 STATUS_PARAMETERS = {"-status"}
-
-
-def nodes(node: tree_sitter.Node) -> Iterator[tree_sitter.Node]:
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        yield current
-        stack.extend(reversed(current.children))
-
-
-def text(node: tree_sitter.Node) -> str:
-    return (node.text or b"").decode()
 
 
 def literal(node: tree_sitter.Node) -> str | None:
