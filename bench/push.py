@@ -14,10 +14,13 @@ For each run:
     ctl ms/host  the controller's CPU time (this process and any worker processes) / hosts
     vs stock     that CPU per host against stock pywinrm's for the same run (goals: unchanged <= 0.35,
                  changed <= 0.4)
-    lab ms/host  the lab's CPU time / hosts; lab busy = lab CPU / wall (the lab is one event loop:
-                 near 100 % means the lab, not the controller, is what is slow)
+    lab ms/host  the lab's CPU time (with its serving processes) / hosts; lab busy = lab CPU / wall
+                 (one lab process is one event loop: near 100 % means the lab, not the controller,
+                 is what is slow)
 
-Then, on the lean transport: the same fleet with realistic Windows timing (powershell.exe
+Then the unchanged push with 1, 2, 2 and 1 worker processes against a lab served from
+--lab-processes processes (2 by default), so that the lab's one interpreter is not what the
+push waits for. Then, on the lean transport: the same fleet with realistic Windows timing (powershell.exe
 taking --ps-start ms to start, 800 by default; real Windows 5.1: 0.5 to 1.5 s), pushed first and
 then unchanged at each of --sweep forks, to show which --forks the fleet needs; and, when
 RunSettings has a `workers` field, the unchanged push with 1 and with 2 worker processes.
@@ -61,9 +64,10 @@ CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 
 
 def start_lab(
-    folder: Path, hosts: int, latency: float, faults: dict[str, dict[str, Any]] | None = None
+    folder: Path, hosts: int, latency: float, faults: dict[str, dict[str, Any]] | None = None, processes: int = 1
 ) -> subprocess.Popen[bytes]:
-    arguments = [sys.executable, "-m", "provision.lab.daemon", str(folder), str(hosts), "1", str(latency)]
+    arguments = [sys.executable, "-m", "provision.lab.daemon", "--processes", str(processes)]
+    arguments += [str(folder), str(hosts), "1", str(latency)]
     if faults:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "faults.json").write_text(json.dumps(faults), "utf-8")
@@ -101,9 +105,19 @@ def per_host(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]
 
 
 def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) a live process has used, from /proc."""
+    """CPU seconds (user + system) a live process and its live children have used, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
+    total = (int(fields[11]) + int(fields[12])) / CLOCK_TICK
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            child = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if child[1] == str(pid):
+            total += (int(child[11]) + int(child[12])) / CLOCK_TICK
+    return total
 
 
 def controller_cpu(lab_pid: int) -> float:
@@ -139,7 +153,7 @@ class Lab:
 
 @contextmanager
 def running_lab(
-    hosts: int, latency: float, auth: str, faults: dict[str, dict[str, Any]] | None = None
+    hosts: int, latency: float, auth: str, faults: dict[str, dict[str, Any]] | None = None, processes: int = 1
 ) -> Iterator[Lab]:
     from provision.project import Project
     from provision.rollout import Credentials
@@ -149,7 +163,7 @@ def running_lab(
     child = None
     try:
         shutil.copytree(ROOT / "profiles", work / "profiles")
-        child = start_lab(work / "lab", hosts, latency, faults)
+        child = start_lab(work / "lab", hosts, latency, faults, processes)
         inventory = work / "lab" / "inventory.yaml"
         if auth != "ntlm":
             inventory.write_text(inventory.read_text("utf-8").replace("auth: ntlm", f"auth: {auth}"), "utf-8")
@@ -289,6 +303,17 @@ def side_by_side(args: argparse.Namespace, show_row: Callable[[dict[str, Any]], 
         show_row(row)
 
 
+def workers_apart(args: argparse.Namespace, show_row: Callable[[dict[str, Any]], None], as_json: bool) -> None:
+    """Worker processes when the lab is not what limits: the lab in --lab-processes processes.
+    The unchanged push with 1, 2, 2 and 1 workers (ABBA, so a drift of the machine cancels)."""
+    note(f"-- workers, with the lab in {args.lab_processes} processes (lean transport)", as_json)
+    with running_lab(args.hosts, args.latency, args.auth, processes=args.lab_processes) as lab:
+        measured_push(lab, "first push", transport="auto", forks=args.forks, latency=args.latency)
+        for count in (1, 2, 2, 1):
+            show_row(measured_push(lab, "unchanged", transport="auto", forks=args.forks, latency=args.latency,
+                                   workers=count))  # fmt: skip
+
+
 def windows_timing(args: argparse.Namespace, show_row: Callable[[dict[str, Any]], None], as_json: bool) -> None:
     faults = {"*": {"powershell_start_ms": args.ps_start}}
     note(f"-- with Windows timing: powershell.exe starts in {args.ps_start:g} ms (lean transport)", as_json)
@@ -418,6 +443,12 @@ def main() -> None:
         default=[32, 64, 128, 256, 512],
         help="forks to try with Windows timing, comma-separated",
     )
+    parser.add_argument(
+        "--lab-processes",
+        type=int,
+        default=2,
+        help="lab processes for the workers comparison with the lab out of the way (1: skip)",
+    )
     parser.add_argument("--trickle", type=float, default=0.0, help="bytes/s for the --timeout check (0: skip)")
     parser.add_argument("--json", action="store_true", help="one JSON object per run")
     parser.add_argument(
@@ -440,6 +471,8 @@ def main() -> None:
     if not args.json:
         print(HEADER)
     side_by_side(args, show_row)
+    if args.lab_processes > 1 and workers_field():
+        workers_apart(args, show_row, args.json)
     if args.ps_start > 0:
         windows_timing(args, show_row, args.json)
     if args.stores:

@@ -1,4 +1,6 @@
-"""`python -m provision.lab.daemon DIR HOSTS USERS LATENCY_MS [FAULTS.json]`: a lab that runs until SIGTERM.
+"""A lab that runs until SIGTERM:
+
+    python -m provision.lab.daemon [--processes N] DIR HOSTS USERS LATENCY_MS [FAULTS.json]
 
 HOSTS is a number (lab-001, lab-002, ...), or a JSON file for `lab up -i`: {"hosts": [HostSpec
 as JSON], "inventory": the inventory to write back, pointed at the lab}; USERS is then unused.
@@ -10,18 +12,26 @@ FAULTS.json maps host-name patterns (globs) to fault settings, applied in order,
 
 SIGUSR1 writes DIR/stats.json: each host's request and WS-Management action counts.
 
+--processes N serves the hosts from N forked processes, each with its own event loop and
+every Nth host (for benchmarks: one Python process serves about one core's worth of hosts,
+so a single lab process can be what limits a push on a machine with more cores). Each host
+lives in one process only, so its state is as consistent as with one.
+
 What `provision lab up` starts in the background. It writes DIR/lab.pid once every
 endpoint listens, so the caller knows when to go on, and removes it on the way out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import os
 import signal
 import sys
 import threading
+import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +42,9 @@ from provision.lab.host import SimulatedHost
 
 
 def main(argv: list[str]) -> int:
+    processes = 1
+    if argv[:1] == ["--processes"]:
+        processes, argv = max(1, int(argv[1])), argv[2:]
     folder, hosts, users, latency = Path(argv[0]), argv[1], int(argv[2]), float(argv[3])
     if hosts.endswith(".json"):
         spec = json.loads(Path(hosts).read_text("utf-8"))
@@ -43,6 +56,8 @@ def main(argv: list[str]) -> int:
         host.faults.latency_ms = latency
     if len(argv) > 4:
         apply_faults(fleet, json.loads(Path(argv[4]).read_text("utf-8")))
+    if processes > 1:
+        return _serve_forked(fleet, folder, processes)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -57,6 +72,90 @@ def main(argv: list[str]) -> int:
         fleet.stop()
         pid_file.unlink(missing_ok=True)
     return 0
+
+
+def _serve_forked(fleet: Fleet, folder: Path, processes: int) -> int:
+    """Every Nth host served by one of N forked processes; this one waits, forwards signals
+    and gathers the counters. Forked before any thread of the lab runs."""
+    names = list(fleet.hosts)
+    children: list[int] = []
+    for k in range(processes):
+        ready, told = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # a child: never returns into the caller's code
+            os.close(ready)
+            code = 1
+            try:
+                own = set(names[k::processes])
+                _serve_share(fleet, own, folder / f"stats.{k}.json", told)
+                code = 0
+            except BaseException:  # noqa: BLE001 - said on stderr; the parent sees the pipe close
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        os.close(told)
+        children.append(pid)
+        answer = os.read(ready, 1)
+        os.close(ready)
+        if answer != b"1":
+            _end(children)
+            raise SystemExit("the lab did not start: a serving process failed")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGUSR1, lambda *_: _gather_stats(children, folder))
+    pid_file = folder / "lab.pid"
+    pid_file.write_text(f"{os.getpid()}\n", "utf-8")
+    try:
+        while not stop.wait(3600):
+            pass
+    finally:
+        _end(children)
+        pid_file.unlink(missing_ok=True)
+    return 0
+
+
+def _serve_share(fleet: Fleet, own: set[str], stats: Path, told: int) -> None:
+    server = fleet.server
+    server.endpoints = {a: e for a, e in server.endpoints.items() if e.host.name in own}
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides
+    shared = {name: host for name, host in fleet.hosts.items() if name in own}
+    signal.signal(signal.SIGUSR1, lambda *_: _write_json({n: dict(h.stats) for n, h in shared.items()}, stats))
+    fleet.start()
+    os.write(told, b"1")
+    os.close(told)
+    try:
+        while not stop.wait(3600):
+            pass
+    finally:
+        fleet.stop()
+
+
+def _gather_stats(children: list[int], folder: Path) -> None:
+    parts = [folder / f"stats.{k}.json" for k in range(len(children))]
+    for part in parts:
+        part.unlink(missing_ok=True)
+    for pid in children:
+        os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 30
+    data: dict[str, Any] = {}
+    for part in parts:
+        while not part.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if part.exists():
+            data.update(json.loads(part.read_text("utf-8")))
+    _write_json(data, folder / "stats.json")
+
+
+def _end(children: list[int]) -> None:
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    for pid in children:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
 
 
 def apply_faults(fleet: Fleet, spec: dict[str, dict[str, Any]]) -> None:
@@ -107,8 +206,11 @@ def _set_users(host: SimulatedHost, spec: dict[str, dict[str, Any]]) -> None:
 
 def _dump_stats(fleet: Fleet, path: Path) -> None:
     """On SIGUSR1: every host's counters (requests, WS-Management actions) as JSON, for benchmarks."""
-    data = {name: dict(host.stats) for name, host in fleet.hosts.items()}
-    temp = path.with_suffix(".tmp")
+    _write_json({name: dict(host.stats) for name, host in fleet.hosts.items()}, path)
+
+
+def _write_json(data: dict[str, Any], path: Path) -> None:
+    temp = path.with_name(path.name + ".tmp")
     temp.write_text(json.dumps(data), "utf-8")
     temp.replace(path)
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from conftest import EXAMPLES
@@ -84,3 +88,52 @@ def test_a_newcomers_own_config_on_the_lab(tmp_path: Path) -> None:
         assert [line.split()[1] for line in runs.stdout.splitlines()[1:]] == ["smoke", "health", "push"]
     finally:
         provision(here, "lab", "down", "--dir", "lab")
+
+
+def test_a_lab_served_from_several_processes_answers_every_host_once(tmp_path: Path) -> None:
+    """The daemon's --processes (benchmarks): each host in one process, counters gathered from all."""
+    shutil.copytree(EXAMPLES, tmp_path / "profiles")
+    folder = tmp_path / "lab"
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "provision.lab.daemon", "--processes", "2", str(folder), "5", "1", "0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (folder / "lab.pid").exists():
+            assert daemon.poll() is None and time.monotonic() < deadline, daemon.stderr.read() if daemon.stderr else ""
+            time.sleep(0.05)
+        children = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == daemon.pid]
+        assert len(children) == 2
+        push = provision(tmp_path, "--env-file", "lab/lab.env", "push", "-i", "lab/inventory.yaml")
+        assert push.returncode == 0, push.stdout + push.stderr
+        assert push.stdout.splitlines()[-1].startswith("5 hosts: 5 changed")
+        again = provision(tmp_path, "--env-file", "lab/lab.env", "push", "-i", "lab/inventory.yaml")
+        assert again.stdout.splitlines()[-1].startswith("5 hosts: 5 unchanged")  # state kept in each process
+        os.kill(daemon.pid, signal.SIGUSR1)
+        while not (folder / "stats.json").exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        stats = json.loads((folder / "stats.json").read_text("utf-8"))
+        assert sorted(stats) == [f"lab-00{i}" for i in range(1, 6)]
+        assert all(counts["requests"] > 0 for counts in stats.values())
+    finally:
+        daemon.terminate()
+        assert daemon.wait(timeout=30) == 0
+    assert not (folder / "lab.pid").exists()
+    assert all(not _alive(child) for child in children)
+
+
+def _parent(proc: Path) -> int:
+    try:
+        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError):
+        return -1
+
+
+def _alive(proc: Path) -> bool:
+    try:
+        return (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
