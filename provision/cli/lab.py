@@ -61,6 +61,13 @@ def _running(folder: Path) -> int | None:
 @click.option("--users", type=click.IntRange(1, 9), default=1, show_default=True, help="Windows users on each.")
 @click.option("--latency", type=click.FloatRange(0, 5000), default=0, help="Milliseconds added to every request.")
 @click.option(
+    "--processes",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Serve the workstations from this many processes (one serves about a core's worth).",
+)
+@click.option(
     "--faults",
     "faults_file",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
@@ -74,6 +81,7 @@ def up(
     hosts: int,
     users: int,
     latency: float,
+    processes: int,
     faults_file: Path | None,
     folder: Path,
 ) -> None:
@@ -94,6 +102,8 @@ def up(
         hosts = len(spec["hosts"])
         (folder / "spec.json").write_text(json.dumps(spec), "utf-8")
         arguments[1] = str(folder / "spec.json")
+    if processes > 1:
+        arguments = ["--processes", str(processes), *arguments]
     if faults is not None:
         (folder / "faults.json").write_text(json.dumps(faults), "utf-8")
         arguments.append(str(folder / "faults.json"))
@@ -175,6 +185,9 @@ def down(app: App, folder: Path) -> None:
     while _running(folder) and time.monotonic() < deadline:
         time.sleep(0.1)
     if _running(folder):
-        os.kill(pid, signal.SIGKILL)
+        try:
+            os.killpg(pid, signal.SIGKILL)  # `lab up` made it lead its own group: its serving processes too
+        except OSError:
+            os.kill(pid, signal.SIGKILL)
         (folder / "lab.pid").unlink(missing_ok=True)
     app.reporter.line("Lab down.")

@@ -91,27 +91,22 @@ def test_a_newcomers_own_config_on_the_lab(tmp_path: Path) -> None:
 
 
 def test_a_lab_served_from_several_processes_answers_every_host_once(tmp_path: Path) -> None:
-    """The daemon's --processes (benchmarks): each host in one process, counters gathered from all."""
+    """lab up --processes: each host in one process, counters gathered from all, all stopped by down."""
     shutil.copytree(EXAMPLES, tmp_path / "profiles")
     folder = tmp_path / "lab"
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "provision.lab.daemon", "--processes", "2", str(folder), "5", "1", "0"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    up = provision(tmp_path, "lab", "up", "--hosts", "5", "--processes", "2", "--dir", "lab")
+    assert up.returncode == 0, up.stderr
     try:
-        deadline = time.monotonic() + 60
-        while not (folder / "lab.pid").exists():
-            assert daemon.poll() is None and time.monotonic() < deadline, daemon.stderr.read() if daemon.stderr else ""
-            time.sleep(0.05)
-        children = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == daemon.pid]
+        daemon = int((folder / "lab.pid").read_text("utf-8"))
+        children = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == daemon]
         assert len(children) == 2
         push = provision(tmp_path, "--env-file", "lab/lab.env", "push", "-i", "lab/inventory.yaml")
         assert push.returncode == 0, push.stdout + push.stderr
         assert push.stdout.splitlines()[-1].startswith("5 hosts: 5 changed")
         again = provision(tmp_path, "--env-file", "lab/lab.env", "push", "-i", "lab/inventory.yaml")
         assert again.stdout.splitlines()[-1].startswith("5 hosts: 5 unchanged")  # state kept in each process
-        os.kill(daemon.pid, signal.SIGUSR1)
+        os.kill(daemon, signal.SIGUSR1)
+        deadline = time.monotonic() + 30
         while not (folder / "stats.json").exists():
             assert time.monotonic() < deadline
             time.sleep(0.05)
@@ -119,10 +114,9 @@ def test_a_lab_served_from_several_processes_answers_every_host_once(tmp_path: P
         assert sorted(stats) == [f"lab-00{i}" for i in range(1, 6)]
         assert all(counts["requests"] > 0 for counts in stats.values())
     finally:
-        daemon.terminate()
-        assert daemon.wait(timeout=30) == 0
-    assert not (folder / "lab.pid").exists()
-    assert all(not _alive(child) for child in children)
+        down = provision(tmp_path, "lab", "down", "--dir", "lab")
+    assert down.returncode == 0 and not (folder / "lab.pid").exists()
+    assert not any(_alive(child) for child in children)
 
 
 def _parent(proc: Path) -> int:
