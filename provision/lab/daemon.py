@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,18 +59,24 @@ def main(argv: list[str]) -> int:
         apply_faults(fleet, json.loads(Path(argv[4]).read_text("utf-8")))
     if processes > 1:
         return _serve_forked(fleet, folder, processes)
+    fleet.start()
+    return _until_stopped(folder, lambda: _dump_stats(fleet, folder / "stats.json"), fleet.stop)
+
+
+def _until_stopped(folder: Path, dump_stats: Callable[[], None], end: Callable[[], None]) -> int:
+    """Once every endpoint listens: DIR/lab.pid, SIGUSR1 for the counters, and the wait for
+    SIGTERM or SIGINT; then `end` and lab.pid removed."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGUSR1, lambda *_: _dump_stats(fleet, folder / "stats.json"))
-    fleet.start()
+    signal.signal(signal.SIGUSR1, lambda *_: dump_stats())
     pid_file = folder / "lab.pid"
     pid_file.write_text(f"{os.getpid()}\n", "utf-8")
     try:
         while not stop.wait(3600):
             pass
     finally:
-        fleet.stop()
+        end()
         pid_file.unlink(missing_ok=True)
     return 0
 
@@ -100,19 +107,7 @@ def _serve_forked(fleet: Fleet, folder: Path, processes: int) -> int:
         if answer != b"1":
             _end(children)
             raise SystemExit("the lab did not start: a serving process failed")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGUSR1, lambda *_: _gather_stats(children, folder))
-    pid_file = folder / "lab.pid"
-    pid_file.write_text(f"{os.getpid()}\n", "utf-8")
-    try:
-        while not stop.wait(3600):
-            pass
-    finally:
-        _end(children)
-        pid_file.unlink(missing_ok=True)
-    return 0
+    return _until_stopped(folder, lambda: _gather_stats(children, folder), lambda: _end(children))
 
 
 def _serve_share(fleet: Fleet, own: set[str], stats: Path, told: int) -> None:
