@@ -18,6 +18,7 @@ import queue
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -314,23 +315,20 @@ class AgentTwin:
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         """loop.ps1: dispatch on op; an error escaping an operation is the request's error."""
         op = request.get("op")
+        operations: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+            Op.RECOVER: self.invoke_recover,
+            Op.DISCOVER: self.invoke_discover,
+            Op.APPLY: self.invoke_apply,
+            Op.ROLLBACK: self.invoke_rollback,
+            Op.HEALTH: self.invoke_health,
+            Op.SMOKE: self.invoke_smoke,
+            Op.INSPECT: self.invoke_inspect,
+            Op.SMOKE_CLEANUP: self.invoke_smoke_cleanup,
+        }
+        operation = operations.get(op) if isinstance(op, str) else None
         try:
-            if op == Op.RECOVER:
-                return self.invoke_recover(request)
-            if op == Op.DISCOVER:
-                return self.invoke_discover(request)
-            if op == Op.APPLY:
-                return self.invoke_apply(request)
-            if op == Op.ROLLBACK:
-                return self.invoke_rollback(request)
-            if op == Op.HEALTH:
-                return self.invoke_health(request)
-            if op == Op.SMOKE:
-                return self.invoke_smoke(request)
-            if op == Op.INSPECT:
-                return self.invoke_inspect(request)
-            if op == Op.SMOKE_CLEANUP:
-                return self.invoke_smoke_cleanup(request)
+            if operation is not None:
+                return operation(request)
         except PSError as exc:
             return {"ok": False, "error": str(exc)}
         except (KeyError, TypeError) as exc:
