@@ -57,10 +57,15 @@ def decode_ini(data: bytes, *, strict: bool = False) -> str:
             # ANSI, as MicroSIP reads a BOM-less file; cp1252 is the Western default.
             text = _decode(data, 0, "cp1252", errors)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if strict and "\x00" in text:
+    if strict:
+        _refuse_nul(text)
+    return text
+
+
+def _refuse_nul(text: str) -> None:
+    if "\x00" in text:
         line = text.count("\n", 0, text.index("\x00")) + 1
         raise UnreadableIniError(line, "NUL characters (a UTF-16 file without its byte order mark?)")
-    return text
 
 
 def _decode(data: bytes, skip: int, encoding: str, errors: str) -> str:
@@ -199,9 +204,7 @@ def _editable(text: str) -> tuple[str, list[int]]:
     that appears twice, or one with an empty name, cannot be merged safely: that is an
     error for this target.
     """
-    if "\x00" in text:
-        nul_line = text.count("\n", 0, text.index("\x00")) + 1
-        raise UnreadableIniError(nul_line, "NUL characters (a UTF-16 file without its byte order mark?)")
+    _refuse_nul(text)
     doc = read_ini(text)
     empty = doc.sections.get("")
     if empty is not None:

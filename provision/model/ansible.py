@@ -369,12 +369,12 @@ def parse_ansible_yaml(located: Located) -> AnsibleInventory:
         )
         return inv
     for name, body in located.data.items():
-        _yaml_group(inv, located, name, body, (name,), None if name == "all" else "all", 0)
+        _yaml_group(inv, located, name, body, (name,), None if name == "all" else "all")
     return inv
 
 
 def _yaml_group(
-    inv: AnsibleInventory, located: Located, name: str, body: Any, path: FieldPath, parent: str | None, depth: int
+    inv: AnsibleInventory, located: Located, name: str, body: Any, path: FieldPath, parent: str | None
 ) -> None:
     origin = located.origin(path) or Origin(located.file, 1)
     inv.group(name, origin)
@@ -407,7 +407,7 @@ def _yaml_group(
                         )
         elif key == "children":
             for child, child_path in _mapping(inv, located, value, here, "children"):
-                _yaml_group(inv, located, child, located_value(located, child_path), child_path, name, depth + 1)
+                _yaml_group(inv, located, child, located_value(located, child_path), child_path, name)
         else:
             close = difflib.get_close_matches(key, _GROUP_KEYS, n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -508,13 +508,8 @@ def _read_var_file(inv: AnsibleInventory, path: Path) -> dict[str, Var]:
 # Ansible -> provision ---------------------------------------------------------------------
 
 
-@dataclass
-class _Hierarchy:
-    depth: dict[str, int]
-    ancestors: dict[str, list[str]]  # host -> its groups and theirs, without all, in precedence order
-
-
-def _hierarchy(inv: AnsibleInventory) -> _Hierarchy:
+def _ancestors(inv: AnsibleInventory) -> dict[str, list[str]]:
+    """Host -> its groups and theirs, without all, in precedence order."""
     depth: dict[str, int] = {"all": 0}
     for name, group in inv.groups.items():
         if name != "all" and not group.parents:
@@ -549,7 +544,7 @@ def _hierarchy(inv: AnsibleInventory) -> _Hierarchy:
         listed = [g for g in host.groups if g not in ("all", "ungrouped")] or ["ungrouped"]
         found = set().union(*(lineage(g) for g in listed)) - {"all"}
         ancestors[host.name] = sorted(found, key=lambda g: (depth[g], priority[g], g))
-    return _Hierarchy(depth, ancestors)
+    return ancestors
 
 
 def _report_cycles(inv: AnsibleInventory) -> None:
@@ -616,12 +611,12 @@ class _Builder:
 
     def build(self) -> None:
         inv = self.inv
-        order = _hierarchy(inv)
+        ancestors = _ancestors(inv)
         for problem in inv.problems:
             self._fail(problem)
         for warning in inv.warnings:
             self._warn(warning)
-        scopes = self._scopes(order)
+        scopes = self._scopes(ancestors)
         # When some hosts are marked as reached over WinRM, the others are not provision's.
         layers = [layer for g in inv.groups.values() for layer in (g.vars, g.file_vars)]
         layers += [layer for h in inv.hosts.values() for layer in (h.vars, h.file_vars)]
@@ -638,12 +633,12 @@ class _Builder:
                 how = f"{plugin}, {connection.origin}" if connection is not None else "Ansible's default, ssh"
                 left_out.append((host.name, how))
                 continue
-            if self._bad_groups(order.ancestors[host.name]):
+            if self._bad_groups(ancestors[host.name]):
                 continue
             kept.append(host.name)
-            self._host(host.name, order.ancestors[host.name], effective, plugin or "winrm")
+            self._host(host.name, ancestors[host.name], effective, plugin or "winrm")
         self._defaults(inv.groups["all"])
-        used = {g for h in kept for g in order.ancestors[h]}
+        used = {g for h in kept for g in ancestors[h]}
         for name, group in inv.groups.items():
             own = any(v.startswith("provision_") for v in (*group.vars, *group.file_vars))
             if name != "all" and (name in used or own) and is_name(name):
@@ -689,13 +684,13 @@ class _Builder:
             self._seen.add(problem)
             self.warnings.append(problem)
 
-    def _scopes(self, order: _Hierarchy) -> dict[str, list[dict[str, Var]]]:
+    def _scopes(self, ancestors: dict[str, list[str]]) -> dict[str, list[dict[str, Var]]]:
         """Each host's variable layers in Ansible's precedence, lowest first."""
         inv = self.inv
         all_group = inv.groups["all"]
         out: dict[str, list[dict[str, Var]]] = {}
         for host in inv.hosts.values():
-            groups = [inv.groups[g] for g in order.ancestors[host.name]]
+            groups = [inv.groups[g] for g in ancestors[host.name]]
             out[host.name] = [
                 all_group.vars,
                 all_group.file_vars,

@@ -81,11 +81,11 @@ def expand_host_ranges(located: Located) -> list[Problem]:
     if not isinstance(hosts, dict) or not any(has_range(name) for name in hosts):
         return []
     problems: list[Problem] = []
-    expanded: dict[str, tuple[str, list[str]]] = {}  # written key -> (key, names)
+    expanded: dict[str, list[str]] = {}  # written key -> the names it gives
     for key in hosts:
         if has_range(key):
             try:
-                expanded[key] = (key, expand_host_range(key))
+                expanded[key] = expand_host_range(key)
             except HostRangeError as exc:
                 problems.append(located.problem(("hosts", key), f"host {shown(key)}: {exc}"))
     by_key: dict[str, list[tuple[FieldPath, Origin]]] = {key: [] for key in expanded}
@@ -97,7 +97,7 @@ def expand_host_ranges(located: Located) -> list[Problem]:
     for key, value in hosts.items():
         if has_range(key) and key not in expanded:
             continue
-        for name in expanded[key][1] if key in expanded else [key]:
+        for name in expanded.get(key, [key]):
             if name in out:
                 earlier = located.origin(("hosts", where[name]))
                 problems.append(

@@ -141,7 +141,7 @@ def check_user_name(text: str) -> str:
 
 
 #: A name as the JSON Schema says it (is_name is the rule).
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+NAME_PATTERN = f"^{_NAME_RE.pattern}$"
 Name = Annotated[str, AfterValidator(check_name), TextPattern(NAME_PATTERN)]
 HostName = Annotated[str, AfterValidator(check_host_name)]
 UserName = Annotated[str, AfterValidator(check_user_name)]

@@ -12,7 +12,8 @@ import re
 from enum import StrEnum
 from typing import Any, Literal, NotRequired, TypedDict
 
-MAX_INI_BYTES = 8 * 1024 * 1024  # a MicroSIP ini with years of call history is well under 1 MB
+# The agent refuses to read a bigger ini, as the controller does.
+from provision.ini import MAX_INI_BYTES as MAX_INI_BYTES
 
 
 class Op(StrEnum):
