@@ -45,7 +45,6 @@ class Connection:
     def __init__(self, settings: WinRMSettings, clock: Clock) -> None:
         self.settings = settings
         self.clock = clock
-        self.requests = 0  # HTTP requests sent, the authentication legs included
         context = tls.client_context(settings.ca_bundle, settings.verify_tls) if settings.scheme == "https" else None
         self._channel = HTTPChannel(settings.address, settings.port, context, clock)
         self._context: spnego.ContextProxy | None = None
@@ -104,18 +103,20 @@ class Connection:
     def close(self) -> None:
         """Drop the connection (and its authentication); the next message opens a new one."""
         self._channel.close()
-        self._context = None
-        self._sealed = False
-        self._pending_auth = None
+        self._forget_auth()
 
     close_session = close  # pywinrm's name for it
 
     # Connecting ----------------------------------------------------------------------------
 
-    def _connect(self) -> None:
+    def _forget_auth(self) -> None:
         self._context = None
         self._sealed = False
         self._pending_auth = None
+
+    def _connect(self) -> None:
+        """A new connection authenticates anew (NTLM authenticates a connection, not a client)."""
+        self._forget_auth()
         self._channel.connect()
         if self.settings.auth == "ntlm":
             self._authenticate()
@@ -153,14 +154,10 @@ class Connection:
         self._sealed = True
 
     def _post(self, body: bytes, headers: dict[str, str]) -> Reply:
-        self.requests += 1
+        # A reply may end the connection (Connection: close); its context still unseals the
+        # reply, and the next message reconnects (send_message), authenticating again.
         headers.setdefault("User-Agent", USER_AGENT)
-        reply = self._channel.post("/wsman", headers, body)
-        if not self._channel.open:  # the listener ended the connection: authenticate again next time
-            self._context = None
-            self._sealed = False
-            self._pending_auth = None
-        return reply
+        return self._channel.post("/wsman", headers, body)
 
 
 def _challenge(values: list[str]) -> bytes | None:
@@ -273,9 +270,3 @@ class LeanTransport(WinRMTransport):
 
     def _make_protocol(self) -> Protocol:
         return LeanProtocol(self.settings, Connection(self.settings, self.clock))
-
-    @property
-    def http_requests(self) -> int:
-        """HTTP requests sent so far, authentication included (for tests and benchmarks)."""
-        protocol = self._protocol
-        return protocol.connection.requests if isinstance(protocol, LeanProtocol) else 0

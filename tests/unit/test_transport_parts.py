@@ -4,6 +4,7 @@ the HTTP channel against scripted loopback replies, faults, time limits, NTLM an
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import hashlib
 import re
@@ -455,6 +456,31 @@ def test_a_clear_reply_on_a_sealed_connection_is_refused(monkeypatch: pytest.Mon
         connection.send_message(b"<two/>")
     assert caught.value.kind == PROTOCOL and "unsealed" in caught.value.message
     assert not connection._sealed  # dropped: the next message authenticates anew
+
+
+@pytest.mark.usefixtures("ntlm_account")
+def test_a_sealed_reply_on_a_connection_the_listener_then_closes_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Connection: close on a sealed 200: the reply is unsealed; the next message connects anew."""
+    connection = Connection(settings(scheme="http"), Clock(5, "ws-01:5985"))
+    client = ntlm.new_context("admin", "pw")
+    server = spnego.server(protocol="ntlm")
+    server.step(client.step(server.step(client.step())))
+    connection._context, connection._sealed = client, True
+    channel = connection._channel
+    monkeypatch.setattr(type(channel), "open", property(lambda c: getattr(c, "_fake_open", True)))
+    reconnects: list[bool] = []
+    monkeypatch.setattr(connection, "_connect", lambda: reconnects.append(True))
+
+    def post(path: str, headers: dict[str, str], body: bytes) -> Reply:
+        channel._fake_open = False  # type: ignore[attr-defined]  # the listener closed it after replying
+        return Reply(200, {"content-type": [ntlm.CONTENT_TYPE]}, ntlm.seal(server, b"<s:Envelope>ok</s:Envelope>"))
+
+    monkeypatch.setattr(channel, "post", post)
+    assert connection.send_message(b"<one/>") == b"<s:Envelope>ok</s:Envelope>"
+    assert not reconnects
+    with contextlib.suppress(Exception):
+        connection.send_message(b"<two/>")
+    assert reconnects == [True]  # a closed connection is opened (and authenticated) again
 
 
 def test_pywinrm_too_refuses_a_clear_reply_on_a_sealed_connection() -> None:
