@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from provision.errors import IniError
+from provision.fleet import HOST_KIND_STATUS
 from provision.ini import win32_value
 from provision.jobs import HostJob, UserJob
 from provision.plan import KeyChange, plan_target
@@ -25,7 +26,7 @@ from provision.remote.agent import Agent
 from provision.remote.protocol import MAX_INI_BYTES, Op, UserStatus
 from provision.render import RenderedIni
 from provision.secrets import Secret
-from provision.session import Connect, converse, install_of
+from provision.session import Connect, converse, install_of, recovered_note
 from provision.state import PushRecord
 from provision.transport.base import TIMEOUT, TransportError
 
@@ -42,8 +43,6 @@ LOG_TAIL_BYTES = 256 * 1024  # health reads only the end of MicroSIP's log (it g
 
 DAY = 86_400
 
-# Hosts not worked on, named as push names them (a refused listener is unreachable, like a timeout).
-HOST_KINDS = {"unreachable": "unreachable", "refused": "unreachable", "leased": "skipped", "aborted": "aborted"}
 BUILD_AGE_WARN = int(1.5 * 365 * DAY)  # MicroSIP 3.22 starts warning
 BUILD_AGE_FAIL = int(2.5 * 365 * DAY)  # and refuses to start
 
@@ -70,8 +69,8 @@ class CheckResult:
         """unreachable or aborted (the host could not be worked on), failed (a check failed),
         drifted (only drift: the workstation no longer holds what was pushed), pending (the
         profiles changed since the last push), warning, or ok."""
-        if self.kind in HOST_KINDS:
-            return HOST_KINDS[self.kind]
+        if self.kind in HOST_KIND_STATUS:
+            return HOST_KIND_STATUS[self.kind]
         statuses = {c.status for c in self.checks}
         if FAIL in statuses:
             only_drift = all(c.name.endswith(": drift") for c in self.checks if c.status == FAIL)
@@ -154,13 +153,7 @@ def _health(agent: Agent, job: HostJob, key: bytes, now: float) -> CheckResult:
 def recovered_checks(result: CheckResult, agent: Agent) -> None:
     """What the conversation's recover step did: MicroSIP an earlier run left closed."""
     for entry in agent.recovered:
-        name = entry.get("name")
-        if entry.get("restarted"):
-            detail = "MicroSIP started again: an earlier run had closed it and not started it again"
-            result.add(f"{name}: recovered", WARN, detail)
-        else:
-            detail = f"MicroSIP closed by an earlier run is still not running: {entry.get('reason') or 'unknown'}"
-            result.add(f"{name}: recovered", FAIL, detail)
+        result.add(f"{entry.get('name')}: recovered", WARN if entry.get("restarted") else FAIL, recovered_note(entry))
 
 
 def _judge_exe(result: CheckResult, exe: dict[str, Any] | None, now: float) -> None:
@@ -326,7 +319,7 @@ def smoke_host(job: HostJob, connect: Connect, options: PushOptions, plan: Smoke
         job, connect, options, lambda agent: judge_smoke(job.host, agent.request(request), request, plan)
     )
     result.method = method
-    if any(c.name == "winrm" and c.status == FAIL and c.detail.startswith(TIMEOUT) for c in result.checks):
+    if result.kind == TIMEOUT:
         _cleanup_after_timeout(job, connect, options, folder, result)
     return result
 

@@ -51,6 +51,12 @@ DONE, FAILED_CLASS, UNREACHABLE_CLASS, SKIPPED_CLASS, ABORTED_CLASS = (
 UNREACHABLE_KINDS = frozenset({"unreachable", "refused"})
 SKIPPED_KIND = "leased"  # another run holds the host
 ABORTED_KIND = "aborted"  # stopped by a second Ctrl-C before its next step
+# The status of a host not worked on, by its kind (push, health and smoke word it alike).
+HOST_KIND_STATUS = {
+    **dict.fromkeys(UNREACHABLE_KINDS, UNREACHABLE_CLASS),
+    SKIPPED_KIND: SKIPPED_CLASS,
+    ABORTED_KIND: ABORTED_CLASS,
+}
 
 # How a run ended.
 FINISHED, STOPPED, INTERRUPTED = "finished", "stopped", "interrupted"
@@ -386,14 +392,17 @@ def _run_batch(
 ) -> list[Out]:
     """The hosts of one batch; no new host starts once interrupted or once the stop rule says so."""
     done: list[Out] = []
-    unrecorded: list[Out] = []
+    unrecorded: list[Out] = []  # finished, not yet handed to hooks.finished
+
+    def finished(result: Out) -> None:
+        done.append(result)
+        unrecorded.append(result)
+        progress.on_done(result)
+
     refused = hooks.admit(batch) if hooks is not None else {}
     for job in batch:
         if job.host in refused:
-            skipped = broken(job, refused[job.host], SKIPPED_KIND)
-            done.append(skipped)
-            unrecorded.append(skipped)
-            progress.on_done(skipped)
+            finished(broken(job, refused[job.host], SKIPPED_KIND))
     pending = [job for job in reversed(batch) if job.host not in refused]
     in_flight: set[str] = set()
     last_hook = time.monotonic()
@@ -406,8 +415,6 @@ def _run_batch(
             break  # interrupted: nothing more starts
         for result in executor.poll(TICK):
             in_flight.discard(result.host)
-            done.append(result)
-            unrecorded.append(result)
             rule.count(result)
             log.info(
                 "%s: %s%s (%.1f s)",
@@ -416,18 +423,15 @@ def _run_batch(
                 f": {result.reason}" if result.reason else "",
                 result.seconds,
             )
-            progress.on_done(result)
+            finished(result)
         if hooks is not None and (time.monotonic() - last_hook >= HOOK_EVERY or not in_flight):
             if unrecorded:
-                hooks.finished(unrecorded)
-                unrecorded = []
+                hooks.finished(list(unrecorded))
+                unrecorded.clear()
             lost = hooks.tick(sorted(in_flight))
             for job in [job for job in pending if job.host in lost]:
                 pending.remove(job)
-                skipped = broken(job, lost[job.host], SKIPPED_KIND)
-                done.append(skipped)
-                unrecorded.append(skipped)
-                progress.on_done(skipped)
+                finished(broken(job, lost[job.host], SKIPPED_KIND))
             last_hook = time.monotonic()
     if hooks is not None and unrecorded:
         hooks.finished(unrecorded)

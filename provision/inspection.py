@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from provision.checks import FAIL, WARN, CheckResult, SmokePlan, health_host, smoke_host, smoke_ini
+from provision.checks import FAIL, CheckResult, SmokePlan, health_host, smoke_host, smoke_ini
 from provision.errors import ConfigError, Problem, SecretError, TemplateError
 from provision.jobs import HostJob, UserJob, host_jobs
 from provision.outcome import RunOutcome
@@ -137,16 +137,3 @@ def check_record(result: CheckResult) -> HostRecord:
 
 
 # Summaries and reports ---------------------------------------------------------------------
-
-
-def summary(run: CheckRun) -> str:
-    """'412 ok, 9 drifted, 3 failed (5 warnings)'."""
-    counts: dict[str, int] = {}
-    for host in run.hosts:
-        counts[host.status] = counts.get(host.status, 0) + 1
-    order = ["ok", "warning", "drifted", "failed"]
-    words = {"warning": "with warnings"}
-    parts = [f"{counts[s]} {words.get(s, s)}" for s in order if counts.get(s)]
-    warnings = sum(1 for h in run.hosts for c in h.checks if c.status == WARN)
-    text = ", ".join(parts) or "no hosts"
-    return text + (f" ({warnings} warning{'s' if warnings != 1 else ''})" if warnings else "")

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from provision.errors import IniError
+from provision.fleet import HOST_KIND_STATUS
 from provision.jobs import HostJob, UserJob
 from provision.plan import KeyChange, TargetPlan, plan_target
 from provision.remote.agent import Agent
@@ -35,7 +36,7 @@ from provision.remote.protocol import (
     UserName,
     UserStatus,
 )
-from provision.session import Connect, SessionOptions, converse, install_of
+from provision.session import Connect, SessionOptions, converse, install_of, recovered_note
 from provision.transport.base import TransportError
 
 # Result of one (host, user), as the report shows it.
@@ -51,7 +52,6 @@ NO_BACKUP = "no backup"
 UNREACHABLE = "unreachable"
 SKIPPED = "skipped"
 ABORTED = "aborted"
-_HOST_KINDS = {"unreachable": UNREACHABLE, "refused": UNREACHABLE, "leased": SKIPPED, "aborted": ABORTED}
 
 # A host's result is the worst of its users'.
 _SEVERITY = [
@@ -127,7 +127,7 @@ class HostResult:
     @property
     def status(self) -> str:
         if self.kind:
-            return _HOST_KINDS.get(self.kind, FAILED)
+            return HOST_KIND_STATUS.get(self.kind, FAILED)
         statuses = [u.status for u in self.users] or [UNCHANGED]
         return max(statuses, key=_SEVERITY.index)
 
@@ -159,10 +159,7 @@ def recovered_notes(agent: Agent, results: dict[str, UserResult], host: str) -> 
     """What the conversation's recover step did, said on each user it concerns."""
     for entry in agent.recovered:
         name = str(entry.get("name", ""))
-        if entry.get("restarted"):
-            note = "MicroSIP started again: an earlier run had closed it and not started it again"
-        else:
-            note = f"MicroSIP closed by an earlier run is still not running: {entry.get('reason') or 'unknown'}"
+        note = recovered_note(entry)
         found = next((r for key, r in results.items() if key.casefold() == name.casefold()), None)
         if found is not None:
             found.notes = (*found.notes, note)
@@ -433,10 +430,3 @@ def _rollback(agent: Agent, job: HostJob, options: PushOptions) -> HostResult:
 
 
 # summaries -------------------------------------------------------------------------------
-
-
-def summary(results: Iterable[HostResult]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for result in results:
-        counts[result.status] = counts.get(result.status, 0) + 1
-    return dict(sorted(counts.items(), key=lambda item: _SEVERITY.index(item[0])))

@@ -416,8 +416,6 @@ def input_files(project: Project, inventory: LoadedInventory) -> list[Path]:
 
 # Options recorded with a run, and replayed by --resume --------------------------------------------
 
-_SELECTION = ("limit", "hosts", "shard", "only", "from_run")
-
 
 def run_options(settings: RunSettings, options: PushOptions) -> dict[str, Any]:
     staging = settings.staging

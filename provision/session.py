@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from provision.interrupt import current_abort
 from provision.jobs import HostJob
@@ -47,6 +46,13 @@ def recover_request(job: HostJob, options: SessionOptions) -> RecoverRequest:
     return {"op": Op.RECOVER, "install": install_of(job), "start_wait_ms": options.start_wait_ms}
 
 
+def recovered_note(entry: dict[str, Any]) -> str:
+    """What the recover step did for one user, said to the admin."""
+    if entry.get("restarted"):
+        return "MicroSIP started again: an earlier run had closed it and not started it again"
+    return f"MicroSIP closed by an earlier run is still not running: {entry.get('reason') or 'unknown'}"
+
+
 def converse(
     job: HostJob,
     connect: Connect,
@@ -54,15 +60,14 @@ def converse(
     talk: Callable[[Agent], R],
     failed: Callable[[TransportError], R],
     *,
-    abort: threading.Event | None = None,
     recorder: Recorder | None = None,
 ) -> tuple[R, int]:
     """Run `talk` in one conversation with the host; start over on a new shell after a
     transient fault, a bounded number of times. Returns the result and the attempts made.
 
-    abort: no new step once it is set; by default the fleet runner's (provision.interrupt).
+    No new step once the fleet runner's abort is set (provision.interrupt).
     recorder: hears every request and reply line (masked), for a transcript."""
-    abort = abort if abort is not None else current_abort()
+    abort = current_abort()
     tries = 0
     while True:
         tries += 1

@@ -6,8 +6,9 @@ import io
 
 from rich.console import Console
 
-from provision.push import BUSY, CHANGED, UNCHANGED, UNREACHABLE, HostResult, UserResult, summary
+from provision.push import BUSY, CHANGED, UNCHANGED, UNREACHABLE, HostResult, UserResult
 from provision.report import Reporter
+from provision.report.data import count_statuses
 from provision.rollout import RunResult
 from provision.secrets import Redactor, Secret
 
@@ -35,7 +36,7 @@ def results() -> list[HostResult]:
 
 def test_a_host_is_as_bad_as_its_worst_user() -> None:
     assert [h.status for h in results()] == [CHANGED, BUSY, UNREACHABLE, UNCHANGED]  # refused: the listener is off
-    assert summary(results()) == {UNCHANGED: 1, CHANGED: 1, UNREACHABLE: 1, BUSY: 1}
+    assert count_statuses(results()) == {UNCHANGED: 1, CHANGED: 1, UNREACHABLE: 1, BUSY: 1}
     assert [h.ok for h in results()] == [True, False, False, True]
 
 
