@@ -76,9 +76,7 @@ def _suite(run: RunOutcome[Any], name: str, hosts: Sequence[Any], not_started: S
 
 def _lines(host: Any) -> list[str]:
     if hasattr(host, "steps"):
-        return [
-            f"{s.status.upper():4} {s.name}: {s.detail}" + (f" (fix: {s.fix})" if s.fix else "") for s in host.steps
-        ]
+        return [f"{s.status.upper():4} {_step(s)}" for s in host.steps]
     if hasattr(host, "checks"):
         return [f"{c.status.upper():4} {c.name}: {c.detail}" for c in host.checks if c.status != "skip" or c.detail]
     lines = []
@@ -90,9 +88,7 @@ def _lines(host: Any) -> list[str]:
 
 def _problems(host: Any) -> list[str]:
     if hasattr(host, "steps"):
-        return [
-            f"{s.name}: {s.detail}" + (f" (fix: {s.fix})" if s.fix else "") for s in host.steps if s.status == "fail"
-        ]
+        return [_step(s) for s in host.steps if s.status == "fail"]
     if hasattr(host, "checks"):
         return [f"{c.name}: {c.detail}" for c in host.checks if c.status == "fail"]
     problems = [f"{u.user}: {u.status}: {u.reason}" for u in getattr(host, "users", ()) if u.reason]

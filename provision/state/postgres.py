@@ -12,7 +12,7 @@ scrubbed of it too.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -103,17 +103,15 @@ class PostgresStore(SqlStore):
 
     # -- the backend's part ----------------------------------------------------------------
 
-    @contextmanager
-    def _reading(self) -> Iterator[Session]:
-        with self._lock:
-            try:
-                with self._begin(None) as session:
-                    yield session
-            except psycopg.Error as exc:
-                raise self._translate(exc, None) from None
+    def _reading(self) -> AbstractContextManager[Session]:
+        return self._session(None)
+
+    def _transaction(self, what: str) -> AbstractContextManager[Session]:
+        return self._session(what)
 
     @contextmanager
-    def _transaction(self, what: str) -> Iterator[Session]:
+    def _session(self, what: str | None) -> Iterator[Session]:
+        """A transaction: a read (`what` None) or a write of `what`."""
         with self._lock:
             try:
                 with self._begin(what) as session:

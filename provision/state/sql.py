@@ -320,12 +320,10 @@ class SqlStore(Store):
             old = [r[0] for r in session.execute(
                 "SELECT id FROM runs WHERE started < ? AND status <> 'running'", (_iso(before),)
             )]  # fmt: skip
-            for start in range(0, len(old), CHUNK):
-                chunk = old[start : start + CHUNK]
-                marks = ", ".join("?" for _ in chunk)
-                for table in ("run_users", "run_hosts", "run_groups", "runs"):
-                    column = "id" if table == "runs" else "run_id"
-                    session.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", chunk)  # noqa: S608
+            for table, column in (("run_users", "run_id"), ("run_hosts", "run_id"), ("run_groups", "run_id"),
+                                  ("runs", "id")):  # fmt: skip
+                for where, params in self._in(column, old):
+                    session.execute(f"DELETE FROM {table} WHERE {where}", params)  # noqa: S608
         return len(old)
 
     def _run_recorded(self, run_id: str) -> bool:

@@ -16,7 +16,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -114,28 +114,19 @@ class SqliteStore(SqlStore):
 
     # -- the backend's part ----------------------------------------------------------------
 
-    @contextmanager
-    def _reading(self) -> Iterator[Session]:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN")
-                yield _Session(self._db)
-                self._db.execute("COMMIT")
-            except (sqlite3.ProgrammingError, sqlite3.InterfaceError):
-                self._rollback()
-                raise
-            except sqlite3.Error as exc:
-                self._rollback()
-                raise self._read_error(exc) from None
-            except BaseException:
-                self._rollback()
-                raise
+    def _reading(self) -> AbstractContextManager[Session]:
+        return self._session(None)
+
+    def _transaction(self, what: str) -> AbstractContextManager[Session]:
+        return self._session(what)
 
     @contextmanager
-    def _transaction(self, what: str) -> Iterator[Session]:
+    def _session(self, what: str | None) -> Iterator[Session]:
+        """A transaction: a read (`what` None) or a write of `what`, which takes the write
+        lock at once (BEGIN IMMEDIATE: no upgrade deadlock later)."""
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")  # the write lock now: no upgrade deadlock later
+                self._db.execute("BEGIN" if what is None else "BEGIN IMMEDIATE")
                 yield _Session(self._db)
                 self._db.execute("COMMIT")
             except (sqlite3.ProgrammingError, sqlite3.InterfaceError):
@@ -143,7 +134,7 @@ class SqliteStore(SqlStore):
                 raise
             except sqlite3.Error as exc:
                 self._rollback()
-                raise self._write_error(exc, what) from None
+                raise (self._read_error(exc) if what is None else self._write_error(exc, what)) from None
             except BaseException:
                 self._rollback()
                 raise
@@ -159,7 +150,7 @@ class SqliteStore(SqlStore):
         code = _primary(exc)
         if code in _DAMAGE or _schema_problem(exc):
             return self.damaged(str(exc))
-        if code in _WRITE_FAILURES or code == sqlite3.SQLITE_CANTOPEN:
+        if code in _WRITE_FAILURES:
             error = StateError(f"cannot read the state file {self.location}: {_WRITE_FAILURES[code]} ({exc})")
             error.busy = code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)  # type: ignore[attr-defined]
             return error
