@@ -25,7 +25,6 @@ from provision.fleet import (
     RunHooks,
     Staging,
     order_jobs,
-    outcome_class,
     plan_batches,
     run_fleet,
     shard_of,
@@ -44,6 +43,7 @@ from provision.push import (
     push_host,
     rollback_host,
 )
+from provision.report.data import summary_counts
 from provision.runs import (
     LEASE_MARGIN,
     Record,
@@ -151,7 +151,7 @@ class RunSettings:
         shard = f"{self.shard[0]}/{self.shard[1]}" if self.shard else None
         recording = start_recording(store, run_id, record, jobs, shard=shard, wait_for_lease=self.wait_for_lease)
         run = self.run(jobs, work, broken, canary_groups=canary_groups, hooks=recording)
-        finish_recording(recording, run.status, run_summary(run.results, run.not_started))
+        finish_recording(recording, run.status, summary_counts(run.results, run.not_started))
         return RunOutcome.of(
             record.command,
             run,
@@ -382,22 +382,6 @@ def backups_of_run(store: Store, run: RunInfo) -> dict[tuple[str, str], str | No
 def restored_users(result: HostResult) -> list[tuple[str, str]]:
     """Users whose ini was put back: the file may hold an older secret, so the next push writes it again."""
     return [(result.host, user.user) for user in result.users if user.status == RESTORED]
-
-
-def run_summary(results: Sequence[HostOutcome], not_started: Sequence[str]) -> dict[str, Any]:
-    classes: dict[str, int] = {}
-    statuses: dict[str, int] = {}
-    for result in results:
-        classes[outcome_class(result)] = classes.get(outcome_class(result), 0) + 1
-        statuses[result.status] = statuses.get(result.status, 0) + 1
-    return {
-        "hosts": len(results) + len(not_started),
-        "by_status": statuses,
-        "failed": classes.get("failed", 0),
-        "unreachable": classes.get("unreachable", 0),
-        "skipped": classes.get("skipped", 0),
-        "not_started": len(not_started),
-    }
 
 
 def canary_groups(inventory: LoadedInventory) -> frozenset[str]:

@@ -65,22 +65,29 @@ def summary_text(run: RunOutcome[Any]) -> str:
     return text
 
 
-def summary_data(run: RunOutcome[Any]) -> dict[str, Any]:
+def summary_counts(hosts: Sequence[HostOutcome], not_started: Sequence[str]) -> dict[str, Any]:
+    """A run's counts, as its summary shows them and as its record keeps them."""
     classes: dict[str, int] = {}
-    for host in run.hosts:
+    for host in hosts:
         kind = outcome_class(host)
         classes[kind] = classes.get(kind, 0) + 1
+    return {
+        "hosts": len(hosts) + len(not_started),
+        "by_status": count_statuses(hosts),
+        "failed": classes.get("failed", 0),
+        "unreachable": classes.get("unreachable", 0),
+        "skipped": classes.get("skipped", 0),
+        "not_started": len(not_started),
+    }
+
+
+def summary_data(run: RunOutcome[Any]) -> dict[str, Any]:
     by_group: dict[str, list[HostOutcome]] = {}
     for host in run.hosts:
         for group in run.groups.get(host.host) or ("(no group)",):
             by_group.setdefault(group, []).append(host)
     return {
-        "hosts": len(run.hosts) + len(run.not_started),
-        "by_status": count_statuses(run.hosts),
-        "failed": classes.get("failed", 0),
-        "unreachable": classes.get("unreachable", 0),
-        "skipped": classes.get("skipped", 0),
-        "not_started": len(run.not_started),
+        **summary_counts(run.hosts, run.not_started),
         "text": summary_text(run),
         "by_group": {
             group: {"hosts": len(hosts), "by_status": count_statuses(hosts)}
