@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import click
 
-from provision.cli.app import App
 from provision.cli.completion import complete_profiles
-from provision.cli.remote import RemoteArgs, exit_for, fleet_run, remote_options, report_run
+from provision.cli.remote import RemoteArgs, remote_options, run_command
 from provision.inspection import CheckRun, health, smoke
 from provision.project import Project
 from provision.push import PushOptions
 from provision.rollout import ConnectFactory, RunSettings
-
-CheckAction = Callable[[Project, Path, ConnectFactory, RunSettings], CheckRun]
-
-
-def _run_checks(ctx: click.Context, remote: RemoteArgs, verb: str, action: CheckAction) -> None:
-    app: App = ctx.obj
-    with fleet_run(ctx, remote, verb) as session:
-        run = session.run(lambda connect, settings: action(app.project, remote.inventory, connect, settings))
-        report_run(app, remote, run)
-    exit_for(ctx, run)
 
 
 @click.command(name="health")
@@ -36,7 +24,7 @@ def health_command(ctx: click.Context, remote: RemoteArgs) -> None:
     def action(project: Project, inventory: Path, connect: ConnectFactory, settings: RunSettings) -> CheckRun:
         return health(project, inventory, connect, options, settings)
 
-    _run_checks(ctx, remote, "health", action)
+    run_command(ctx, remote, "health", action)
 
 
 @click.command(name="smoke")
@@ -58,4 +46,4 @@ def smoke_command(ctx: click.Context, remote: RemoteArgs, profile: str) -> None:
     def action(project: Project, inventory: Path, connect: ConnectFactory, settings: RunSettings) -> CheckRun:
         return smoke(project, inventory, profile, connect, options, settings)
 
-    _run_checks(ctx, remote, "smoke", action)
+    run_command(ctx, remote, "smoke", action)

@@ -7,8 +7,10 @@ from pathlib import Path
 import click
 
 from provision.cli.app import App
-from provision.cli.remote import RemoteArgs, exit_for, fleet_run, remote_options, report_run
-from provision.doctor import Transcript, doctor
+from provision.cli.remote import RemoteArgs, remote_options, run_command
+from provision.doctor import DoctorRun, Transcript, doctor
+from provision.project import Project
+from provision.rollout import ConnectFactory, RunSettings
 
 
 @click.command(name="doctor")
@@ -25,19 +27,18 @@ def doctor_command(ctx: click.Context, remote: RemoteArgs, transcript: Path | No
     app: App = ctx.obj
     user = remote.user or app.project.environ.get("PROVISION_WINRM_USER")
     lines = Transcript()
-    with fleet_run(ctx, remote, "doctor", tracer=lines.wire if transcript is not None else None) as session:
-        run = session.run(
-            lambda connect, settings: doctor(
-                app.project,
-                remote.inventory,
-                connect,
-                settings,
-                timeout=remote.timeout,
-                verify_tls=not remote.no_verify_tls,
-                user=user,
-                transcript=transcript,
-                lines=lines,
-            )
+
+    def action(project: Project, inventory: Path, connect: ConnectFactory, settings: RunSettings) -> DoctorRun:
+        return doctor(
+            project,
+            inventory,
+            connect,
+            settings,
+            timeout=remote.timeout,
+            verify_tls=not remote.no_verify_tls,
+            user=user,
+            transcript=transcript,
+            lines=lines,
         )
-        report_run(app, remote, run)
-    exit_for(ctx, run)
+
+    run_command(ctx, remote, "doctor", action, tracer=lines.wire if transcript is not None else None)

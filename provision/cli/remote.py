@@ -349,10 +349,10 @@ def credentials(app: App, user: str | None, password_ref: str) -> Credentials:
     return Credentials(str(user), password)
 
 
-Action = Callable[[Project, Path, ConnectFactory, RunSettings], RunResult]
-
-
 R = TypeVar("R")
+Run = TypeVar("Run", bound=RunOutcome[Any])
+#: What a command does on the fleet: its inventory, connected, under the run's settings.
+Action = Callable[[Project, Path, ConnectFactory, RunSettings], Run]
 
 
 @dataclass(frozen=True)
@@ -426,18 +426,19 @@ def fleet_run(
         yield FleetSession(connect, settings, app.reporter, verb, pause=pause, secrets=(creds.password,))
 
 
-def _run(
+def run_command(
     ctx: click.Context,
     remote: RemoteArgs,
     verb: str,
-    action: Action,
+    action: Action[Run],
     *,
     staged: StagingArgs | None = None,
     diff: bool = False,
-) -> RunResult:
+    tracer: Tracer | None = None,
+) -> Run:
     """The run, then what it says (table, JSON, JUnit), and the exit status."""
     app: App = ctx.obj
-    with fleet_run(ctx, remote, verb, staged) as session:
+    with fleet_run(ctx, remote, verb, staged, tracer) as session:
         run = session.run(lambda connect, settings: action(app.project, remote.inventory, connect, settings))
         report_run(app, remote, run, diff=diff)
     exit_for(ctx, run)
@@ -531,7 +532,7 @@ def push_command(
     def action(project: Project, inventory: Path, connect: ConnectFactory, settings: RunSettings) -> RunResult:
         return push(project, inventory, connect, options, replace(settings, resume=resume))
 
-    run = _run(ctx, remote, "check" if check else "push", action, staged=staged, diff=show_diff)
+    run = run_command(ctx, remote, "check" if check else "push", action, staged=staged, diff=show_diff)
     if check and exit_code and run.pending:
         ctx.exit(ExitStatus.CHANGES)
 
@@ -554,4 +555,4 @@ def rollback_command(ctx: click.Context, remote: RemoteArgs, staged: StagingArgs
     def action(project: Project, inventory: Path, connect: ConnectFactory, settings: RunSettings) -> RunResult:
         return rollback(project, inventory, connect, options, settings, undo=undo)
 
-    _run(ctx, remote, "rollback", action, staged=staged)
+    run_command(ctx, remote, "rollback", action, staged=staged)
