@@ -7,11 +7,11 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import click
 from rich.console import Console
 
+from provision.cli.config import all_commands
 from provision.errors import display_path
 from provision.project import Project
 from provision.report import Reporter
@@ -73,11 +73,8 @@ def _env_files_given(ctx: click.Context, _param: click.Parameter, value: Sequenc
 
 def add_env_file_option(root: click.Command) -> None:
     """--env-file after any command too (`provision push --env-file lab.env ...`)."""
-    stack: list[Any] = [root]
-    while stack:
-        command = stack.pop()
+    for command in list(all_commands(root)):
         if isinstance(command, click.Group):
-            stack.extend(command.commands.values())
             continue
         command.params.append(
             click.Option(

@@ -109,7 +109,7 @@ def default_map(config: ConfigFile, root: click.Group) -> dict[str, Any]:
                 out[key] = build(sub, inherited, value, [*path, key])
             elif name in options:
                 out[str(options[name].name)] = _value(options[name], value, base)
-            elif not path and any(name in _options(c) for c in _commands(root)):
+            elif not path and any(name in _options(c) for c in all_commands(root)):
                 continue  # an option of other commands, given for all of them
             else:
                 known = list(options) + (list(command.commands) if isinstance(command, click.Group) else [])
@@ -129,11 +129,12 @@ def default_map(config: ConfigFile, root: click.Group) -> dict[str, Any]:
     return result
 
 
-def _commands(command: click.Command) -> Iterator[click.Command]:
+def all_commands(command: click.Command) -> Iterator[click.Command]:
+    """`command` and every command below it."""
     yield command
     if isinstance(command, click.Group):
         for sub in command.commands.values():
-            yield from _commands(sub)
+            yield from all_commands(sub)
 
 
 def option_key(option: click.Option) -> str:
@@ -162,12 +163,8 @@ def _value(option: click.Option, value: Any, base: Path) -> Any:
 
 def add_environment_variables(root: click.Command) -> None:
     """Give every option of every command an environment variable, PROVISION_<OPTION>."""
-    for command in _commands(root):
-        for param in command.params:
-            if not isinstance(param, click.Option) or not param.name or not param.expose_value:
-                continue
-            if param.name in ("help", "version"):
-                continue
+    for command in all_commands(root):
+        for param in _options(command).values():
             if param.envvar is None:
                 param.envvar = ENV_PREFIX + option_key(param).upper()
             param.show_envvar = True
@@ -178,10 +175,9 @@ def option_table(root: click.Command) -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = []
 
     def walk(command: click.Command, path: list[str]) -> None:
-        for param in command.params:
-            if isinstance(param, click.Option) and param.expose_value and param.name not in ("help", "version"):
-                envvar = param.envvar if isinstance(param.envvar, str) else ", ".join(param.envvar or [])
-                rows.append((" ".join(path) or "(all)", max(param.opts, key=len), envvar))
+        for param in _options(command).values():
+            envvar = param.envvar if isinstance(param.envvar, str) else ", ".join(param.envvar or [])
+            rows.append((" ".join(path) or "(all)", max(param.opts, key=len), envvar))
         if isinstance(command, click.Group):
             for name, sub in sorted(command.commands.items()):
                 walk(sub, [*path, name])

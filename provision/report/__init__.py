@@ -7,7 +7,7 @@ pipe or a log. Every string that may hold user data passes the Redactor first.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -348,13 +348,10 @@ class Reporter:
         for column in ("host", "result", "users", "time", "reason"):
             table.add_column(column, overflow="fold")
         for outcome in detail.hosts:
-            users: dict[str, int] = {}
-            for user in outcome.users:
-                users[user.status] = users.get(user.status, 0) + 1
             table.add_row(
                 escape(outcome.host),
                 escape(outcome.status),
-                escape(", ".join(f"{n} {s}" for s, n in users.items())),
+                escape(_user_counts(outcome.users)),
                 f"{outcome.seconds:.1f}s",
                 escape(outcome.reason),
             )
@@ -458,7 +455,7 @@ def _hosts_table(run: RunOutcome[Any], rows: Sequence[Any], redact: Callable[[st
         if run.command == "smoke":
             cells.append(escape(host.method or "-"))
         if not checks:
-            cells.append(escape(_user_counts(host)))
+            cells.append(escape(_user_counts(host.users)))
         cells.append(f"{host.seconds:.1f}s")
         cells.append(escape(redact(host.reason if checks else _host_reason(host))))
         table.add_row(*cells)
@@ -478,9 +475,10 @@ def _steps(hosts: Sequence[Any]) -> list[str]:
     return out
 
 
-def _user_counts(host: HostResult) -> str:
+def _user_counts(users: Iterable[Any]) -> str:
+    """'2 changed, 1 busy': a host's users by status (results or recorded outcomes)."""
     counts: dict[str, int] = {}
-    for user in host.users:
+    for user in users:
         counts[user.status] = counts.get(user.status, 0) + 1
     return ", ".join(f"{n} {status}" for status, n in counts.items())
 

@@ -47,9 +47,14 @@ def status_rank(status: str) -> int:
 
 
 def count_statuses(hosts: Iterable[HostOutcome]) -> dict[str, int]:
+    return count_words(host.status for host in hosts)
+
+
+def count_words(statuses: Iterable[str]) -> dict[str, int]:
+    """Each status and how many times it comes, worst first."""
     counts: dict[str, int] = {}
-    for host in hosts:
-        counts[host.status] = counts.get(host.status, 0) + 1
+    for status in statuses:
+        counts[status] = counts.get(status, 0) + 1
     return dict(sorted(counts.items(), key=lambda item: status_rank(item[0])))
 
 

@@ -22,7 +22,7 @@ from rich.table import Table
 import provision
 from provision.errors import ConfigError, Problem, ProvisionError
 from provision.offline import DiffResult, RenderResult, ValidationResult
-from provision.report.data import status_rank, to_json
+from provision.report.data import count_words, status_rank, to_json
 from provision.report.files import STDOUT, write_text
 from provision.targets import HostList
 
@@ -58,13 +58,6 @@ def _by_host(users: Iterable[tuple[str, dict[str, Any]]], groups: dict[str, list
     return list(hosts.values())
 
 
-def _counts(statuses: Iterable[str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for status in statuses:
-        counts[status] = counts.get(status, 0) + 1
-    return dict(sorted(counts.items(), key=lambda item: status_rank(item[0])))
-
-
 def render_data(result: RenderResult, text: str) -> dict[str, Any]:
     users: list[tuple[str, dict[str, Any]]] = [
         (host, {"user": user, "status": RENDERED, "accounts": accounts, "file": str(result.file(host, user))})
@@ -74,7 +67,7 @@ def render_data(result: RenderResult, text: str) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "hosts": len(hosts),
         "targets": len(users),
-        "by_status": _counts(u["status"] for _, u in users),
+        "by_status": count_words(u["status"] for _, u in users),
     }
     data = _envelope("render", True, {**summary, "text": text}, result.warnings)
     data.update(out=str(result.out), encoding=result.encoding, secrets=result.secrets, hosts=hosts)
@@ -106,7 +99,7 @@ def diff_data(result: DiffResult, text: str) -> dict[str, Any]:
     order = [t for t in result.order if t in entries] + [t for t in entries if t not in result.order]
     users = [entries[t] for t in order]
     hosts = _by_host(users, result.groups)
-    by_status = _counts(u["status"] for _, u in users)
+    by_status = count_words(u["status"] for _, u in users)
     summary = {
         "hosts": len(hosts),
         "targets": len(users),
