@@ -303,34 +303,31 @@ _STAGING_OPTIONS = [
 ]
 
 
-def staging_options(func: Callable[..., None]) -> Callable[..., None]:
-    """Adds the staging options and hands them to the command as one StagingArgs, `staged`."""
-    names = [f.name for f in fields(StagingArgs)]
+def _bundled(
+    args_class: type[Any], decorators: list[Callable[[Any], Any]], keyword: str
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """A decorator that adds `decorators` (click options) and hands their values to the
+    command as one `args_class`, under `keyword`."""
+    names = [f.name for f in fields(args_class)]
 
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        staged = StagingArgs(**{name: kwargs.pop(name) for name in names})
-        func(*args, staged=staged, **kwargs)
+    def decorate(func: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> None:
+            bundle = args_class(**{name: kwargs.pop(name) for name in names})
+            func(*args, **{keyword: bundle}, **kwargs)
 
-    command: Callable[..., None] = wrapper
-    for decorator in reversed(_STAGING_OPTIONS):
-        command = decorator(command)
-    return command
+        command: Callable[..., None] = wrapper
+        for decorator in reversed(decorators):
+            command = decorator(command)
+        return command
+
+    return decorate
 
 
-def remote_options(func: Callable[..., None]) -> Callable[..., None]:
-    """Adds the shared options and hands them to the command as one RemoteArgs, `remote`."""
-    names = [f.name for f in fields(RemoteArgs)]
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        remote = RemoteArgs(**{name: kwargs.pop(name) for name in names})
-        func(*args, remote=remote, **kwargs)
-
-    command: Callable[..., None] = wrapper
-    for decorator in reversed(_REMOTE_OPTIONS):
-        command = decorator(command)
-    return command
+#: Adds the staging options and hands them to the command as one StagingArgs, `staged`.
+staging_options = _bundled(StagingArgs, _STAGING_OPTIONS, "staged")
+#: Adds the shared options and hands them to the command as one RemoteArgs, `remote`.
+remote_options = _bundled(RemoteArgs, _REMOTE_OPTIONS, "remote")
 
 
 def credentials(app: App, user: str | None, password_ref: str) -> Credentials:
