@@ -13,7 +13,6 @@ import os
 import random
 import secrets
 import socket
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +26,6 @@ from provision.lab.host import SimulatedHost, SimUser
 from provision.lab.server import HTTPS_PORT, Endpoint, LabServer
 from provision.lab.wsman import WSManService
 from provision.remote import INSTALLED_EXE
-
-_NTLM_LOCK = threading.Lock()
 
 FIRST_NAMES = ["Jane Doe", "Zoë Müller", "Дмитрий Иванов", "王芳", "Ana García", "Linh Nguyễn", "Siobhán O'Keefe"]
 GROUPS = ["sales", "support"]
@@ -71,17 +68,6 @@ def _free_block() -> int:
                 continue
         return block
     raise RuntimeError("no free loopback block for the lab")
-
-
-def _register_ntlm_user(folder: Path, credentials: Credentials) -> None:
-    """pyspnego's NTLM acceptor reads accounts from the file named by NTLM_USER_FILE."""
-    with _NTLM_LOCK:
-        path = os.environ.get("NTLM_USER_FILE")
-        # An earlier lab in this process may have been removed with its folder: start a new store.
-        store = Path(path) if path and Path(path).parent.is_dir() else folder / "ntlm-users"
-        with open(store, "a", encoding="utf-8") as handle:
-            handle.write(f":{credentials.username}:{credentials.password}\n")
-        os.environ["NTLM_USER_FILE"] = str(store)
 
 
 class Fleet:
@@ -140,7 +126,6 @@ class Fleet:
                     if offset == 0 and index % 2 == 0:
                         host.start_microsip(user.name)
         self.ca, cert, key, der = make_certificates(folder / "tls", list(self.addresses.values()))
-        _register_ntlm_user(folder, self.credentials)
         endpoints = [Endpoint(self.addresses[n], h, WSManService(h)) for n, h in self.hosts.items()]
         self.server = LabServer(
             endpoints,

@@ -9,7 +9,6 @@ running instance; processes are matched to users by owner.
 from __future__ import annotations
 
 import codecs
-import hashlib
 import itertools
 import re
 import shutil
@@ -600,13 +599,16 @@ class SimulatedHost:
             raise method_error("GetAccessControl", 1, "Attempted to perform an unauthorized operation.")
         return security
 
+    def _user_with_sid(self, sid: str) -> SimUser | None:
+        return next((u for u in self.users.values() if u.sid == sid), None)
+
     def account_name(self, sid: str) -> str:
         """SecurityIdentifier.Translate(NTAccount); throws for a SID with no name here."""
         if sid in WELL_KNOWN:
             return WELL_KNOWN[sid]
         if sid == ADMIN_ACCOUNT:
             return f"{self.name.upper()}\\Administrator"
-        found = next((u for u in self.users.values() if u.sid == sid), None)
+        found = self._user_with_sid(sid)
         if found is None:
             raise method_error("Translate", 1, "Some or all identity references could not be translated.")
         return f"{self.name.upper()}\\{found.name}"
@@ -649,13 +651,6 @@ class SimulatedHost:
         file = self._file(windows_path, "ReadAllBytes", 1)
         return file.read_bytes()
 
-    def file_hash(self, windows_path: str) -> str:
-        """Get-FileHash -Algorithm SHA256, lower case."""
-        self.cmdlet("Get-FileHash", LiteralPath=windows_path, Algorithm="SHA256")
-        if not self.test_path(windows_path):
-            raise PSError(f"Cannot find path '{windows_path}' because it does not exist.")
-        return hashlib.sha256(self.path(windows_path).read_bytes()).hexdigest()
-
     def write_all_bytes(self, windows_path: str, content: bytes) -> None:
         """[System.IO.File]::WriteAllBytes."""
         with self.lock:
@@ -684,15 +679,6 @@ class SimulatedHost:
             if not dst.parent.is_dir():
                 raise method_error("Move", 2, "Could not find a part of the path.")
             src.replace(dst)
-
-    def new_directory(self, windows_path: str) -> None:
-        """New-Item -ItemType Directory -Force: every missing folder on the way is created."""
-        self.cmdlet("New-Item", ItemType="Directory", Path=windows_path, Force=True)
-        with self.lock:
-            for folder in self._missing_folders(windows_path):
-                parent = self.folder_security(folder.rpartition("\\")[0])
-                self.security[self._key(folder)] = inherited_security(parent, ADMIN_ACCOUNT)
-                self.path(folder).mkdir()
 
     def copy_item(self, source: str, destination: str) -> None:
         """Copy-Item -LiteralPath."""
@@ -756,20 +742,20 @@ class SimulatedHost:
         self.cmdlet("Test-Path", LiteralPath=f"Registry::HKEY_USERS\\{sid}")
         if not self.elevated:
             return False
-        found = next((u for u in self.users.values() if u.sid == sid), None)
+        found = self._user_with_sid(sid)
         return found is not None and found.has_profile and found.hive
 
     def user_shell_folder(self, sid: str, name: str) -> str | None:
         """RegistryKey.GetValue(name, $null, 'DoNotExpandEnvironmentNames') on the hive's User
         Shell Folders: the raw REG_EXPAND_SZ, or None."""
-        found = next((u for u in self.users.values() if u.sid == sid), None)
+        found = self._user_with_sid(sid)
         if found is None or not found.hive or name != "AppData":
             return None
         return found.appdata
 
     def profile_image_path(self, sid: str) -> str | None:
         """ProfileList\\<SID>\\ProfileImagePath, or None if the key is not there."""
-        found = next((u for u in self.users.values() if u.sid == sid), None)
+        found = self._user_with_sid(sid)
         if found is None or not found.has_profile:
             return None
         return f"C:\\Users\\{found.name}"

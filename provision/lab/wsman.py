@@ -38,7 +38,6 @@ ACTIONS = {
     SHELL + "Signal": "Signal",
 }
 
-MAX_ENVELOPE_BYTES = 500 * 1024  # MaxEnvelopeSizekb = 500, Windows' default
 TOO_LARGE = 413  # what the service answers to a request over MaxEnvelopeSizekb (no SOAP fault)
 MAX_OPERATIONS_PER_SHELL = 1500  # MaxConcurrentOperationsPerUser default
 OUTPUT_CHUNK = 96 * 1024  # keeps each Receive reply under pywinrm's 153,600-byte MaxEnvelopeSize

@@ -15,6 +15,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
+from functools import cache
 from typing import Any, cast
 
 from provision.remote import agent_text, bootstrap_command
@@ -111,10 +112,12 @@ def send_limit(max_envelope_kb: int | None) -> int:
     return max(1024, (envelope - ENVELOPE_OVERHEAD) * 3 // 4)
 
 
+@cache
 def agent_digest() -> str:
     return hashlib.sha256(agent_text().encode("utf-8")).hexdigest()[:16]
 
 
+@cache
 def agent_line() -> str:
     """The agent as the bootstrap reads it: base64 of its UTF-8 text, one line."""
     return base64.b64encode(agent_text().encode("utf-8")).decode("ascii")

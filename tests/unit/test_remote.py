@@ -165,11 +165,12 @@ def test_golden_push_conversation(examples: Project, tmp_path: Path) -> None:
 def test_the_lab_refuses_envelopes_over_the_size_limit(tmp_path: Path) -> None:
     import asyncio
 
-    from provision.lab.wsman import MAX_ENVELOPE_BYTES, WSManService
+    from provision.lab.faults import WINRM_DEFAULTS
+    from provision.lab.wsman import WSManService
 
     host = SimulatedHost("h", tmp_path, [SimUser("u")])
     service = WSManService(host)
-    status, body = asyncio.run(service.handle(b"<x>" + b"a" * MAX_ENVELOPE_BYTES + b"</x>"))
+    status, body = asyncio.run(service.handle(b"<x>" + b"a" * WINRM_DEFAULTS["MaxEnvelopeSizekb"] * 1024 + b"</x>"))
     assert (status, body) == (413, b"")  # HTTP 413, not a WS-Management fault
     host.faults.winrm_config = {"MaxEnvelopeSizekb": 150}
     status, _ = asyncio.run(service.handle(b"<x>" + b"a" * 150 * 1024 + b"</x>"))
