@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from provision.remote.agent import stderr_message
 
 from conftest import EXAMPLE_INVENTORY
 from labkit import DirectTransport
+from powershell_tree import PARSER, nodes, text
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "remote" / "push-conversation.txt"
 REFRESH = os.environ.get("PROVISION_REFRESH_GOLDEN") == "1"
@@ -66,6 +68,30 @@ def test_the_syntax_check_catches_a_broken_script() -> None:
     broken = script("apply.ps1").replace("    $Result.status = 'written'\n}", "    $Result.status = 'written'\n", 1)
     assert broken != script("apply.ps1")
     assert syntax_errors(broken.encode()) != []
+
+
+# .NET calls whose result is a byte array; a function that returns one as it is hands it to the
+# pipeline, which unrolls it: the caller gets object[], one boxed byte each (about_Return).
+BYTE_ARRAY = re.compile(r"(ReadAllBytes|FromBase64String|ComputeHash|GetBytes)\([^()]*\)$")  # the value's last call
+
+
+def unrolled_byte_arrays(source: bytes) -> list[str]:
+    """`return <a call giving a byte array>` without the unary comma that keeps the array whole."""
+    found = []
+    for node in nodes(PARSER.parse(source).root_node):
+        if node.type != "flow_control_statement" or not text(node).startswith("return"):
+            continue
+        value = text(node).removeprefix("return").strip()
+        if BYTE_ARRAY.search(value) and not value.startswith(","):
+            found.append(f"line {node.start_point[0] + 1}: {text(node)}")
+    return found
+
+
+def test_functions_return_byte_arrays_whole() -> None:
+    """An 8 MB ini unrolled is 8 million objects in the shell's memory (MaxMemoryPerShellMB)."""
+    assert unrolled_byte_arrays(agent_text().encode()) == []
+    assert unrolled_byte_arrays(b"function F { return [IO.File]::ReadAllBytes($p) }") != []
+    assert unrolled_byte_arrays(b"function F { return ,[IO.File]::ReadAllBytes($p) }") == []
 
 
 def test_every_script_is_in_the_agent_and_marked() -> None:

@@ -227,8 +227,10 @@ function Add-Running {
 
 function Read-SharedBytes {
     # A whole file, read as MicroSIP lets others read it (it writes through the profile API).
+    # The comma keeps the byte[] whole: returned bare, the pipeline would unroll it into an
+    # object[] of boxed bytes (an 8 MB ini: 8 million objects in the shell's memory).
     param([string]$Path)
-    return [System.IO.File]::ReadAllBytes($Path)
+    return ,[System.IO.File]::ReadAllBytes($Path)
 }
 
 function Get-Sha256 {
