@@ -923,13 +923,14 @@ class AgentTwin:
         self, user: dict[str, Any], request: dict[str, Any], result: dict[str, Any], closed: bool
     ) -> None:
         path = user["ini_path"]
-        current = self.get_sha256(path) if self.host.file_exists(path) else None
+        content = self.host.read_all_bytes(path) if self.host.file_exists(path) else None  # read once
+        current = _sha(content) if content is not None else None
         if current != user.get("expected_sha256") and current != user["new_sha256"]:
             result["status"] = UserStatus.REREAD
             result["sha256"] = current
             result["closed"] = closed
-            if current is not None:
-                result["content_b64"] = base64.b64encode(self.host.read_all_bytes(path)).decode()
+            if content is not None:
+                result["content_b64"] = base64.b64encode(content).decode()
             return
         if current != user["new_sha256"]:
             result["backup"] = self.save_backup(path, int(request["backups"]), str(request.get("run") or ""))

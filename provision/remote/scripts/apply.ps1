@@ -68,16 +68,18 @@ function Update-UserIni {
     param($User, $Request, [hashtable]$Result, [bool]$Closed)
     $path = [string]$User.ini_path
     $current = $null
+    $content = $null
     if ([System.IO.File]::Exists($path)) {
-        $current = Get-Sha256 -Path $path
+        $content = Read-SharedBytes -Path $path  # read once: what is hashed is what is sent back
+        $current = Get-Sha256 -Bytes $content
     }
     if ($current -ne $User.expected_sha256 -and $current -ne $User.new_sha256) {
         # Changed since discover (MicroSIP saved on exit): send it back for a new merge.
         $Result.status = 'reread'
         $Result.sha256 = ConvertTo-Text $current
         $Result.closed = $Closed
-        if ($null -ne $current) {
-            $Result.content_b64 = [Convert]::ToBase64String((Read-SharedBytes -Path $path))
+        if ($null -ne $content) {
+            $Result.content_b64 = [Convert]::ToBase64String($content)
         }
         return
     }
