@@ -25,7 +25,7 @@ from provision.ini import Desired, Key, read_ini
 from provision.model import microsip
 from provision.model.profile import Profile
 from provision.model.rules import hook_command, ini_value
-from provision.model.values import QUOTE_MAX, unsafe_character
+from provision.model.values import cut, one_line, unsafe_character
 from provision.sandbox import LimitedSandbox, TemplateLimitError, render_budget
 from provision.targets import Target
 
@@ -65,10 +65,10 @@ class Templates:
                 self._template = self.env.get_template(TEMPLATE)
             except jinja2.TemplateSyntaxError as exc:
                 where = f"{display_path(exc.filename or exc.name or TEMPLATE)}:{exc.lineno}"
-                raise TemplateError(f"{where}: template syntax error: {_clip(exc.message or '')}") from None
+                raise TemplateError(f"{where}: template syntax error: {one_line(exc.message or '')}") from None
             except jinja2.TemplateNotFound as exc:
                 dirs = ", ".join(display_path(d) for d in self.directories) or "none"
-                raise TemplateError(f"template {_clip(str(exc.name))} not found (searched: {dirs})") from None
+                raise TemplateError(f"template {one_line(str(exc.name))} not found (searched: {dirs})") from None
             except Exception as exc:  # noqa: BLE001 - compiling runs the template's constant parts
                 where = _template_line(exc, None)
                 raise TemplateError(f"{where}: the template cannot be compiled: {_template_message(exc)}") from None
@@ -97,22 +97,16 @@ def _template_line(exc: BaseException, template: jinja2.Template | None) -> str:
 
 def _template_message(exc: BaseException) -> str:
     if isinstance(exc, jinja2.UndefinedError):
-        return f"undefined value: {_clip(exc.message or '')}"
+        return f"undefined value: {one_line(exc.message or '')}"
     if isinstance(exc, TemplateLimitError):
         return f"{exc} (a microsip.ini template needs far less)"
     if isinstance(exc, SecurityError):
-        return f"not allowed in the sandbox: {_clip(str(exc))}"
+        return f"not allowed in the sandbox: {one_line(str(exc))}"
     if isinstance(exc, RecursionError):
         return "recursion too deep: a macro that calls itself or a template that includes itself"
     if isinstance(exc, MemoryError):
         return "out of memory"
-    return f"template error: {_clip(str(exc))}"
-
-
-def _clip(text: str, limit: int = 200) -> str:
-    """Python's messages may quote values (a 1 MB string in a TypeError): keep them short."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + "..."
+    return f"template error: {one_line(str(exc))}"
 
 
 @dataclass(frozen=True)
@@ -215,9 +209,9 @@ def check_rendered(text: str, target: Target, tokens: dict[str, str]) -> Desired
     where = f"{TEMPLATE} for {target.id}"
     errors: list[str] = []
     for name, line in doc.duplicate_sections:
-        errors.append(f"line {line}: section [{_q(name)}] appears twice")
+        errors.append(f"line {line}: section [{cut(name)}] appears twice")
     for section, key, line in doc.duplicate_keys:
-        errors.append(f"line {line}: [{_q(section)}] {_q(key)} appears twice (MicroSIP would read the first)")
+        errors.append(f"line {line}: [{cut(section)}] {cut(key)} appears twice (MicroSIP would read the first)")
     for line in doc.ignored_lines:
         errors.append(f"line {line}: neither a section, a key=value line nor a ; comment")
     settings = doc.sections.get("settings")
@@ -229,33 +223,35 @@ def check_rendered(text: str, target: Target, tokens: dict[str, str]) -> Desired
         if match:
             numbers.append(int(match.group(1)))
             errors += [
-                f"[{_q(sec.name)}] has no {k}" for k in ("domain", "server", "username") if not sec.values.get(k)
+                f"[{cut(sec.name)}] has no {k}" for k in ("domain", "server", "username") if not sec.values.get(k)
             ]
         elif lower in microsip.OWNED_SECTIONS:
-            errors.append(f"[{_q(sec.name)}] belongs to MicroSIP and the user; a template may not write it")
+            errors.append(f"[{cut(sec.name)}] belongs to MicroSIP and the user; a template may not write it")
         elif lower != "settings":
-            errors.append(f"[{_q(sec.name)}] is not a section MicroSIP reads")
+            errors.append(f"[{cut(sec.name)}] is not a section MicroSIP reads")
         for key, value in sec.values.items():
             bad = unsafe_character(value)
             if bad:
-                errors.append(f"[{_q(sec.name)}] {_q(sec.names[key])} contains {bad}")
+                errors.append(f"[{cut(sec.name)}] {cut(sec.names[key])} contains {bad}")
             limit = _value_limit(bool(match), key)
             if len(value) > limit:
-                errors.append(f"[{_q(sec.name)}] {_q(sec.names[key])} is longer than MicroSIP reads ({limit})")
+                errors.append(f"[{cut(sec.name)}] {cut(sec.names[key])} is longer than MicroSIP reads ({limit})")
     if sorted(numbers) != list(range(1, len(numbers) + 1)):
-        errors.append(f"accounts must be numbered 1..N without gaps (found {_q(str(sorted(numbers)))})")
+        errors.append(f"accounts must be numbered 1..N without gaps (found {cut(str(sorted(numbers)))})")
     if settings is not None:
         account_id = settings.values.get("accountid")
         if account_id is None:
             errors.append("[Settings] has no accountId; without it MicroSIP ignores [Account1]")
         elif not _ACCOUNT_ID.fullmatch(account_id) or not 1 <= int(account_id) <= len(numbers):
-            errors.append(f"[Settings] accountId={_q(account_id)} points at no account")
+            errors.append(f"[Settings] accountId={cut(account_id)} points at no account")
         wanted = target.resolved.profile.settings.updatesInterval
         if wanted is not None and settings.values.get("updatesinterval") != wanted:
             errors.append(f"[Settings] updatesInterval must be {wanted!r} (an update prompt blocks the workstation)")
         for key in settings.values:
             if key in microsip.USER_STATE_KEYS:
-                errors.append(f"[Settings] {_q(settings.names[key])} is user state MicroSIP rewrites; do not manage it")
+                errors.append(
+                    f"[Settings] {cut(settings.names[key])} is user state MicroSIP rewrites; do not manage it"
+                )
     errors += _check_tokens(doc.keys(), tokens)
     if errors:
         shown = errors[:MAX_REPORTED] + (
@@ -267,11 +263,6 @@ def check_rendered(text: str, target: Target, tokens: dict[str, str]) -> Desired
 
 #: Problems listed for one rendered ini; a template gone wrong can make thousands.
 MAX_REPORTED = 20
-
-
-def _q(text: str) -> str:
-    """A name from the rendered text, as a message shows it: at most QUOTE_MAX characters."""
-    return text if len(text) <= QUOTE_MAX else text[:QUOTE_MAX] + "..."
 
 
 def _value_limit(account: bool, key: str) -> int:
@@ -287,8 +278,8 @@ def _check_tokens(keys: dict[Key, str], tokens: dict[str, str]) -> list[str]:
     errors = []
     for (section, key), value in keys.items():
         if "@@secret-" in value and (tokens.get(value) != section or key != "password"):
-            errors.append(f"[{_q(section)}] {_q(key)}: a secret may only be the value of an account's password")
+            errors.append(f"[{cut(section)}] {cut(key)}: a secret may only be the value of an account's password")
     for token, section in tokens.items():
         if keys.get((section, "password")) != token:
-            errors.append(f"[{_q(section)}] password must be written exactly as {{{{ account.fields.password }}}}")
+            errors.append(f"[{cut(section)}] password must be written exactly as {{{{ account.fields.password }}}}")
     return errors

@@ -21,7 +21,7 @@ from dotenv.parser import parse_stream
 
 from provision.errors import ConfigError, Problem, SecretError, display_path
 from provision.model.microsip import Version, account_string_max
-from provision.model.values import QUOTE_MAX, unsafe_character
+from provision.model.values import cut, unsafe_character
 
 MASK = "********"
 #: The most a file: secret is read (a password is at most a few hundred characters).
@@ -65,8 +65,7 @@ def same_text(a: str, b: str) -> bool:
 
 def _about(ref: str, where: str) -> str:
     """How an error names a secret: its reference (cut if huge) and where it is used."""
-    named = ref if len(ref) <= QUOTE_MAX else ref[:QUOTE_MAX] + "..."
-    return f"secret {named} (used at {where})"
+    return f"secret {cut(ref)} (used at {where})"
 
 
 class SecretResolver:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from provision.errors import ConfigError, Problem, display_path
 from provision.model.hostrange import HostRangeError, expand_host_range, has_range
-from provision.model.values import QUOTE_MAX, shown
+from provision.model.values import cut, shown
 
 # A pattern followed by [N], [-N], [A:B], [A:] or [:B] ([A-B] as older Ansible wrote it).
 _SUBSCRIPT = re.compile(r"^(.+)\[(?:(-?[0-9]+)|([0-9]*)([:-])([0-9]*))\]$")
@@ -105,7 +105,7 @@ def _file_terms(name: str, read_file: Callable[[str], str], problems: list[Probl
         problems += exc.problems
         return []
     terms: list[Term] = []
-    where = _clipped(display_path(name))
+    where = cut(display_path(name))
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -123,7 +123,7 @@ def _file_terms(name: str, read_file: Callable[[str], str], problems: list[Probl
 def read_pattern_file(name: str) -> str:
     """A pattern file (`--limit @FILE`), relative to the working directory."""
     path = Path(name)
-    where = _clipped(display_path(path))
+    where = cut(display_path(path))
     try:
         if not path.is_file():
             missing = "is a folder, not a file" if path.is_dir() else "file not found"
@@ -134,10 +134,6 @@ def read_pattern_file(name: str) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
         raise ConfigError([Problem(where, None, "", f"cannot read: {reason}")]) from None
-
-
-def _clipped(name: str) -> str:
-    return name if len(name) <= QUOTE_MAX else name[:QUOTE_MAX] + "..."
 
 
 class HostIndex:

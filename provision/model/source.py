@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from provision.errors import ConfigError, Problem, display_path
-from provision.model.values import QUOTE_MAX, shown
+from provision.model.values import cut, one_line, shown
 
 FieldPath = tuple[str | int, ...]
 
@@ -71,11 +71,11 @@ class Located:
     def field_name(self, path: FieldPath) -> str:
         """The path as the file spells it (see `names`)."""
         if self.names:
-            for cut in range(len(path), 0, -1):
-                name = self.names.get(path[:cut])
+            for length in range(len(path), 0, -1):
+                name = self.names.get(path[:length])
                 if name is not None:
-                    name = name if len(name) <= QUOTE_MAX else name[:QUOTE_MAX] + "..."  # a huge host name
-                    rest = dotted(path[cut:])
+                    name = cut(name)  # a huge host name
+                    rest = dotted(path[length:])
                     return name + ("" if not rest else rest if rest.startswith("[") else "." + rest)
         return dotted(path)
 
@@ -87,8 +87,7 @@ def dotted(path: Iterable[str | int]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            text = part if len(part) <= QUOTE_MAX else part[:QUOTE_MAX] + "..."
-            out += f".{text}" if out else text
+            out += f".{cut(part)}" if out else cut(part)
     return out
 
 
@@ -152,12 +151,12 @@ def _parse_yaml(text: str, name: str, tags: ScalarTags) -> Located:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         detail = exc.problem or exc.context or "invalid YAML"
-        raise ConfigError([Problem(name, line, "", f"invalid YAML: {_clip(detail)}")]) from None
+        raise ConfigError([Problem(name, line, "", f"invalid YAML: {one_line(detail)}")]) from None
     except yaml.reader.ReaderError as exc:
         line = text.count("\n", 0, exc.position) + 1 if isinstance(exc.position, int) else None
-        raise ConfigError([Problem(name, line, "", f"invalid YAML: {_clip(exc.reason)}")]) from None
+        raise ConfigError([Problem(name, line, "", f"invalid YAML: {one_line(exc.reason)}")]) from None
     except yaml.YAMLError as exc:
-        raise ConfigError([Problem(name, None, "", f"invalid YAML: {_clip(str(exc))}")]) from None
+        raise ConfigError([Problem(name, None, "", f"invalid YAML: {one_line(str(exc))}")]) from None
     except RecursionError:  # the pure-Python composer, when libyaml is missing
         raise ConfigError([Problem(name, None, "", f"nested deeper than {MAX_DEPTH} levels")]) from None
     located = Located(data=None, file=name)
@@ -169,12 +168,6 @@ def _parse_yaml(text: str, name: str, tags: ScalarTags) -> Located:
         if converter.problems:
             raise ConfigError(converter.problems)
     return located
-
-
-def _clip(text: str, limit: int = 200) -> str:
-    """A parser's message can quote what it choked on (an anchor name, a tag): keep it short."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # libyaml's composer is several times faster on large inventories; fall back to pure Python.

@@ -18,6 +18,16 @@ from pydantic_core import CoreSchema, PydanticCustomError
 QUOTE_MAX = 60
 
 
+def cut(text: str, limit: int = QUOTE_MAX) -> str:
+    """`text` as a message quotes a name: at most `limit` characters, then '...'."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """Another program's message quoted in ours: on one line, and short (it may quote a huge value)."""
+    return cut(" ".join(text.split()), limit)
+
+
 def shown(value: object, limit: int = QUOTE_MAX) -> str:
     """A value as an error message quotes it: short, on one line, and never huge.
 
