@@ -50,8 +50,12 @@ def select_targets(
     project: Project, inventory_path: Path, limit: str | None = None, hosts: Sequence[str] = ()
 ) -> tuple[LoadedInventory, list[Target]]:
     inventory = load_inventory(inventory_path)
-    chosen = select_hosts(inventory.model, limit, hosts)
-    return inventory, resolve_targets(project.store(), inventory, chosen)
+    return inventory, _targets(project, inventory, limit, hosts)
+
+
+def _targets(project: Project, inventory: LoadedInventory, limit: str | None, hosts: Sequence[str]) -> list[Target]:
+    """The chosen hosts' targets: each (host, user) with its profiles resolved."""
+    return resolve_targets(project.store(), inventory, select_hosts(inventory.model, limit, hosts))
 
 
 def prepare(project: Project, inventory_path: Path, limit: str | None = None, hosts: Sequence[str] = ()) -> Prepared:
@@ -63,8 +67,7 @@ def prepare_inventory(
     project: Project, inventory: LoadedInventory, limit: str | None = None, hosts: Sequence[str] = ()
 ) -> Prepared:
     """`prepare` for an inventory already loaded."""
-    chosen = select_hosts(inventory.model, limit, hosts)
-    targets = resolve_targets(project.store(), inventory, chosen)
+    targets = _targets(project, inventory, limit, hosts)
     resolver = project.secret_resolver()
     renderer = Renderer(project.templates())
     problems: list[Problem] = []
