@@ -27,9 +27,10 @@ from typing import Any
 import requests
 from cryptography import x509
 
-from provision.jobs import HostJob, UserJob, group_by_host, host_groups
+from provision.jobs import Endpoint, HostJob, UserJob, endpoint_of, group_by_host, host_groups
 from provision.outcome import RunOutcome
 from provision.project import Project, select_targets
+from provision.remote import INSTALLED_EXE
 from provision.remote.agent import PreflightError, Recorder
 from provision.remote.protocol import Facts, InspectRequest, Op, Preflight, UserStatus
 from provision.report.files import write_text
@@ -88,18 +89,6 @@ class Diagnosis:
         return ""
 
 
-@dataclass(frozen=True)
-class Target:
-    """Where a host's WinRM listener is, as the inventory says."""
-
-    address: str
-    scheme: str
-    port: int
-    auth: str
-    ca_bundle: Path | None
-    max_envelope_kb: int | None
-
-
 DoctorRun = RunOutcome[Diagnosis]
 
 
@@ -132,7 +121,7 @@ def doctor(
     options = SessionOptions(timeout=timeout, retries=0)
 
     def work(job: HostJob) -> Diagnosis:
-        return diagnose_host(job, connect, target_of(job, base), options, verify_tls, user, lines.recorder(job.host))
+        return diagnose_host(job, connect, endpoint_of(job, base), options, verify_tls, user, lines.recorder(job.host))
 
     def broken(job: HostJob, reason: str, kind: str) -> Diagnosis:
         result = Diagnosis(job.host, "")
@@ -145,23 +134,10 @@ def doctor(
     return DoctorRun.of("doctor", run, jobs, redactor=redactor, verify_tls=verify_tls)
 
 
-def target_of(job: HostJob, base: Path) -> Target:
-    c = job.connection
-    scheme = c.scheme or "https"
-    return Target(
-        address=c.address or job.host,
-        scheme=scheme,
-        port=c.port or (5986 if scheme == "https" else 5985),
-        auth=c.auth or "ntlm",
-        ca_bundle=base / c.ca_bundle if c.ca_bundle else None,
-        max_envelope_kb=c.max_envelope_kb,
-    )
-
-
 def diagnose_host(
     job: HostJob,
     connect: Connect,
-    target: Target,
+    target: Endpoint,
     options: SessionOptions,
     verify_tls: bool = True,
     user: str | None = None,
@@ -218,7 +194,7 @@ def skip(result: Diagnosis, *names: str) -> None:
 # Network probes ---------------------------------------------------------------------------
 
 
-def check_dns(result: Diagnosis, target: Target) -> str | None:
+def check_dns(result: Diagnosis, target: Endpoint) -> str | None:
     try:
         ipaddress.ip_address(target.address)
     except ValueError:
@@ -241,7 +217,7 @@ def check_dns(result: Diagnosis, target: Target) -> str | None:
     return address
 
 
-def check_tcp(result: Diagnosis, target: Target, address: str) -> bool:
+def check_tcp(result: Diagnosis, target: Endpoint, address: str) -> bool:
     clock = time.monotonic()
     try:
         with socket.create_connection((address, target.port), timeout=PROBE_TIMEOUT):
@@ -266,7 +242,7 @@ def check_tcp(result: Diagnosis, target: Target, address: str) -> bool:
     return True
 
 
-def check_tls(result: Diagnosis, target: Target, verify: bool) -> bool:
+def check_tls(result: Diagnosis, target: Endpoint, verify: bool) -> bool:
     """The certificate: chain, name and expiry. False when it is not trusted."""
     step = tls_step(target.address, target.port, target.ca_bundle, verify)
     result.steps.append(step)
@@ -349,7 +325,7 @@ def _names(certificate: x509.Certificate) -> list[str]:
 OFFERS = {"ntlm": {"negotiate", "ntlm"}, "kerberos": {"negotiate", "kerberos"}, "basic": {"basic"}}
 
 
-def check_auth_methods(result: Diagnosis, target: Target, verify: bool) -> None:
+def check_auth_methods(result: Diagnosis, target: Endpoint, verify: bool) -> None:
     """What the listener offers (the WWW-Authenticate headers of its 401 to a request with none)."""
     url = f"{target.scheme}://{target.address}:{target.port}/wsman"
     check: bool | str = (str(target.ca_bundle) if target.ca_bundle else True) if verify else False
@@ -363,7 +339,7 @@ def check_auth_methods(result: Diagnosis, target: Target, verify: bool) -> None:
     result.steps.append(auth_step(response.status_code, response.raw.headers.getlist("WWW-Authenticate"), target))
 
 
-def auth_step(status: int, headers: Sequence[str], target: Target) -> Step:
+def auth_step(status: int, headers: Sequence[str], target: Endpoint) -> Step:
     offered = sorted({h.split(" ", 1)[0] for h in headers if h.strip()})
     if status != 401 or not offered:
         return Step("authentication", WARN, f"the listener answered HTTP {status} without offering a method")
@@ -388,7 +364,7 @@ STEP_OF: dict[str, str] = {
 }
 
 
-def judge_failure(result: Diagnosis, exc: TransportError, target: Target, user: str | None) -> None:
+def judge_failure(result: Diagnosis, exc: TransportError, target: Endpoint, user: str | None) -> None:
     if isinstance(exc, PreflightError):
         result.add("login", OK, f"accepted ({target.auth})" + (f" as {user}" if user else ""))
         judge_facts(result, exc.facts)
@@ -461,7 +437,7 @@ def judge_facts(result: Diagnosis, facts: Facts | dict[str, Any]) -> None:
         result.add("provision folder", FAIL, what, fix)
 
 
-def judge_winrm(result: Diagnosis, winrm: dict[str, Any], target: Target, options: SessionOptions) -> None:
+def judge_winrm(result: Diagnosis, winrm: dict[str, Any], target: Endpoint, options: SessionOptions) -> None:
     envelope = winrm.get("MaxEnvelopeSizekb")
     declared = target.max_envelope_kb
     if envelope is None:
@@ -518,7 +494,7 @@ def judge_winrm(result: Diagnosis, winrm: dict[str, Any], target: Target, option
 
 
 def judge_installs(result: Diagnosis, installs: list[dict[str, Any]], job: HostJob) -> None:
-    declared = job.install.exe or "C:\\Program Files\\MicroSIP\\microsip.exe"
+    declared = job.install.exe or INSTALLED_EXE
     found = [i for i in installs if i.get("exists")]
     for install in found:
         built = install.get("build_time")

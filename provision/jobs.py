@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from provision.model.inventory import Connection, Install
 from provision.project import Prepared
@@ -69,4 +70,30 @@ def host_jobs(prepared: Prepared, records: Mapping[tuple[str, str], PushRecord])
             for r in prepared.rendered
         ),
         host_groups(prepared.inventory),
+    )
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a host's WinRM listener is, as the inventory says (with its defaults)."""
+
+    address: str
+    scheme: str
+    port: int
+    auth: str
+    ca_bundle: Path | None
+    max_envelope_kb: int | None
+
+
+def endpoint_of(job: HostJob, base: Path) -> Endpoint:
+    """`base`: the inventory's folder, which a relative ca_bundle is relative to."""
+    c = job.connection
+    scheme = c.scheme or "https"
+    return Endpoint(
+        address=c.address or job.host,
+        scheme=scheme,
+        port=c.port or (5986 if scheme == "https" else 5985),
+        auth=c.auth or "ntlm",
+        ca_bundle=base / c.ca_bundle if c.ca_bundle else None,
+        max_envelope_kb=c.max_envelope_kb,
     )

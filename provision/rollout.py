@@ -30,7 +30,7 @@ from provision.fleet import (
     shard_of,
     with_canary_groups,
 )
-from provision.jobs import HostJob, UserJob, group_by_host, host_groups, host_jobs
+from provision.jobs import HostJob, UserJob, endpoint_of, group_by_host, host_groups, host_jobs
 from provision.outcome import RunOutcome
 from provision.project import Project, prepare, select_targets
 from provision.push import (
@@ -190,18 +190,16 @@ def winrm_connect(
         _check_ca_bundles(inventory)
 
         def connect(job: HostJob) -> Transport:
-            c = job.connection
-            scheme = c.scheme or "https"
-            ca_bundle = str(base / c.ca_bundle) if c.ca_bundle else None
+            end = endpoint_of(job, base)
             settings = WinRMSettings(
-                address=c.address or job.host,
-                scheme=scheme,
-                port=c.port or (5986 if scheme == "https" else 5985),
-                auth=c.auth or "ntlm",
+                address=end.address,
+                scheme=end.scheme,
+                port=end.port,
+                auth=end.auth,
                 username=credentials.username,
                 password=credentials.password,
                 verify_tls=verify_tls,
-                ca_bundle=ca_bundle,
+                ca_bundle=str(end.ca_bundle) if end.ca_bundle else None,
                 operation_timeout=max(1, min(20, int(timeout / 4))),
                 trace=functools.partial(tracer, job.host) if tracer is not None else None,
             )

@@ -17,7 +17,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from provision.doctor import FAIL, OK, WARN, Diagnosis, Target, auth_step, dotnet_version, judge_winrm, tls_step
+from provision.doctor import FAIL, OK, WARN, Diagnosis, auth_step, dotnet_version, judge_winrm, tls_step
+from provision.jobs import Endpoint
 from provision.session import SessionOptions
 
 NOW = dt.datetime.now(dt.UTC)
@@ -118,7 +119,7 @@ def test_the_certificate_is_judged_on_chain_name_and_expiry(tmp_path: Path, case
         assert step.fix
 
 
-TARGET = Target("ws-01", "https", 5986, "ntlm", None, None)
+TARGET = Endpoint("ws-01", "https", 5986, "ntlm", None, None)
 
 
 def test_the_authentication_offered_is_read_from_the_401() -> None:
@@ -126,7 +127,7 @@ def test_the_authentication_offered_is_read_from_the_401() -> None:
     assert ok.status == OK and "Basic, Negotiate" in ok.detail
     basic_only = auth_step(401, ['Basic realm="WSMAN"'], TARGET)
     assert basic_only.status == FAIL and "not ntlm" in basic_only.detail
-    kerberos = auth_step(401, ["Negotiate"], Target("ws-01", "https", 5986, "kerberos", None, None))
+    kerberos = auth_step(401, ["Negotiate"], Endpoint("ws-01", "https", 5986, "kerberos", None, None))
     assert kerberos.status == OK
     assert auth_step(200, [], TARGET).status == WARN
 
@@ -139,7 +140,7 @@ def test_dotnet_release_numbers_name_the_version() -> None:
 def test_winrm_settings_are_judged_against_the_inventory() -> None:
     def judged(winrm: dict[str, int], declared: int | None = None) -> dict[str, str]:
         result = Diagnosis("h", "")
-        target = Target("h", "https", 5986, "ntlm", None, declared)
+        target = Endpoint("h", "https", 5986, "ntlm", None, declared)
         defaults = {"MaxMemoryPerShellMB": 1024, "MaxShellsPerUser": 30, "MaxConcurrentOperationsPerUser": 1500}
         judge_winrm(result, {**defaults, "IdleTimeout": 7200000, **winrm}, target, SessionOptions(timeout=120))
         return {s.name: s.status for s in result.steps}
