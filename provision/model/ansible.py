@@ -626,9 +626,8 @@ class _Builder:
         for host in inv.hosts.values():
             effective = _effective(scopes[host.name])
             connection = effective.get("ansible_connection")
-            plugin = None
-            if connection is not None and connection.value is not None and self._usable(connection):
-                plugin = str(connection.value)
+            found = self._set(connection)
+            plugin = str(found.value) if found is not None else None
             if (plugin is not None and plugin not in WINRM_CONNECTIONS) or (filtering and plugin is None):
                 how = f"{plugin}, {connection.origin}" if connection is not None else "Ansible's default, ssh"
                 left_out.append((host.name, how))
@@ -735,22 +734,20 @@ class _Builder:
             self.located.origins[(*base, key)] = var.origin
             self.located.names[(*base, key)] = var.name
 
-        address = self._text(effective.get("ansible_host"))
+        address = self._set(effective.get("ansible_host"))
         if address is not None:
-            put("address", address[0], address[1])
-        port = effective.get("ansible_port")
-        if port is not None and (port.value is None or not self._usable(port)):
-            port = None
+            put("address", address, address.value)
+        port = self._set(effective.get("ansible_port"))
         if port is not None:
             put("port", port, _number(port.value))
-        scheme = self._text(effective.get(_SCHEME[plugin]))
+        scheme = self._set(effective.get(_SCHEME[plugin]))
         if scheme is not None:
-            put("scheme", scheme[0], scheme[1].lower() if isinstance(scheme[1], str) else scheme[1])
+            put("scheme", scheme, scheme.value.lower() if isinstance(scheme.value, str) else scheme.value)
         elif port is not None and _number(port.value) == 5985:
             put("scheme", port, "http")  # Ansible's rule: port 5985 without a scheme means http
-        auth = self._text(effective.get(_AUTH[plugin]))
+        auth = self._set(effective.get(_AUTH[plugin]))
         if auth is not None:
-            var, value = auth
+            var, value = auth, auth.value
             names = value.split(",") if isinstance(value, str) else value if isinstance(value, list) else [value]
             first = str(names[0]).strip().lower() if names else ""
             chosen = _AUTH_NAMES.get(first)
@@ -774,26 +771,26 @@ class _Builder:
                 )
             else:
                 put("auth", var, chosen)
-        check = self._text(effective.get(_CERT[plugin]))
-        if check is not None and str(check[1]).lower() != "validate":
+        check = self._set(effective.get(_CERT[plugin]))
+        if check is not None and str(check.value).lower() != "validate":
             self._warn(
                 self._problem(
-                    check[0],
-                    f"{shown(check[1])} is not followed: provision always checks the "
+                    check,
+                    f"{shown(check.value)} is not followed: provision always checks the "
                     f"certificates (trust your CA with {_CA[plugin]} or provision_ca_bundle; only "
                     "push --no-verify-tls turns checking off, for one run)",
                 )
             )
-        ca = self._text(effective.get("provision_ca_bundle") or effective.get(_CA[plugin]))
+        ca = self._set(effective.get("provision_ca_bundle") or effective.get(_CA[plugin]))
         if ca is not None:
-            put("ca_bundle", ca[0], ca[1])
+            put("ca_bundle", ca, ca.value)
         return out
 
-    def _text(self, var: Var | None) -> tuple[Var, Any] | None:
-        """A variable's value when it is set (null is Ansible's "not set") and usable."""
+    def _set(self, var: Var | None) -> Var | None:
+        """The variable when it is set (null is Ansible's "not set") and its value usable."""
         if var is None or var.value is None or not self._usable(var):
             return None
-        return var, var.value
+        return var
 
     def _usable(self, var: Var) -> bool:
         """A value provision can use: not encrypted, not a template."""
