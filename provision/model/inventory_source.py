@@ -21,6 +21,7 @@ from typing import Any
 from provision.errors import ConfigError, Problem
 from provision.model.ansible import (
     ANSIBLE_TAGS,
+    AnsibleInventory,
     ansible_names,
     is_ansible_yaml,
     looks_like_ini,
@@ -45,21 +46,28 @@ class InventorySource:
     problems: list[Problem] = field(default_factory=list)
 
 
-def read_inventory(path: Path) -> InventorySource:
-    """The inventory at `path` as provision's data, with every problem found (not yet validated)."""
+def _parse(path: Path, *, checked: bool = True) -> tuple[str, AnsibleInventory | Located]:
+    """The file's format ("ansible-ini", "ansible-yaml" or "provision") and what it holds:
+    an Ansible inventory, or provision's own YAML (`checked`: where Ansible's tags are refused)."""
     text, name = read_text(path)
     if looks_like_ini(path, text):
-        converted = read_ansible(parse_ini(text, name), path.parent)
-        source = InventorySource(converted.located, "ansible-ini", converted.warnings, converted.problems)
+        return "ansible-ini", parse_ini(text, name)
+    located = parse_yaml(text, name, ANSIBLE_TAGS)
+    if _ansible_yaml(located.data):
+        return "ansible-yaml", parse_ansible_yaml(located)
+    if checked and ("!vault" in text or "!unsafe" in text):
+        located = parse_yaml(text, name)  # Ansible's tags mean nothing in provision's own format
+    return "provision", located
+
+
+def read_inventory(path: Path) -> InventorySource:
+    """The inventory at `path` as provision's data, with every problem found (not yet validated)."""
+    kind, parsed = _parse(path)
+    if isinstance(parsed, AnsibleInventory):
+        converted = read_ansible(parsed, path.parent)
+        source = InventorySource(converted.located, kind, converted.warnings, converted.problems)
     else:
-        located = parse_yaml(text, name, ANSIBLE_TAGS)
-        if _ansible_yaml(located.data):
-            converted = read_ansible(parse_ansible_yaml(located), path.parent)
-            source = InventorySource(converted.located, "ansible-yaml", converted.warnings, converted.problems)
-        else:
-            if "!vault" in text or "!unsafe" in text:
-                located = parse_yaml(text, name)  # Ansible's tags mean nothing in provision's own format
-            source = InventorySource(located, "provision")
+        source = InventorySource(parsed, kind)
     located = source.located
     if located.data is None:
         located.data = {}
@@ -157,13 +165,11 @@ def inventory_names(path: Path) -> tuple[list[str], list[str]]:
     """Host and group names, read quickly and without checks (for shell completion).
 
     Raises whatever reading raises: the caller decides what a failure means."""
-    text, name = read_text(path)
-    if looks_like_ini(path, text):
-        return ansible_names(parse_ini(text, name))
-    located = parse_yaml(text, name, ANSIBLE_TAGS)
+    _, parsed = _parse(path, checked=False)
+    if isinstance(parsed, AnsibleInventory):
+        return ansible_names(parsed)
+    located = parsed
     data = located.data
-    if _ansible_yaml(data):
-        return ansible_names(parse_ansible_yaml(located))
     if not isinstance(data, dict):
         return [], []
     expand_host_ranges(located)
