@@ -12,7 +12,7 @@ scrubbed of it too.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -102,12 +102,6 @@ class PostgresStore(SqlStore):
         return scrub(str(exc).strip(), self._secrets)
 
     # -- the backend's part ----------------------------------------------------------------
-
-    def _reading(self) -> AbstractContextManager[Session]:
-        return self._session(None)
-
-    def _transaction(self, what: str) -> AbstractContextManager[Session]:
-        return self._session(what)
 
     @contextmanager
     def _session(self, what: str | None) -> Iterator[Session]:

@@ -46,13 +46,16 @@ class SqlStore(Store):
     # -- what a backend provides -----------------------------------------------------------
 
     @abstractmethod
-    def _reading(self) -> AbstractContextManager[Session]:
-        """A read transaction; driver errors become StateError."""
+    def _session(self, what: str | None) -> AbstractContextManager[Session]:
+        """A transaction, rolled back on any error: a read (`what` None), whose driver errors
+        become StateError, or a write of `what`, whose driver errors become StateError or
+        StateWriteError naming `what` as what could not be written."""
 
-    @abstractmethod
+    def _reading(self) -> AbstractContextManager[Session]:
+        return self._session(None)
+
     def _transaction(self, what: str) -> AbstractContextManager[Session]:
-        """A write transaction (rolled back on any error); driver errors become StateError or
-        StateWriteError naming `what` could not be written."""
+        return self._session(what)
 
     @abstractmethod
     def _table_columns(self, session: Session) -> dict[str, set[str]]:

@@ -16,7 +16,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -113,12 +113,6 @@ class SqliteStore(SqlStore):
             raise self.damaged("; ".join(str(p) for p in problems))
 
     # -- the backend's part ----------------------------------------------------------------
-
-    def _reading(self) -> AbstractContextManager[Session]:
-        return self._session(None)
-
-    def _transaction(self, what: str) -> AbstractContextManager[Session]:
-        return self._session(what)
 
     @contextmanager
     def _session(self, what: str | None) -> Iterator[Session]:
